@@ -1,0 +1,480 @@
+"""Typed, strict run configuration.
+
+A run is described by one :class:`RunConfig`, a tree of dataclasses. YAML recipes under
+``configs/`` map onto it key for key: an unknown key is an error that lists the valid ones, a value
+of the wrong type is an error that names the expected type, and each section's ``__post_init__``
+rejects impossible values. Command-line flags and ``--set section.key=value`` overrides are applied
+to the same tree before validation, so a recipe and its overrides are checked alike.
+
+Defaults are the SimSiam paper's ImageNet recipe (Chen & He, arXiv:2011.10566, Sec. 4.1 and
+Appendix A) unless a docstring says otherwise; the CIFAR settings come from its Appendix D and are
+set by the CIFAR recipes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from siamkit.errors import ConfigError
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Where the images come from (pipeline step 1, the data half).
+
+    Attributes:
+        dataset: ``digits`` (scikit-learn's bundled 8x8 digits, upsampled; works on any machine),
+            ``cifar10`` (an image folder with ``train/`` and ``test/``, or torchvision's download
+            when ``path`` is empty and ``download`` is set), or ``folder`` (any image folder,
+            labelled ``root/<class>/*`` or flat).
+        path: Root folder for ``cifar10`` and ``folder``.
+        download: Let torchvision download CIFAR-10 into ``path`` (needs a network).
+        decode_size: Side of the square uint8 images kept in memory. ``None``: 32 for digits and
+            CIFAR-10, 256 for folders (resize shorter side, centre crop), the usual ImageNet size.
+        test_fraction: For a labelled folder without ``train/``/``test/``: the fraction held out
+            (stratified, fixed seed) for the kNN monitor and evaluation.
+        cache_dir: Where decoded arrays are cached (keyed by path, size and mtime of every file).
+            ``None``: ``$SIAMKIT_CACHE`` or ``~/.cache/siamkit``.
+        strict: Fail on the first unreadable image instead of skipping it with a counted warning.
+        num_decode_workers: Processes decoding images on the first run (the cache serves later).
+    """
+
+    dataset: Literal["digits", "cifar10", "folder"] = "digits"
+    path: str | None = None
+    download: bool = False
+    decode_size: int | None = None
+    test_fraction: float = 0.2
+    cache_dir: str | None = None
+    strict: bool = False
+    num_decode_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.dataset in ("folder",) and not self.path:
+            raise ConfigError(
+                "data.path is required for dataset 'folder': pass --data PATH (a folder of images)"
+            )
+        if self.decode_size is not None and self.decode_size < 8:
+            raise ConfigError(f"data.decode_size must be at least 8 pixels, got {self.decode_size}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.num_decode_workers < 1:
+            raise ConfigError("data.num_decode_workers must be at least 1")
+
+
+@dataclass
+class AugmentConfig:
+    """The view recipe (pipeline step 1, the augmentation half).
+
+    Defaults are SimSiam's (arXiv:2011.10566, Appendix A, following MoCo v2): RandomResizedCrop
+    with scale (0.2, 1.0); colour jitter of brightness/contrast/saturation 0.4 and hue 0.1 applied
+    with probability 0.8; grayscale with probability 0.2; Gaussian blur (sigma in [0.1, 2.0]) with
+    probability 0.5 only for ImageNet-size views (the CIFAR recipe of Appendix D has no blur);
+    horizontal flip with probability 0.5.
+
+    Attributes:
+        size: Side of the square output views (224 on ImageNet, 32 on CIFAR-10).
+        crop_scale: Range of the crop's area as a fraction of the image.
+        crop_ratio: Range of the crop's aspect ratio (log-uniform), torchvision's default.
+        jitter_prob: Probability of applying colour jitter to a view.
+        brightness: Brightness factor drawn from [1 - b, 1 + b].
+        contrast: Contrast factor drawn from [1 - c, 1 + c].
+        saturation: Saturation factor drawn from [1 - s, 1 + s].
+        hue: Hue shift drawn from [-h, h] (fraction of the colour wheel).
+        grayscale_prob: Probability of converting a view to grayscale.
+        blur_prob: Probability of Gaussian blur. ``None``: 0.5 for views of at least
+            ``blur_min_size`` pixels, else 0 (the paper's rule: blur only for ImageNet-size input).
+        blur_min_size: Smallest view size that gets blur under the ``None`` rule.
+        blur_sigma: Range of the blur's standard deviation in pixels of a 224 view, scaled with
+            ``size``.
+        flip_prob: Probability of a horizontal flip.
+        mean: Per-channel mean for normalisation (ImageNet's, as in the paper's code).
+        std: Per-channel std for normalisation.
+    """
+
+    size: int = 224
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_prob: float = 0.2
+    blur_prob: float | None = None
+    blur_min_size: int = 96
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    flip_prob: float = 0.5
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ConfigError(
+                f"augment.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}; "
+                "the paper uses (0.2, 1.0)"
+            )
+        if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ConfigError(f"augment.crop_ratio must be 0 < min <= max, got {self.crop_ratio}")
+        if self.size < 4:
+            raise ConfigError(f"augment.size must be at least 4 pixels, got {self.size}")
+        for name in ("jitter_prob", "grayscale_prob", "flip_prob"):
+            _check_probability(f"augment.{name}", getattr(self, name))
+        if self.blur_prob is not None:
+            _check_probability("augment.blur_prob", self.blur_prob)
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"augment.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ConfigError(f"augment.hue must be in [0, 0.5], got {self.hue}")
+        if not 0.0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ConfigError(f"augment.blur_sigma must be 0 < min <= max, got {self.blur_sigma}")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"augment.std must be positive, got {self.std}")
+
+    @property
+    def effective_blur_prob(self) -> float:
+        """Blur probability after the ImageNet-size rule (see ``blur_prob``)."""
+        if self.blur_prob is not None:
+            return self.blur_prob
+        return 0.5 if self.size >= self.blur_min_size else 0.0
+
+
+@dataclass
+class BackboneConfig:
+    """The encoder backbone (pipeline step 2).
+
+    Attributes:
+        name: A name in :data:`siamkit.encoders.BACKBONES` (``resnet18``, ``resnet34``,
+            ``resnet50``, ``small_cnn``).
+        cifar_stem: Replace the 7x7/2 stem and max-pool by one 3x3/1 convolution, the CIFAR
+            variant used by SimSiam's Appendix D (after He et al., 2016, Sec. 4.2).
+        width: Multiplier of every stage's channel count (1.0 is the torchvision model); below 1
+            for small CPU runs.
+    """
+
+    name: str = "resnet50"
+    cifar_stem: bool = False
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.width <= 0:
+            raise ConfigError(f"backbone.width must be positive, got {self.width}")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule.
+
+    SimSiam (arXiv:2011.10566, Sec. 4.1): SGD with momentum 0.9, lr = base_lr x batch/256 with
+    base_lr 0.05, weight decay 1e-4, cosine decay, batch 512; the predictor's lr is not decayed
+    (Sec. 4.1, Table 1). CIFAR (Appendix D): base_lr 0.03, weight decay 5e-4.
+
+    Attributes:
+        batch_size: Images per optimiser step over all processes (each gives ``num_views`` views).
+        base_lr: Learning rate for a batch of 256; scaled linearly with the batch.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay on all parameters.
+        warmup_epochs: Linear warm-up from 0 before the cosine decay (0 in the paper for batch
+            512; it uses 10 for its largest batches).
+    """
+
+    batch_size: int = 512
+    base_lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"optim.batch_size must be at least 1, got {self.batch_size}")
+        if self.base_lr <= 0:
+            raise ConfigError(
+                f"optim.base_lr must be positive, got {self.base_lr} (SimSiam uses 0.05)"
+            )
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"optim.momentum must be in [0, 1), got {self.momentum}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+    @property
+    def lr(self) -> float:
+        """The linearly scaled learning rate, ``base_lr x batch_size / 256`` (Goyal et al.)."""
+        return self.base_lr * self.batch_size / 256
+
+
+@dataclass
+class TrainConfig:
+    """The one training loop (Lightning) and its monitors.
+
+    Attributes:
+        epochs: Passes over the training images (100 for the ImageNet recipe).
+        max_minutes: Optional wall-clock budget; training stops when it is spent.
+        output_dir: Run folder: checkpoints, CSV and TensorBoard logs, results.json.
+        seed: Seed for weights, data order and augmentation.
+        precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32),
+            ``bf16-mixed`` or ``32-true``. Losses are computed in fp32 either way.
+        channels_last: ``auto`` (on for convolutional backbones), ``on``, ``off``.
+        compile: Wrap the backbone in ``torch.compile``.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        devices: Lightning devices (``auto`` or a count).
+        strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn`` ...).
+        sync_batchnorm: Synchronise BatchNorm statistics across processes.
+        knn_k: Neighbours of the weighted kNN monitor (200, as in InstDisc/the SimSiam code).
+        knn_temperature: Temperature of the kNN weights exp(sim / T) (0.1).
+        knn_every: Run the kNN monitor every this many epochs (0 turns it off).
+        knn_bank_size: Training images in the monitor's feature bank (0: all).
+        knn_query_size: Held-out images the monitor classifies (0: all).
+        collapse_threshold: Warn when std(l2-normalised output) x sqrt(d) falls below this.
+        log_every_n_steps: Logging interval.
+        progress_bar: Show the progress bar.
+    """
+
+    epochs: int = 100
+    max_minutes: float | None = None
+    output_dir: str = "runs/simsiam"
+    seed: int = 0
+    precision: Literal["auto", "bf16-mixed", "32-true"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_every: int = 1
+    knn_bank_size: int = 0
+    knn_query_size: int = 0
+    collapse_threshold: float = 0.1
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be at least 1, got {self.epochs}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
+        if self.knn_k < 1 or self.knn_temperature <= 0:
+            raise ConfigError("train.knn_k must be >= 1 and train.knn_temperature > 0")
+        if self.knn_every < 0:
+            raise ConfigError("train.knn_every must be >= 0 (0 turns the kNN monitor off)")
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's config; the subclass is chosen by ``method.name``."""
+
+    name: str = ""
+
+
+@dataclass
+class RunConfig:
+    """Everything one pretraining run needs; see each section's docstring."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=lambda: _method_config_class("simsiam")())
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # Every backbone and head here uses BatchNorm, whose batch statistics need two samples.
+        if self.optim.batch_size < 2:
+            raise ConfigError(
+                f"optim.batch_size {self.optim.batch_size} cannot train: BatchNorm needs at least "
+                "2 images per batch to compute statistics; use --batch-size 32 or more "
+                "(SimSiam uses 512, and works down to 64, Table 2)"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Strict loading
+# --------------------------------------------------------------------------------------------
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+def _method_config_class(name: str) -> type[MethodConfig]:
+    from siamkit.methods import METHODS  # late import: methods depend on this module
+
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name].config_class
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to ``annotation``, or raise a ConfigError naming ``where``."""
+    origin = get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(
+                f"{where} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+            )
+        return value
+    if origin is tuple:
+        items = get_args(annotation)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{where} must be a list of {len(items)} values, got {value!r}")
+        pairs = enumerate(zip(value, items, strict=True))
+        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in pairs)
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return from_dict(annotation, value, where)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
+
+    Args:
+        cls: The dataclass to build.
+        data: Keys and values, e.g. a parsed YAML section.
+        where: Dotted path of this section, for error messages.
+
+    Returns:
+        The dataclass instance (its ``__post_init__`` has validated the values).
+
+    Raises:
+        ConfigError: On an unknown key, a wrong type or an impossible value.
+    """
+    if cls is MethodConfig:  # the method section picks its own dataclass by name
+        data = dict(data)
+        cls = typing.cast(type[T], _method_config_class(str(data.get("name", "simsiam"))))
+        data["name"] = data.get("name", "simsiam")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in valid:
+            raise ConfigError(
+                f"unknown config key {path!r}; valid keys{' in ' + where if where else ''}: "
+                f"{', '.join(valid)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # pragma: no cover - every field has a default
+        raise ConfigError(f"{where or cls.__name__}: {err}") from err
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML-safe dict of a config tree (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return typing.cast(dict[str, Any], plain(dataclasses.asdict(config)))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (the value as YAML) into a key path and a value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+
+
+def set_in(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``tree[k0][k1]... = value``, creating sections as needed."""
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(keys)}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Load a recipe, apply overrides, validate.
+
+    Args:
+        path: A YAML recipe, or ``None`` for the defaults.
+        overrides: ``section.key=value`` strings (``--set``), applied in order.
+        values: Dotted keys to values (from dedicated CLI flags), applied last.
+
+    Returns:
+        The validated :class:`RunConfig`.
+
+    Raises:
+        ConfigError: The file is missing or not a mapping, or any key or value is invalid.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} not found; recipes live under configs/")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must be a mapping of sections")
+        tree = loaded
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        set_in(tree, keys, value)
+    for dotted, value in (values or {}).items():
+        set_in(tree, dotted.split("."), value)
+    return from_dict(RunConfig, tree)

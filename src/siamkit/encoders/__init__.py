@@ -1,0 +1,44 @@
+"""Pipeline step 2: backbones behind one contract (``num_features``, ``forward_features``).
+
+Add a backbone by adding a constructor to :data:`BACKBONES`; the contract tests cover it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from torch import nn
+
+from siamkit.config import BackboneConfig
+from siamkit.encoders.base import Encoder
+from siamkit.encoders.resnet import ResNetEncoder, torchvision_resnet
+from siamkit.encoders.small_cnn import SmallCNN
+from siamkit.errors import ConfigError
+
+#: name -> constructor taking ``width`` and ``cifar_stem``.
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": partial(ResNetEncoder, "resnet18"),
+    "resnet34": partial(ResNetEncoder, "resnet34"),
+    "resnet50": partial(ResNetEncoder, "resnet50"),
+    "small_cnn": SmallCNN,
+}
+
+
+def create_backbone(cfg: BackboneConfig) -> nn.Module:
+    """Build the backbone named by ``cfg``; it follows the :class:`Encoder` contract."""
+    if cfg.name not in BACKBONES:
+        raise ConfigError(
+            f"unknown backbone {cfg.name!r}; valid backbones: {', '.join(sorted(BACKBONES))}"
+        )
+    return BACKBONES[cfg.name](width=cfg.width, cifar_stem=cfg.cifar_stem)
+
+
+__all__ = [
+    "BACKBONES",
+    "Encoder",
+    "ResNetEncoder",
+    "SmallCNN",
+    "create_backbone",
+    "torchvision_resnet",
+]

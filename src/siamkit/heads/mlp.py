@@ -1,0 +1,63 @@
+"""MLP heads: the projection MLP (part of the encoder f) and the prediction MLP h."""
+
+from __future__ import annotations
+
+import itertools
+
+from torch import nn
+
+
+def mlp(
+    dims: list[int],
+    hidden_bn: bool = True,
+    output_bn: bool = False,
+    output_bn_affine: bool = True,
+) -> nn.Sequential:
+    """Linear layers ``dims[0] -> dims[1] -> ... -> dims[-1]`` with BN and ReLU between them.
+
+    Every hidden layer is Linear -> (BN) -> ReLU; the output layer is Linear -> (BN), no ReLU.
+    A Linear followed by BN has no bias, since BN's shift makes it redundant.
+
+    Args:
+        dims: Input width, hidden widths, output width (at least two entries).
+        hidden_bn: BatchNorm after each hidden Linear.
+        output_bn: BatchNorm after the output Linear.
+        output_bn_affine: Learnable scale/shift of that output BN.
+    """
+    if len(dims) < 2:
+        raise ValueError(f"an MLP needs an input and an output width, got {dims}")
+    layers: list[nn.Module] = []
+    n_layers = len(dims) - 1
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
+        last = i == n_layers - 1
+        bn = output_bn if last else hidden_bn
+        layers.append(nn.Linear(d_in, d_out, bias=not bn))
+        if bn:
+            layers.append(nn.BatchNorm1d(d_out, affine=output_bn_affine if last else True))
+        if not last:
+            layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def projection_mlp(
+    in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, hidden_bn: bool, output_bn: bool
+) -> nn.Sequential:
+    """SimSiam's projection MLP: ``num_layers`` fc layers, BN on each incl. the output.
+
+    "The projection MLP (in f) has BN applied to each fully-connected (fc) layer, including its
+    output fc. Its output fc has no ReLU. The hidden fc is 2048-d. This MLP has 3 layers."
+    [SimSiam, arXiv:2011.10566, Sec. 4.1]; 2 layers on CIFAR [Appendix D]. The output BN has no
+    learnable affine, as in the authors' code (facebookresearch/simsiam, builder.py).
+    """
+    dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+    return mlp(dims, hidden_bn=hidden_bn, output_bn=output_bn, output_bn_affine=True)
+
+
+def prediction_mlp(dim: int, hidden_dim: int, hidden_bn: bool, output_bn: bool) -> nn.Sequential:
+    """SimSiam's prediction MLP h: a 2-layer bottleneck ``dim -> hidden_dim -> dim``.
+
+    "The prediction MLP (h) has BN applied to its hidden fc layers. Its output fc does not have BN
+    or ReLU. This MLP has 2 layers. The dimension of h's input and output is 2048, and h's hidden
+    layer's dimension is 512, making h a bottleneck structure" [SimSiam, Sec. 4.1].
+    """
+    return mlp([dim, hidden_dim, dim], hidden_bn=hidden_bn, output_bn=output_bn)

@@ -1,0 +1,126 @@
+"""Monitors that run inside the training loop: collapse, kNN, throughput."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+
+from siamkit.config import AugmentConfig
+from siamkit.data.datasets import ImageSet
+from siamkit.eval.features import extract_features
+from siamkit.eval.knn import knn_accuracy
+from siamkit.eval.metrics import output_std
+
+
+class CollapseMonitor(L.Callback):
+    """Logs ``train/collapse_std`` (std of the l2-normalised output x sqrt(d)) every epoch and
+    warns when it falls below ``threshold``: about 1 is healthy, 0 is a constant output."""
+
+    def __init__(self, threshold: float = 0.1) -> None:
+        self.threshold = threshold
+        self._values: list[float] = []
+        self.last: float | None = None
+        self.warned = False
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if isinstance(outputs, dict) and "embedding" in outputs:
+            self._values.append(output_std(outputs["embedding"]))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._values:
+            return
+        self.last = sum(self._values) / len(self._values)
+        self._values.clear()
+        pl_module.log("train/collapse_std", self.last)
+        if self.last < self.threshold and not self.warned and trainer.is_global_zero:
+            self.warned = True
+            warnings.warn(
+                f"the output has collapsed: std of the l2-normalised output x sqrt(d) = "
+                f"{self.last:.3f} (about 1 when healthy, 0 for a constant output). "
+                "SimSiam collapses without stop-gradient or a predictor (paper Fig. 2, Table 1); "
+                "check method.stop_gradient, method.predictor and the learning rate",
+                stacklevel=1,
+            )
+
+
+class KNNMonitor(L.Callback):
+    """Weighted kNN top-1 on a held-out split every ``every`` epochs (``val/knn_top1``).
+
+    Args:
+        bank: Labelled training images (the feature bank).
+        queries: Held-out labelled images to classify.
+        augment: View size and normalisation for the centre-crop features.
+        k: Neighbours (200).
+        temperature: Vote temperature (0.1).
+        every: Epoch interval.
+    """
+
+    def __init__(
+        self,
+        bank: ImageSet,
+        queries: ImageSet,
+        augment: AugmentConfig,
+        k: int = 200,
+        temperature: float = 0.1,
+        every: int = 1,
+        bf16: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        assert bank.labels is not None and queries.labels is not None
+        self.bank, self.queries, self.augment = bank, queries, augment
+        self.k, self.temperature, self.every = k, temperature, every
+        self.bf16, self.channels_last = bf16, channels_last
+        self.history: list[tuple[int, float]] = []
+
+    def evaluate(self, backbone: torch.nn.Module) -> float:
+        """kNN top-1 (%) of ``backbone``'s features."""
+        bf16, cl = self.bf16, self.channels_last
+        bank = extract_features(
+            backbone, self.bank.images, self.augment, bf16=bf16, channels_last=cl
+        )
+        queries = extract_features(
+            backbone, self.queries.images, self.augment, bf16=bf16, channels_last=cl
+        )
+        assert self.bank.labels is not None and self.queries.labels is not None
+        return knn_accuracy(
+            bank, self.bank.labels, queries, self.queries.labels, self.k, self.temperature
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if self.every and (epoch % self.every == 0 or epoch == trainer.max_epochs):
+            acc = self.evaluate(pl_module.method.backbone)  # type: ignore[union-attr, arg-type]
+            self.history.append((epoch, acc))
+            pl_module.log("val/knn_top1", acc, prog_bar=True)
+
+
+class Throughput(L.Callback):
+    """Logs ``train/images_per_sec``: source images per second of training steps, epoch mean
+    (the monitors' time excluded)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._t = 0.0
+        self.last: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        self.seconds += time.perf_counter() - self._t
+        self.images += int(batch[0].shape[0]) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.seconds > 0:
+            self.last = self.images / self.seconds
+            pl_module.log("train/images_per_sec", self.last)
+        self.images, self.seconds = 0, 0.0

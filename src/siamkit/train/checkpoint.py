@@ -1,0 +1,97 @@
+"""Reading checkpoints back: for ``--resume``, evaluation, export and embedding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from siamkit.config import RunConfig, from_dict, to_dict
+from siamkit.errors import CheckpointError, ConfigError
+
+#: Key under which a Lightning checkpoint stores the run config.
+CONFIG_KEY = "siamkit_config"
+
+
+@dataclass
+class Checkpoint:
+    """A readable siamkit checkpoint."""
+
+    path: str
+    config: RunConfig
+    state_dict: dict[str, torch.Tensor]
+    epoch: int
+
+
+def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkpoint:
+    """Read and check a checkpoint (a ``.ckpt`` file or a run folder).
+
+    Args:
+        path: The file, or a run folder (its ``checkpoints/last.ckpt`` is used).
+        expect: When resuming: the config the checkpoint must match in backbone and method.
+
+    Raises:
+        CheckpointError: Missing, unreadable or truncated file; not a siamkit checkpoint; or a
+            different architecture from ``expect``.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / "last.ckpt"
+    if not p.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} not found; pass a .ckpt file or a run folder with "
+            "checkpoints/last.ckpt"
+        )
+    try:
+        raw = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip, pickle errors, ...: all mean "unreadable"
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} cannot be read ({type(err).__name__}: {err}); it may be "
+            f"truncated or corrupt: use an earlier one from {p.parent} or start again"
+        ) from None
+    if not isinstance(raw, dict) or CONFIG_KEY not in raw or "state_dict" not in raw:
+        raise CheckpointError(f"{str(p)!r} is not a siamkit checkpoint (no run config inside)")
+    try:
+        config = from_dict(RunConfig, raw[CONFIG_KEY])
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {str(p)!r} has an invalid config: {err}") from None
+    if expect is not None:
+        for section in ("backbone", "method"):
+            mine, theirs = to_dict(expect)[section], to_dict(config)[section]
+            if mine != theirs:
+                diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+                raise CheckpointError(
+                    f"checkpoint {str(p)!r} was trained with a different {section} "
+                    f"(checkpoint vs now: {diff}); resume with the config it was trained with"
+                )
+    return Checkpoint(str(p), config, raw["state_dict"], int(raw.get("epoch", -1)) + 1)
+
+
+def load_method(path: str | Path) -> tuple[RunConfig, nn.Module]:
+    """The trained method (backbone and heads) of a checkpoint, in eval mode on the CPU."""
+    from siamkit.encoders import create_backbone
+    from siamkit.methods import create_method
+
+    ckpt = read_checkpoint(path)
+    method = create_method(create_backbone(ckpt.config.backbone), ckpt.config.method)
+    prefix = "method."
+    state = {k[len(prefix) :]: v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
+    # torch.compile'd backbones keep their keys (Module.compile), so no renaming is needed.
+    missing, unexpected = method.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path!r} does not match its own config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return ckpt.config, method.eval()
+
+
+def load_backbone(path: str | Path) -> tuple[RunConfig, nn.Module]:
+    """The trained backbone of a checkpoint, in eval mode on the CPU."""
+    config, method = load_method(path)
+    return config, method.backbone  # type: ignore[return-value]
+
+
+__all__ = ["CONFIG_KEY", "Checkpoint", "load_backbone", "load_method", "read_checkpoint"]
