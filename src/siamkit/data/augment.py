@@ -19,12 +19,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 from siamkit.config import AugmentConfig
 
-# ITU-R 601 luma weights, the ones torchvision's rgb_to_grayscale uses.
-_LUMA = (0.299, 0.587, 0.114)
+# ITU-R 601-2 luma weights as torchvision's rgb_to_grayscale rounds them (red 0.2989, not 0.299),
+# so that both augmentation paths agree to float precision.
+_LUMA = (0.2989, 0.587, 0.114)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -135,13 +135,32 @@ def sample_crop_boxes(
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Crop ``boxes`` (``(B, 4)``) out of ``x`` (``(B, C, H, W)`` float) and resize to ``size``.
 
-    Bilinear with half-pixel centres, like ``resize(align_corners=False)``; when shrinking, each
-    output pixel averages several samples (roi_align's adaptive sampling), which acts as the
-    anti-aliasing of torchvision's ``antialias=True``.
+    Bilinear with half-pixel centres and samples clamped to the box, which is what cropping and
+    then ``resize(align_corners=False)`` computes. When a box is shrunk, each output pixel averages
+    ``r x r`` bilinear samples spread over its footprint (a box filter standing in for
+    torchvision's ``antialias=True``); when it is enlarged, the ``r`` samples coincide.
     """
-    index = torch.arange(x.shape[0], device=x.device, dtype=x.dtype).unsqueeze(1)
-    rois = torch.cat([index, boxes.to(x.dtype)], dim=1)  # (B, 5): image index + box
-    return roi_align(x, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    b = x.shape[0]
+    dev, dt = x.device, x.dtype
+    left, top, right, bottom = boxes.to(dt).unbind(1)  # each (B,)
+    step_x, step_y = (right - left) / size, (bottom - top) / size  # source px per output px
+    r = max(1, math.ceil(float(torch.maximum(step_x, step_y).max())))
+    sub = (torch.arange(r, device=dev, dtype=dt) + 0.5) / r - 0.5  # (r,) offsets in output px
+    centre = torch.arange(size, device=dev, dtype=dt) + 0.5  # (S,)
+
+    def coords(start: torch.Tensor, end: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        spread = (step > 1).to(dt)[:, None, None]  # only shrinking boxes average a footprint
+        pos = centre[None, :, None] + spread * sub[None, None, :]  # (B, S, r), output px
+        src = start[:, None, None] + pos * step[:, None, None] - 0.5  # pixel-centre coords
+        src = torch.minimum(torch.maximum(src, start[:, None, None]), (end - 1)[:, None, None])
+        return src.reshape(b, size * r)
+
+    gx = coords(left, right, step_x) * (2 / max(1, x.shape[-1] - 1)) - 1  # to [-1, 1]
+    gy = coords(top, bottom, step_y) * (2 / max(1, x.shape[-2] - 1)) - 1
+    n = size * r
+    grid = torch.stack([gx[:, None, :].expand(b, n, n), gy[:, :, None].expand(b, n, n)], dim=-1)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.avg_pool2d(out, r) if r > 1 else out
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:

@@ -261,12 +261,9 @@ def load_folder(
                 "use the same class folders in train/ and test/"
             )
     cache = _cache_path(root, files, size, cfg)
-    if cache is not None and cache.with_suffix(".json").is_file():
-        images, meta = (
-            np.load(cache.with_suffix(".npy")),
-            json.loads(cache.with_suffix(".json").read_text()),
-        )
-        bad = meta["bad"]
+    if cache is not None and _with_ext(cache, ".json").is_file():
+        images = np.load(_with_ext(cache, ".npy"))
+        bad = json.loads(_with_ext(cache, ".json").read_text())["bad"]
     else:
         images, bad = _decode_all(files, size, cfg.num_decode_workers)
         if cache is not None:
@@ -357,13 +354,18 @@ def _cache_path(root: Path, files: list[Path], size: int, cfg: DataConfig) -> Pa
     return Path(base) / f"{root.name}-{size}px-{len(files)}-{h.hexdigest()[:16]}"
 
 
+def _with_ext(stem: Path, ext: str) -> Path:
+    """``stem`` + ``ext`` (not ``with_suffix``, which would cut a folder name like ``set.v1``)."""
+    return stem.parent / (stem.name + ext)
+
+
 def _write_cache(stem: Path, images: np.ndarray, meta: dict[str, object]) -> None:
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
-        tmp = stem.with_suffix(".tmp.npy")
+        tmp = _with_ext(stem, ".tmp.npy")
         np.save(tmp, images)
-        os.replace(tmp, stem.with_suffix(".npy"))
-        stem.with_suffix(".json").write_text(json.dumps(meta))  # written last: marks complete
+        os.replace(tmp, _with_ext(stem, ".npy"))
+        _with_ext(stem, ".json").write_text(json.dumps(meta))  # written last: marks complete
     except OSError as err:  # a read-only home must not stop training
         warnings.warn(f"could not write the decode cache at {stem}: {err}", stacklevel=2)
 

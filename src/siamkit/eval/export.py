@@ -49,8 +49,11 @@ def load_exported(path: str | Path) -> nn.Module:
         with safe_open(str(path), "pt") as f:
             arch = json.loads((f.metadata() or {})["siamkit_arch"])
         state = load_file(str(path))
-    except (OSError, KeyError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path} is not a siamkit export ({err})") from None
+    except Exception as err:  # safetensors raises its own SafetensorError on foreign files
+        raise CheckpointError(
+            f"{path} is not a siamkit export ({type(err).__name__}: {err}); export one with "
+            "`siamkit export --checkpoint RUN --output FILE.safetensors`"
+        ) from None
     model: nn.Module
     if arch["name"] == "small_cnn":
         model = SmallCNN(width=arch["width"])

@@ -46,8 +46,11 @@ def projection_mlp(
 
     "The projection MLP (in f) has BN applied to each fully-connected (fc) layer, including its
     output fc. Its output fc has no ReLU. The hidden fc is 2048-d. This MLP has 3 layers."
-    [SimSiam, arXiv:2011.10566, Sec. 4.1]; 2 layers on CIFAR [Appendix D]. The output BN has no
-    learnable affine, as in the authors' code (facebookresearch/simsiam, builder.py).
+    [SimSiam, arXiv:2011.10566, Sec. 4.1]; 2 layers on CIFAR [Appendix D]. The output BN is a
+    standard (affine) BN as the paper's text says. The authors' released code drops its affine;
+    without a learnable scale the output is standardised per channel and cannot become constant,
+    so the collapse of std(z / ||z||) that the paper shows without stop-gradient (Fig. 2) could
+    not appear; with the affine it does (docs/results.md).
     """
     dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
     return mlp(dims, hidden_bn=hidden_bn, output_bn=output_bn, output_bn_affine=True)

@@ -20,7 +20,7 @@ class CollapseMonitor(L.Callback):
     """Logs ``train/collapse_std`` (std of the l2-normalised output x sqrt(d)) every epoch and
     warns when it falls below ``threshold``: about 1 is healthy, 0 is a constant output."""
 
-    def __init__(self, threshold: float = 0.1) -> None:
+    def __init__(self, threshold: float = 0.3) -> None:
         self.threshold = threshold
         self._values: list[float] = []
         self.last: float | None = None

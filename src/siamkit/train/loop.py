@@ -123,6 +123,7 @@ class PretrainResult:
         knn_top1: Final kNN top-1 (%) on the held-out split (``None`` without labels).
         random_init_knn_top1: The same for the backbone at its random initialisation.
         collapse_std: Final collapse metric (about 1 healthy, 0 collapsed).
+        collapse_threshold: Below this the run is reported as collapsing.
         images_per_sec: Training throughput of the last epoch.
         knn_history: ``(epoch, top-1)`` of the monitor.
     """
@@ -133,6 +134,7 @@ class PretrainResult:
     knn_top1: float | None = None
     random_init_knn_top1: float | None = None
     collapse_std: float | None = None
+    collapse_threshold: float = 0.3
     images_per_sec: float | None = None
     minutes: float = 0.0
     knn_history: list[tuple[int, float]] = field(default_factory=list)
@@ -299,6 +301,7 @@ def pretrain(
         checkpoint=str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None,
         epochs=trainer.current_epoch,
         collapse_std=collapse.last,
+        collapse_threshold=cfg.train.collapse_threshold,
         images_per_sec=throughput.last,
         knn_history=knn.history if knn else [],
     )
@@ -333,7 +336,7 @@ def format_result(result: PretrainResult) -> str:
     if result.images_per_sec:
         lines[0] += f"   throughput: {result.images_per_sec:.0f} images/s"
     if result.collapse_std is not None:
-        state = "collapsed" if result.collapse_std < 0.1 else "healthy"
+        state = "collapsing" if result.collapse_std < result.collapse_threshold else "healthy"
         lines.append(f"collapse metric (std x sqrt(d)): {result.collapse_std:.3f} ({state})")
     if result.knn_top1 is not None and result.random_init_knn_top1 is not None:
         lines.append(

@@ -1,0 +1,144 @@
+"""Contract tests over every registered backbone, and torchvision compatibility of the ResNets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from siamkit.config import BackboneConfig
+from siamkit.encoders import (
+    BACKBONES,
+    Encoder,
+    ResNetEncoder,
+    SmallCNN,
+    create_backbone,
+    torchvision_resnet,
+)
+from siamkit.errors import ConfigError
+
+# Narrow enough to run in milliseconds on a CPU; resnet50's bottlenecks are 4x wider.
+_SMALL_WIDTH = {"resnet50": 0.125}
+
+
+def _small(name: str, cifar_stem: bool) -> nn.Module:
+    return BACKBONES[name](width=_SMALL_WIDTH.get(name, 0.25), cifar_stem=cifar_stem)
+
+
+@pytest.mark.parametrize("cifar_stem", [False, True], ids=["imagenet_stem", "cifar_stem"])
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_follows_the_encoder_contract(name: str, cifar_stem: bool) -> None:
+    """``num_features`` is an int and ``forward_features`` gives ``(B, num_features)``."""
+    torch.manual_seed(0)
+    encoder = _small(name, cifar_stem)
+    assert isinstance(encoder, Encoder)
+    assert type(encoder.num_features) is int and encoder.num_features > 0
+    x = torch.randn(2, 3, 32, 32)
+    features = encoder.forward_features(x)
+    assert features.shape == (2, encoder.num_features)
+    assert torch.isfinite(features).all()
+    # Gradients reach the first layer (nothing is detached inside the backbone).
+    features.square().sum().backward()
+    first = next(p for p in encoder.parameters() if p.dim() == 4)
+    assert first.grad is not None and first.grad.abs().sum() > 0
+    encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x), encoder.forward_features(x))
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_create_backbone_builds_every_registered_name(name: str) -> None:
+    """The config path reaches every registry entry with the requested width."""
+    width = _SMALL_WIDTH.get(name, 0.25)
+    narrow = create_backbone(BackboneConfig(name=name, width=width, cifar_stem=True))
+    assert narrow.num_features == _small(name, cifar_stem=True).num_features
+
+
+def test_create_backbone_rejects_unknown_names_listing_valid_ones() -> None:
+    """An unknown name is a ConfigError that lists the registry."""
+    with pytest.raises(ConfigError, match="resnet18") as err:
+        create_backbone(BackboneConfig(name="resnet19"))
+    assert all(name in str(err.value) for name in BACKBONES)
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_torchvision_resnet18_is_torchvisions_resnet18() -> None:
+    """Same state-dict keys and shapes (buffers included) as ``torchvision.models.resnet18()``."""
+    ours = torchvision_resnet("resnet18")
+    assert type(ours) is torchvision.models.ResNet
+    assert _shapes(ours) == _shapes(torchvision.models.resnet18())
+    assert isinstance(ours.maxpool, nn.MaxPool2d)
+    assert (ours.conv1.kernel_size, ours.conv1.stride) == ((7, 7), (2, 2))
+
+
+def _layer4_size(model: nn.Module, size: int) -> tuple[int, ...]:
+    """Spatial size of ``model.layer4``'s output for ``size`` x ``size`` input."""
+    shapes: list[torch.Size] = []
+
+    def record(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        shapes.append(output.shape)
+
+    handle = model.layer4.register_forward_hook(record)
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, size, size))
+    handle.remove()
+    return tuple(shapes[0][-2:])
+
+
+def test_cifar_stem_is_one_3x3_stride_1_conv_without_max_pool() -> None:
+    """CIFAR stem: conv1 3x3/1 (padding 1), no max-pool; 32x32 input keeps 4x4 at layer4."""
+    model = torchvision_resnet("resnet18", width=0.25, cifar_stem=True)
+    assert model.conv1.kernel_size == (3, 3)
+    assert model.conv1.stride == (1, 1)
+    assert model.conv1.padding == (1, 1)
+    assert model.conv1.bias is None
+    assert isinstance(model.maxpool, nn.Identity)
+    assert _layer4_size(model, 32) == (4, 4)
+    assert _layer4_size(torchvision_resnet("resnet18", width=0.25), 32) == (1, 1)
+
+
+@pytest.mark.parametrize(("name", "expansion"), [("resnet18", 1), ("resnet50", 4)])
+def test_width_half_halves_every_stage(name: str, expansion: int) -> None:
+    """Width 0.5: 32, 64, 128, 256 planes; torchvision's key names kept."""
+    half = torchvision_resnet(name, width=0.5)
+    assert half.conv1.out_channels == 32 and half.bn1.num_features == 32
+    for i, planes in enumerate([32, 64, 128, 256]):
+        stage = getattr(half, f"layer{i + 1}")
+        assert stage[0].conv1.out_channels == planes
+        assert stage[-1].bn2.num_features == planes
+        out_channels = stage[-1].conv3.out_channels if expansion == 4 else planes
+        assert out_channels == planes * expansion
+    assert half.fc.in_features == 256 * expansion
+    assert ResNetEncoder(name, width=0.5).num_features == 256 * expansion
+    narrow_keys = set(torchvision_resnet(name, width=0.125).state_dict())
+    assert set(half.state_dict()) == narrow_keys  # names do not depend on the width
+
+
+def test_resnet_encoder_exposes_torchvision_weights_without_classifier() -> None:
+    """``torchvision_state_dict`` is the wrapped model's state minus ``fc``."""
+    encoder = ResNetEncoder("resnet18", width=0.25, cifar_stem=True)
+    state = encoder.torchvision_state_dict()
+    assert not any(k.startswith("fc.") for k in state)
+    reference = torchvision_resnet("resnet18", width=0.25, cifar_stem=True).state_dict()
+    assert set(state) == {k for k in reference if not k.startswith("fc.")}
+    assert encoder.num_features == 128
+    assert encoder.arch == {"name": "resnet18", "width": 0.25, "cifar_stem": True}
+
+
+def test_small_cnn_width_scales_channels_and_ignores_the_stem_flag() -> None:
+    """SmallCNN: 32, 64, 128, 128 channels times width; always a 3x3/1 stem."""
+    assert SmallCNN().num_features == 128
+    assert SmallCNN(width=0.5).num_features == 64
+    a, b = SmallCNN(width=0.5, cifar_stem=False), SmallCNN(width=0.5, cifar_stem=True)
+    assert _shapes(a) == _shapes(b)
+    assert a.features[0].stride == (1, 1)
+
+
+def test_unknown_resnet_name_is_rejected() -> None:
+    """torchvision_resnet only knows the ResNets in its table."""
+    with pytest.raises(ValueError, match="resnet101"):
+        torchvision_resnet("resnet101")

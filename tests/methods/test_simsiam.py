@@ -1,0 +1,394 @@
+"""SimSiam (arXiv:2011.10566) against an independent reference, its ablations, and the method
+contract for every registered method."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from lightly.loss import NegativeCosineSimilarity
+from torch import nn
+
+from siamkit.config import BackboneConfig
+from siamkit.encoders import create_backbone
+from siamkit.losses import cross_entropy
+from siamkit.methods import METHODS, SimSiam, SimSiamConfig, create_method
+
+BATCH, SIZE = 8, 16
+SMALL = {"proj_dim": 32, "proj_hidden_dim": 48, "pred_hidden_dim": 8, "proj_layers": 2}
+
+D = NegativeCosineSimilarity()  # oracle for D(p, z) = -cos(p, z), Eq. 1
+
+
+def _backbone() -> nn.Module:
+    return create_backbone(BackboneConfig(name="small_cnn", width=0.25))
+
+
+def _build(seed: int = 0, **options) -> SimSiam:
+    torch.manual_seed(seed)
+    return SimSiam(_backbone(), SimSiamConfig(**{**SMALL, **options}))
+
+
+def _views(n: int = 2, seed: int = 100) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(BATCH, 3, SIZE, SIZE, generator=g) for _ in range(n)]
+
+
+def _grads(module: nn.Module) -> dict[str, torch.Tensor | None]:
+    return {n: None if q.grad is None else q.grad.clone() for n, q in module.named_parameters()}
+
+
+def _reference_loss(m: SimSiam, views: list[torch.Tensor], symmetry: str, d=D) -> torch.Tensor:
+    """The paper's loss written from Eq. 3-4 and Table 5, not from the method's code."""
+    z = [m.projector(m.backbone.forward_features(v)) for v in views]
+    p = [m.predictor(zi) for zi in z]
+    if symmetry == "symmetric":
+        return 0.5 * d(p[0], z[1].detach()) + 0.5 * d(p[1], z[0].detach())
+    if symmetry == "asymmetric":
+        return d(p[0], z[1].detach())
+    assert symmetry == "asymmetric_2x"
+    return 0.5 * d(p[0], z[1].detach()) + 0.5 * d(p[2], z[3].detach())
+
+
+def _assert_same_loss_and_grads(options: dict, symmetry: str, n_views: int, d=D) -> None:
+    method, ref = _build(0, **options), _build(0, **options)
+    views = _views(n_views)
+    loss = method.training_step(views)["loss"]
+    expected = _reference_loss(ref, views, symmetry, d)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    expected.backward()
+    mine, theirs = _grads(method), _grads(ref)
+    assert mine.keys() == theirs.keys()
+    n_nonzero = 0
+    for name in mine:
+        if theirs[name] is None:
+            assert mine[name] is None or not mine[name].any(), name
+            continue
+        assert mine[name] is not None, f"{name} got no gradient"
+        torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-6, msg=name)
+        n_nonzero += int(theirs[name].abs().sum() > 0)
+    assert n_nonzero > 0
+
+
+# --------------------------------------------------------------------------------------------
+# The loss against the reference
+# --------------------------------------------------------------------------------------------
+def test_symmetric_loss_matches_reference_in_value_and_all_gradients():
+    _assert_same_loss_and_grads({}, "symmetric", 2)
+
+
+def test_asymmetric_loss_is_one_pair():
+    _assert_same_loss_and_grads({"loss_symmetry": "asymmetric"}, "asymmetric", 2)
+
+
+def test_asymmetric_2x_takes_four_views_and_two_pairs():
+    m = _build(loss_symmetry="asymmetric_2x")
+    assert m.num_views == 4
+    _assert_same_loss_and_grads({"loss_symmetry": "asymmetric_2x"}, "asymmetric_2x", 4)
+
+
+@pytest.mark.parametrize("symmetry", ["symmetric", "asymmetric"])
+def test_two_view_methods_take_two_views(symmetry):
+    assert _build(loss_symmetry=symmetry).num_views == 2
+
+
+def test_cross_entropy_similarity_uses_the_cross_entropy_loss():
+    opts = {"similarity": "cross_entropy"}
+    assert _build(**opts).loss_fn is cross_entropy
+    _assert_same_loss_and_grads(opts, "symmetric", 2, d=cross_entropy)
+    # and it is a different loss from the cosine one on the same weights and views
+    views = _views()
+    assert not torch.allclose(
+        _build(**opts).training_step(views)["loss"], _build().training_step(views)["loss"]
+    )
+
+
+def test_loss_is_symmetric_in_the_two_views():
+    m = _build()
+    v1, v2 = _views()
+    torch.testing.assert_close(m.training_step([v1, v2])["loss"], m.training_step([v2, v1])["loss"])
+
+
+def test_loss_is_in_range_and_embedding_is_detached_z_of_first_view():
+    m = _build()
+    views = _views()
+    out = m.training_step(views)
+    assert -1.0 <= out["loss"].item() <= 1.0
+    assert out["embedding"].shape == (BATCH, SMALL["proj_dim"])
+    assert not out["embedding"].requires_grad
+    torch.testing.assert_close(out["embedding"], m.encode(views[0]).detach())
+
+
+# --------------------------------------------------------------------------------------------
+# Stop-gradient [Sec. 4.1, Eq. 3]
+# --------------------------------------------------------------------------------------------
+class _LeafEncoder:
+    """Replaces ``encode`` by fixed leaf tensors, so gradients w.r.t. z can be read."""
+
+    def __init__(self, zs: list[torch.Tensor]) -> None:
+        self.zs, self.i = zs, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.zs[self.i]
+        self.i += 1
+        return z
+
+
+def _leaf_zs(n: int = 2) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return [torch.randn(BATCH, SMALL["proj_dim"], generator=g).requires_grad_() for _ in range(n)]
+
+
+def _z_grads_through_target_only(stop_gradient: bool) -> list[torch.Tensor | None]:
+    """Gradient of the loss w.r.t. z when p does not depend on z: only the target path is left."""
+    m = _build(stop_gradient=stop_gradient)
+    zs = _leaf_zs()
+    g = torch.Generator().manual_seed(8)
+    ps = [torch.randn(BATCH, SMALL["proj_dim"], generator=g).requires_grad_() for _ in range(2)]
+    calls = iter(ps)
+    m.encode = _LeafEncoder(zs)  # type: ignore[method-assign]
+    m.predictor = _ConstantPredictor(calls)
+    loss = m.training_step(_views())["loss"]
+    grads = torch.autograd.grad(loss, [*zs, *ps], allow_unused=True)
+    assert all(gp is not None and gp.abs().sum() > 0 for gp in grads[2:]), "p must get gradient"
+    return list(grads[:2])
+
+
+class _ConstantPredictor(nn.Module):
+    """A predictor whose outputs are given leaves, independent of its input z."""
+
+    def __init__(self, outputs) -> None:
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return next(self.outputs)
+
+
+def test_stop_gradient_target_branch_gets_no_gradient():
+    for gz in _z_grads_through_target_only(stop_gradient=True):
+        assert gz is None or not gz.any()
+
+
+def test_without_stop_gradient_target_branch_gets_gradient():
+    for gz in _z_grads_through_target_only(stop_gradient=False):
+        assert gz is not None and gz.abs().sum() > 0
+
+
+def test_stop_gradient_z_gradient_flows_only_through_predictor():
+    # d loss / d z1 must equal the gradient of 1/2 D(h(z1), sg(z2)) alone, and likewise for z2.
+    m = _build()
+    zs = _leaf_zs()
+    m.encode = _LeafEncoder(zs)  # type: ignore[method-assign]
+    got = torch.autograd.grad(m.training_step(_views())["loss"], zs)
+    h = m.predictor
+    expected = torch.autograd.grad(
+        0.5 * D(h(zs[0]), zs[1].detach()) + 0.5 * D(h(zs[1]), zs[0].detach()), zs
+    )
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    # Without the stop-gradient the target path adds a term: the gradients differ.
+    m_no_sg = _build(stop_gradient=False)
+    m_no_sg.predictor.load_state_dict(m.predictor.state_dict())
+    m_no_sg.encode = _LeafEncoder(zs)  # type: ignore[method-assign]
+    got_no_sg = torch.autograd.grad(m_no_sg.training_step(_views())["loss"], zs)
+    for a, b in zip(got, got_no_sg, strict=True):
+        assert not torch.allclose(a, b, atol=1e-6)
+
+
+def test_stop_gradient_false_changes_parameter_gradients():
+    views = _views()
+    grads = []
+    for sg in (True, False):
+        m = _build(0, stop_gradient=sg)
+        m.training_step(views)["loss"].backward()
+        grads.append(torch.cat([q.grad.flatten() for q in m.projector.parameters()]))
+    assert not torch.allclose(grads[0], grads[1], atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------
+# Predictor ablations [Table 1]
+# --------------------------------------------------------------------------------------------
+def _ids(group: dict) -> set[int]:
+    return {id(q) for q in group["params"]}
+
+
+def test_learned_predictor_is_trained_in_its_own_group():
+    m = _build()
+    groups = m.param_groups()
+    assert [g["name"] for g in groups] == ["encoder", "predictor"]
+    assert _ids(groups[1]) == {id(q) for q in m.predictor.parameters()}
+    assert _ids(groups[0]) == {id(q) for q in [*m.backbone.parameters(), *m.projector.parameters()]}
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_fixed_predictor_lr_sets_fixed_lr_on_the_predictor_group_only(fixed):
+    groups = _build(fixed_predictor_lr=fixed).param_groups()
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["predictor"]["fixed_lr"] is fixed
+    assert not by_name["encoder"].get("fixed_lr", False)
+
+
+def test_default_recipe_keeps_predictor_lr_fixed():
+    # "the predictor's lr is not decayed" is the default recipe [Sec. 4.1, Table 1c]
+    assert SimSiamConfig().fixed_predictor_lr is True
+
+
+def test_predictor_none_is_identity():
+    m = _build(predictor="none")
+    assert isinstance(m.predictor, nn.Identity)
+    assert [g["name"] for g in m.param_groups()] == ["encoder"]
+    views = _views()
+    z = [m.encode(v) for v in views]
+    expected = 0.5 * D(z[0], z[1].detach()) + 0.5 * D(z[1], z[0].detach())
+    torch.testing.assert_close(m.training_step(views)["loss"], expected)
+
+
+def test_fixed_random_predictor_has_no_trainable_parameters():
+    m = _build(predictor="fixed_random")
+    params = list(m.predictor.parameters())
+    assert params, "fixed_random keeps a (frozen) MLP, not an identity"
+    assert not any(q.requires_grad for q in params)
+    grouped = {id(q) for g in m.param_groups() for q in g["params"]}
+    assert grouped.isdisjoint({id(q) for q in params})
+    assert [g["name"] for g in m.param_groups()] == ["encoder"]
+    before = copy.deepcopy(m.predictor.state_dict())
+    m.training_step(_views())["loss"].backward()
+    assert all(q.grad is None for q in params)
+    for k, v in m.predictor.state_dict().items():
+        if "running" not in k and "num_batches" not in k:
+            torch.testing.assert_close(v, before[k])
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture: MLP depth, widths, BN placement [Sec. 4.1, Table 3]
+# --------------------------------------------------------------------------------------------
+def _count(module: nn.Module, kind: type) -> int:
+    return sum(isinstance(x, kind) for x in module.modules())
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_projection_depth(layers):
+    m = _build(proj_layers=layers)
+    linears = [x for x in m.projector.modules() if isinstance(x, nn.Linear)]
+    assert len(linears) == layers
+    assert linears[0].in_features == m.backbone.num_features
+    assert all(x.out_features == SMALL["proj_hidden_dim"] for x in linears[:-1])
+    assert linears[-1].out_features == SMALL["proj_dim"]
+    # The output fc has no ReLU [Sec. 4.1]; every hidden one does.
+    assert _count(m.projector, nn.ReLU) == layers - 1
+    assert not isinstance(list(m.projector)[-1], nn.ReLU)
+
+
+def test_predictor_is_a_bottleneck_of_pred_hidden_dim():
+    m = _build()
+    linears = [x for x in m.predictor.modules() if isinstance(x, nn.Linear)]
+    assert [(x.in_features, x.out_features) for x in linears] == [
+        (SMALL["proj_dim"], SMALL["pred_hidden_dim"]),
+        (SMALL["pred_hidden_dim"], SMALL["proj_dim"]),
+    ]
+    assert not isinstance(list(m.predictor)[-1], (nn.ReLU, nn.BatchNorm1d))
+
+
+# (projector BN count, projector ends in BN, predictor BN count, predictor ends in BN)
+BN_TABLE_3 = {
+    "none": (0, False, 0, False),
+    "hidden": (SMALL["proj_layers"] - 1, False, 1, False),
+    "hidden_proj_out": (SMALL["proj_layers"], True, 1, False),
+    "hidden_proj_out_pred_out": (SMALL["proj_layers"], True, 2, True),
+}
+
+
+@pytest.mark.parametrize("placement", sorted(BN_TABLE_3))
+def test_bn_placement_follows_table_3(placement):
+    m = _build(bn_placement=placement)
+    proj_bn, proj_out_bn, pred_bn, pred_out_bn = BN_TABLE_3[placement]
+    assert _count(m.projector, nn.BatchNorm1d) == proj_bn
+    assert _count(m.predictor, nn.BatchNorm1d) == pred_bn
+    assert isinstance(list(m.projector)[-1], nn.BatchNorm1d) is proj_out_bn
+    assert isinstance(list(m.predictor)[-1], nn.BatchNorm1d) is pred_out_bn
+    # Each Linear has a bias exactly when no BN follows it (BN's shift makes it redundant).
+    for mlp in (m.projector, m.predictor):
+        layers = list(mlp)
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.Linear):
+                followed_by_bn = i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm1d)
+                assert (layer.bias is None) is followed_by_bn
+
+
+def test_default_bn_placement_is_hidden_proj_out():
+    assert SimSiamConfig().bn_placement == "hidden_proj_out"
+
+
+def test_projection_output_bn_is_a_standard_affine_bn_as_in_the_paper():
+    """The paper's text: BN on each fc incl. the output (Sec. 4.1), a standard (affine) BN.
+
+    The authors' later code drops the affine; with it the output is standardised per channel
+    and cannot become constant, so Fig. 2's collapse of std(z / ||z||) could not show.
+    """
+    m = _build()
+    out_bn = list(m.projector)[-1]
+    assert isinstance(out_bn, nn.BatchNorm1d)
+    assert out_bn.affine is True
+
+
+def test_config_rejects_non_positive_widths():
+    from siamkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pred_hidden_dim"):
+        SimSiamConfig(pred_hidden_dim=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Contract of every registered method
+# --------------------------------------------------------------------------------------------
+def _build_registered(name: str, seed: int) -> nn.Module:
+    cls = METHODS[name].config_class
+    fields = {f.name for f in dataclasses.fields(cls)}
+    cfg = cls(**{k: v for k, v in {**SMALL, "name": name}.items() if k in fields})
+    torch.manual_seed(seed)
+    return create_method(_backbone(), cfg)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_contract(name):
+    method = _build_registered(name, seed=0)
+    assert isinstance(method.num_views, int) and method.num_views >= 2
+    views = _views(method.num_views)
+
+    out = method.training_step(views)
+    loss = out["loss"]
+    assert loss.shape == () and torch.isfinite(loss)
+    emb = out["embedding"]
+    assert emb.ndim == 2 and emb.shape[0] == BATCH and not emb.requires_grad
+
+    loss.backward()
+    trainable = [q for q in method.parameters() if q.requires_grad]
+    assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in method.backbone.parameters())
+    # param_groups cover every trainable parameter exactly once
+    grouped = [id(q) for g in method.param_groups() for q in g["params"]]
+    assert sorted(grouped) == sorted(id(q) for q in trainable)
+    method.on_step_end(0.5)
+
+    # state_dict round trip into a fresh (differently initialised) instance
+    fresh = _build_registered(name, seed=1)
+    x = views[0]
+    method.eval()
+    fresh.eval()
+    with torch.no_grad():
+        assert not torch.allclose(
+            method.backbone.forward_features(x), fresh.backbone.forward_features(x)
+        )
+        fresh.load_state_dict(method.state_dict())
+        torch.testing.assert_close(
+            fresh.backbone.forward_features(x), method.backbone.forward_features(x)
+        )
+        torch.testing.assert_close(
+            fresh.training_step(views)["loss"], method.training_step(views)["loss"]
+        )
+        torch.testing.assert_close(
+            fresh.training_step(views)["embedding"], method.training_step(views)["embedding"]
+        )

@@ -1,0 +1,343 @@
+"""The ``siamkit`` command: help, clear one-line errors with exit codes, and an end-to-end run
+(pretrain -> eval knn -> eval linear -> export -> embed) on digits with tiny settings."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from siamkit.cli import main
+from siamkit.train import load_backbone, read_checkpoint
+
+# Lightning's notes about a reused run folder are expected in the overwrite test.
+pytestmark = pytest.mark.filterwarnings("ignore:.*exists and is not empty.*")
+
+SIAMKIT = Path(sys.executable).parent / "siamkit"  # the console script of this environment
+
+TINY = [
+    "--dataset", "digits",
+    "--epochs", "1",
+    "--batch-size", "64",
+    "--no-progress",
+    "--set", "augment.size=16",
+    "--set", "backbone.name=small_cnn",
+    "--set", "backbone.width=0.25",
+    "--set", "method.proj_layers=2",
+    "--set", "method.proj_dim=64",
+    "--set", "method.proj_hidden_dim=64",
+    "--set", "method.pred_hidden_dim=16",
+    "--set", "train.knn_every=1",
+    "--set", "train.knn_k=10",
+    "--set", "train.precision=32-true",
+]  # fmt: skip
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_error_line(err: str, *fragments: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("siamkit: error:")]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _subprocess(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None):
+    env = {**os.environ, "SIAMKIT_CACHE": str(cwd / "cache"), **(env_extra or {})}
+    return subprocess.run(
+        [str(SIAMKIT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1800
+    )
+
+
+@pytest.fixture(autouse=True)
+def _decode_cache(tmp_path, monkeypatch):
+    # Keep the image-folder decode cache out of the home folder.
+    monkeypatch.setenv("SIAMKIT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> tuple[Path, str]:
+    """A finished 1-epoch CLI run shared by the evaluation tests, and what it printed."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["pretrain", *TINY, "--output", str(out)])
+    assert code == 0
+    return out, stdout.getvalue()
+
+
+@pytest.fixture
+def run_dir(cli_run) -> Path:
+    return cli_run[0]
+
+
+@pytest.fixture
+def corrupt_ckpt(run_dir, tmp_path) -> Path:
+    data = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    bad = tmp_path / "half.ckpt"
+    bad.write_bytes(data[: len(data) // 2])
+    return bad
+
+
+# --------------------------------------------------------------------------------------------
+# Help
+# --------------------------------------------------------------------------------------------
+def test_console_script_help_in_a_subprocess(tmp_path):
+    proc = _subprocess(["--help"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("pretrain", "eval", "export", "embed"):
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "flags"),
+    [
+        (["pretrain", "--help"], ["--config", "--set", "--resume", "--overwrite", "--batch-size"]),
+        (["eval", "knn", "--help"], ["--checkpoint", "--k", "--temperature"]),
+        (["eval", "linear", "--help"], ["--checkpoint", "--epochs", "--lr"]),
+        (["export", "--help"], ["--checkpoint", "--output"]),
+        (["embed", "--help"], ["--checkpoint", "--data", "--output"]),
+    ],
+)
+def test_subcommand_help_exits_zero(argv, flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: siamkit")
+    for flag in flags:
+        assert flag in out
+
+
+def test_missing_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: one line, the right exit code, no traceback
+# --------------------------------------------------------------------------------------------
+def test_missing_data_path_in_a_subprocess(tmp_path):
+    proc = _subprocess(
+        ["pretrain", "--dataset", "folder", "--data", "/nonexistent/images", "--no-progress"],
+        tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("siamkit: error:")
+    _assert_one_error_line(proc.stderr, "/nonexistent/images", "does not exist")
+
+
+def test_unknown_config_key_in_a_subprocess(tmp_path):
+    proc = _subprocess(["pretrain", "--set", "train.bogus=1"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # exactly one line
+    line = _assert_one_error_line(proc.stderr, "train.bogus")
+    assert "epochs" in line and "output_dir" in line  # lists the valid keys
+
+
+def test_empty_data_folder(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    code, _, err = _run(
+        ["pretrain", "--dataset", "folder", "--data", str(empty), "--no-progress"], capsys
+    )
+    assert code == 3
+    _assert_one_error_line(err, "no images")
+
+
+def test_data_path_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file.png"
+    f.write_bytes(b"x")
+    code, _, err = _run(["pretrain", "--dataset", "folder", "--data", str(f)], capsys)
+    assert code == 3
+    _assert_one_error_line(err, "not a folder")
+
+
+def test_recipe_with_unknown_key(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("method:\n  name: simsiam\n  temperature: 0.2\n")
+    code, _, err = _run(["pretrain", "--config", str(recipe)], capsys)
+    assert code == 2
+    _assert_one_error_line(err, "method.temperature", "proj_dim")
+
+
+def test_missing_recipe(tmp_path, capsys):
+    code, _, err = _run(["pretrain", "--config", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2
+    _assert_one_error_line(err, "not found")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--batch-size", "1"], "BatchNorm"),
+        (["--lr", "-0.1"], "optim.base_lr must be positive"),
+        (["--set", "augment.crop_scale=[0.0, 1.0]"], "augment.crop_scale"),
+        (["--set", "augment.crop_scale=[0.9, 0.1]"], "augment.crop_scale"),
+        (["--set", "augment.flip_prob=2"], "augment.flip_prob"),
+        (["--set", "train.epochs=many"], "train.epochs must be an integer"),
+        (["--set", "method.name=nope"], "valid methods: simsiam"),
+        (["--set", "trainepochs"], "section.key=value"),
+        (["--epochs", "0"], "train.epochs"),
+    ],
+)
+def test_bad_config_values_exit_2(args, fragment, capsys):
+    code, _, err = _run(["pretrain", *args], capsys)
+    assert code == 2
+    _assert_one_error_line(err, fragment)
+
+
+def test_corrupt_checkpoint_for_resume(corrupt_ckpt, tmp_path, capsys):
+    code, _, err = _run(
+        ["pretrain", *TINY, "--output", str(tmp_path / "new"), "--resume", str(corrupt_ckpt)],
+        capsys,
+    )
+    assert code == 5
+    _assert_one_error_line(err, str(corrupt_ckpt))
+
+
+def test_corrupt_checkpoint_for_eval(corrupt_ckpt, capsys):
+    code, _, err = _run(["eval", "knn", "--checkpoint", str(corrupt_ckpt)], capsys)
+    assert code == 5
+    _assert_one_error_line(err, "cannot be read")
+
+
+@pytest.mark.parametrize("command", ["export", "eval linear", "embed"])
+def test_random_bytes_checkpoint_for_other_commands(command, tmp_path, capsys):
+    bad = tmp_path / "random.ckpt"
+    bad.write_bytes(bytes(range(256)) * 8)
+    argv = [*command.split(), "--checkpoint", str(bad)]
+    if command in ("export", "embed"):
+        argv += ["--output", str(tmp_path / "out")]
+    if command == "embed":
+        argv += ["--data", str(tmp_path)]
+    code, _, err = _run(argv, capsys)
+    assert code == 5
+    _assert_one_error_line(err, str(bad))
+    assert not (tmp_path / "out").exists()
+
+
+def test_used_run_folder_needs_overwrite(run_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", out / "checkpoints" / "last.ckpt")
+    code, _, err = _run(["pretrain", *TINY, "--output", str(out)], capsys)
+    assert code == 2
+    _assert_one_error_line(err, "--overwrite", "--resume")
+
+
+# --------------------------------------------------------------------------------------------
+# End to end
+# --------------------------------------------------------------------------------------------
+def test_pretrain_writes_a_run_and_prints_a_summary(cli_run):
+    run_dir, stdout = cli_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["epochs"] == 1
+    assert results["knn_top1"] is not None and results["random_init_knn_top1"] is not None
+    assert read_checkpoint(run_dir).config.augment.size == 16  # the --set values reached it
+    assert "epochs: 1" in stdout
+    assert "kNN top-1:" in stdout and "random init" in stdout
+    assert f"checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}" in stdout
+
+
+def test_eval_knn(run_dir, capsys):
+    code, out, err = _run(
+        ["eval", "knn", "--checkpoint", str(run_dir), "--k", "10", "--json"], capsys
+    )
+    assert code == 0, err
+    assert out.startswith("kNN top-1:")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["protocol"] == "knn" and result["k"] == 10
+    assert 10.0 < result["top1"] <= 100.0
+    # the same evaluation as the run's final figure (whole held-out split, same k and T)
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert result["top1"] == pytest.approx(saved["knn_top1"], abs=1e-3)
+
+
+def test_eval_linear(run_dir, capsys):
+    code, out, err = _run(
+        ["eval", "linear", "--checkpoint", str(run_dir), "--epochs", "5", "--json"], capsys
+    )
+    assert code == 0, err
+    assert out.startswith("linear probe: top-1")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["protocol"] == "linear" and result["epochs"] == 5
+    assert 10.0 < result["top1"] <= result["top5"] <= 100.0
+
+
+def test_export(run_dir, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    target = tmp_path / "x.safetensors"
+    code, out, err = _run(["export", "--checkpoint", str(run_dir), "--output", str(target)], capsys)
+    assert code == 0, err
+    assert f"wrote {target}" in out
+    exported = load_file(str(target))
+    _, backbone = load_backbone(run_dir)
+    expected = backbone.state_dict()
+    assert exported.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(exported[key], value)
+
+
+def test_embed_folder_of_pngs(run_dir, tmp_path, capsys):
+    images = tmp_path / "pngs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"img{i}.png" for i in range(5)]
+    for i, name in enumerate(names):
+        side = 20 + 4 * i  # different sizes: each is resized and centre-cropped
+        Image.fromarray(rng.integers(0, 256, (side, side + 3, 3), dtype=np.uint8)).save(
+            images / name
+        )
+    target = tmp_path / "e.npy"
+    code, out, err = _run(
+        ["embed", "--checkpoint", str(run_dir), "--data", str(images), "--output", str(target)],
+        capsys,
+    )
+    assert code == 0, err
+    assert str(target) in out
+    _, backbone = load_backbone(run_dir)
+    emb = np.load(target)
+    assert emb.shape == (len(names), backbone.num_features)
+    assert np.isfinite(emb).all()
+    assert not np.allclose(emb[0], emb[1])  # different images, different embeddings
+    paths = (tmp_path / "e.npy.paths.txt").read_text().splitlines()
+    assert [Path(p).name for p in paths] == names
+    assert all(Path(p).is_file() for p in paths)
+
+
+def test_embed_missing_folder(run_dir, tmp_path, capsys):
+    code, _, err = _run(
+        [
+            "embed",
+            "--checkpoint", str(run_dir),
+            "--data", str(tmp_path / "missing"),
+            "--output", str(tmp_path / "e.npy"),
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 3
+    _assert_one_error_line(err, "does not exist")
+    assert not (tmp_path / "e.npy").exists()

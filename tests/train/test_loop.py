@@ -1,0 +1,259 @@
+"""The training loop end to end on digits: outputs, resume, overwrite, divergence, bad
+checkpoints. Tiny settings keep each run to a second or two on a CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from siamkit.config import RunConfig, load_config
+from siamkit.data.datasets import Splits, load_digits
+from siamkit.encoders import create_backbone
+from siamkit.errors import CheckpointError, ConfigError, TrainingDivergedError
+from siamkit.losses import negative_similarity
+from siamkit.train import load_backbone, load_method, pretrain, read_checkpoint
+
+# Lightning's notes about reusing a run folder are expected here (resume, overwrite).
+pytestmark = pytest.mark.filterwarnings("ignore:.*exists and is not empty.*")
+
+BATCH = 64
+
+SMALL = [
+    "data.dataset=digits",
+    "augment.size=16",
+    "backbone.name=small_cnn",
+    "backbone.width=0.25",
+    "method.proj_layers=2",
+    "method.proj_dim=64",
+    "method.proj_hidden_dim=64",
+    "method.pred_hidden_dim=16",
+    f"optim.batch_size={BATCH}",
+    "train.epochs=1",
+    "train.progress_bar=false",
+    "train.knn_every=0",
+    "train.knn_k=10",
+    "train.precision=32-true",
+]
+
+
+def small_config(out: Path, *overrides: str) -> RunConfig:
+    return load_config(overrides=[*SMALL, f"train.output_dir={out}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def splits() -> Splits:
+    return load_digits(32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, splits):
+    """One finished 1-epoch run with the kNN monitor, shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    cfg = small_config(out, "train.knn_every=1")
+    result = pretrain(cfg, splits=splits)
+    return cfg, out, result
+
+
+def _steps_per_epoch(splits: Splits) -> int:
+    return len(splits.train) // BATCH
+
+
+# --------------------------------------------------------------------------------------------
+# A short run and its outputs
+# --------------------------------------------------------------------------------------------
+def test_pretrain_writes_checkpoint_logs_and_results(trained):
+    _, out, result = trained
+    assert result.epochs == 1
+    assert result.output_dir == str(out)
+    assert result.checkpoint == str(out / "checkpoints" / "last.ckpt")
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "config.yaml").is_file()
+
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {"train/loss", "train/collapse_std", "val/knn_top1"} <= set(rows[0])
+    losses = [float(r["train/loss"]) for r in rows if r["train/loss"]]
+    assert losses and all(-1.0 <= v <= 1.0 for v in losses)
+    collapse = [float(r["train/collapse_std"]) for r in rows if r["train/collapse_std"]]
+    assert len(collapse) == 1 and collapse[0] == pytest.approx(result.collapse_std)
+
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["epochs"] == 1
+    assert saved["knn_top1"] == pytest.approx(result.knn_top1)
+    assert saved["random_init_knn_top1"] == pytest.approx(result.random_init_knn_top1)
+    assert saved["checkpoint"] == result.checkpoint
+
+
+def test_pretrain_reports_knn_against_random_init(trained):
+    _, _, result = trained
+    for acc in (result.knn_top1, result.random_init_knn_top1):
+        assert acc is not None and 10.0 < acc <= 100.0  # 10 classes: above chance
+    assert result.knn_history and result.knn_history[-1][0] == 1
+    assert result.collapse_std is not None and result.collapse_std > 0.1
+    assert result.images_per_sec is not None and result.images_per_sec > 0
+
+
+def test_checkpoint_holds_config_and_epoch(trained, splits):
+    cfg, out, _ = trained
+    ckpt = read_checkpoint(out)  # a run folder resolves to checkpoints/last.ckpt
+    assert ckpt.path == str(out / "checkpoints" / "last.ckpt")
+    assert ckpt.epoch == 1
+    assert ckpt.config == cfg
+    raw = torch.load(ckpt.path, map_location="cpu", weights_only=False)
+    assert raw["global_step"] == _steps_per_epoch(splits)
+
+
+def test_load_method_returns_the_trained_weights(trained):
+    cfg, out, _ = trained
+    config, method = load_method(out)
+    assert config == cfg
+    assert not method.training
+    state = read_checkpoint(out).state_dict
+    backbone_keys = [k for k in state if k.startswith("method.backbone.")]
+    assert backbone_keys
+    mine = method.backbone.state_dict()
+    assert len(mine) == len(backbone_keys)
+    for key in backbone_keys:
+        torch.testing.assert_close(mine[key[len("method.backbone.") :]], state[key])
+    # The weights are the trained ones, not a fresh initialisation of the same architecture.
+    fresh = create_backbone(cfg.backbone).state_dict()
+    assert any(not torch.equal(mine[k], fresh[k]) for k in mine if mine[k].is_floating_point())
+    _, backbone = load_backbone(out)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            backbone.forward_features(x), method.backbone.forward_features(x)
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Resume and overwrite
+# --------------------------------------------------------------------------------------------
+def test_resume_continues_to_the_requested_epoch(tmp_path, splits):
+    out = tmp_path / "run"
+    first = pretrain(small_config(out), splits=splits)
+    assert first.epochs == 1
+    before = read_checkpoint(out)
+
+    resumed = pretrain(small_config(out, "train.epochs=2"), resume=str(out), splits=splits)
+    assert resumed.epochs == 2
+    after = read_checkpoint(out)
+    assert after.epoch == 2
+    raw = torch.load(after.path, map_location="cpu", weights_only=False)
+    assert raw["global_step"] == 2 * _steps_per_epoch(splits)  # continued, not restarted
+    changed = [
+        k
+        for k, v in after.state_dict.items()
+        if v.is_floating_point() and not torch.equal(v, before.state_dict[k])
+    ]
+    assert changed
+    assert json.loads((out / "results.json").read_text())["epochs"] == 2
+
+
+def test_fresh_run_into_a_used_folder_needs_overwrite(tmp_path, splits):
+    out = tmp_path / "run"
+    pretrain(small_config(out), splits=splits)
+    stamp = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="--resume") as err:
+        pretrain(small_config(out), splits=splits)
+    assert "--overwrite" in str(err.value)
+    assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp  # nothing lost
+
+    result = pretrain(small_config(out), splits=splits, overwrite=True)
+    assert result.epochs == 1
+    assert read_checkpoint(out).epoch == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Divergence
+# --------------------------------------------------------------------------------------------
+def test_nan_loss_raises_with_the_last_good_checkpoint(tmp_path, splits, monkeypatch):
+    out = tmp_path / "run"
+    steps = _steps_per_epoch(splits)
+    calls = {"n": 0}
+    cosine_loss = negative_similarity.NEGATIVE_SIMILARITY_LOSSES["cosine"]
+
+    def nan_after_first_epoch(p, z):
+        calls["n"] += 1
+        loss = cosine_loss(p, z)
+        # two calls per step (symmetric loss): NaN from the first step of epoch 2 on
+        return loss * float("nan") if calls["n"] > 2 * steps else loss
+
+    monkeypatch.setitem(
+        negative_similarity.NEGATIVE_SIMILARITY_LOSSES, "cosine", nan_after_first_epoch
+    )
+    with pytest.raises(TrainingDivergedError) as err:
+        pretrain(small_config(out, "train.epochs=3"), splits=splits)
+    last = out / "checkpoints" / "last.ckpt"
+    message = str(err.value)
+    assert "nan" in message.lower()
+    assert "epoch 2" in message
+    assert str(last) in message
+    assert "--resume" in message
+    assert TrainingDivergedError.exit_code == 4
+    assert calls["n"] == 2 * steps + 2  # stopped at the first bad step
+
+    ckpt = read_checkpoint(last)
+    assert ckpt.epoch == 1
+    assert all(torch.isfinite(v).all() for v in ckpt.state_dict.values() if v.is_floating_point())
+
+
+def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(tmp_path, splits):
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match="no checkpoint"):
+        pretrain(small_config(out, "optim.base_lr=1.0e+30"), splits=splits)
+    assert not (out / "checkpoints" / "last.ckpt").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Bad checkpoints
+# --------------------------------------------------------------------------------------------
+def test_truncated_checkpoint_raises_checkpoint_error(trained, tmp_path, splits):
+    _, out, _ = trained
+    data = (out / "checkpoints" / "last.ckpt").read_bytes()
+    bad = tmp_path / "truncated.ckpt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(bad)
+    new_out = tmp_path / "resumed"
+    with pytest.raises(CheckpointError, match=str(bad)):
+        pretrain(small_config(new_out, "train.epochs=2"), resume=str(bad), splits=splits)
+    assert not (new_out / "checkpoints").exists()
+
+
+def test_random_bytes_checkpoint_raises_checkpoint_error(tmp_path, splits):
+    bad = tmp_path / "random.ckpt"
+    bad.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    with pytest.raises(CheckpointError):
+        pretrain(small_config(tmp_path / "run", "train.epochs=2"), resume=str(bad), splits=splits)
+
+
+def test_missing_and_foreign_checkpoints_raise(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint(tmp_path / "nope.ckpt")
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint(tmp_path)  # a folder without checkpoints/last.ckpt
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a siamkit checkpoint"):
+        read_checkpoint(foreign)
+
+
+@pytest.mark.parametrize(
+    "change", ["backbone.width=0.5", "method.proj_dim=32", "method.predictor=none"]
+)
+def test_resume_with_a_different_architecture_raises(trained, tmp_path, splits, change):
+    _, out, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with pytest.raises(CheckpointError, match=r"different (backbone|method)"):
+        pretrain(small_config(copy, "train.epochs=2", change), resume=str(copy), splits=splits)
+    assert read_checkpoint(copy).epoch == 1  # untouched

@@ -1,0 +1,100 @@
+"""The learning-rate schedule: linear warm-up, cosine decay, constant ``fixed_lr`` groups."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from siamkit.config import OptimConfig
+from siamkit.train.schedules import build_optimizer, cosine_with_warmup
+
+
+def test_cosine_start_half_end():
+    assert cosine_with_warmup(0, 100, 0) == pytest.approx(1.0)
+    assert cosine_with_warmup(50, 100, 0) == pytest.approx(0.5)
+    assert cosine_with_warmup(25, 100, 0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert cosine_with_warmup(100, 100, 0) == pytest.approx(0.0, abs=1e-12)
+    # past the end it stays at 0 instead of climbing back up the cosine
+    assert cosine_with_warmup(150, 100, 0) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("step", [0, 7, 33, 61, 99])
+def test_cosine_is_the_papers_formula(step):
+    # lr x 0.5 (1 + cos(pi t / T)) [SimSiam, Sec. 4.1]
+    assert cosine_with_warmup(step, 100, 0) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * step / 100))
+    )
+
+
+def test_cosine_is_monotone_non_increasing():
+    values = [cosine_with_warmup(s, 40, 0) for s in range(41)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+
+
+def test_warmup_is_linear_then_cosine():
+    total, warmup = 100, 10
+    ramp = [cosine_with_warmup(s, total, warmup) for s in range(warmup)]
+    steps = [b - a for a, b in itertools.pairwise(ramp)]
+    assert steps == pytest.approx([steps[0]] * len(steps))  # linear
+    assert steps[0] == pytest.approx(1 / warmup)
+    assert 0 < ramp[0] <= 1 / warmup
+    assert ramp[-1] == pytest.approx(1.0)
+    # continuous into the cosine, which then spans the remaining steps
+    assert cosine_with_warmup(warmup, total, warmup) == pytest.approx(1.0)
+    assert cosine_with_warmup(warmup + (total - warmup) // 2, total, warmup) == pytest.approx(0.5)
+    assert cosine_with_warmup(total, total, warmup) == pytest.approx(0.0, abs=1e-12)
+
+
+def _groups():
+    torch.manual_seed(0)
+    encoder, predictor = nn.Linear(4, 4), nn.Linear(4, 4)
+    return [
+        {"params": list(encoder.parameters()), "name": "encoder"},
+        {"params": list(predictor.parameters()), "name": "predictor", "fixed_lr": True},
+    ]
+
+
+def test_build_optimizer_is_sgd_with_the_scaled_lr():
+    cfg = OptimConfig(batch_size=128, base_lr=0.05, momentum=0.9, weight_decay=5e-4)
+    optimizer, _ = build_optimizer(_groups(), cfg, total_steps=10, warmup_steps=0)
+    assert isinstance(optimizer, torch.optim.SGD)
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(cfg.lr)
+        assert group["momentum"] == 0.9
+        assert group["weight_decay"] == 5e-4
+    assert [g["name"] for g in optimizer.param_groups] == ["encoder", "predictor"]
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_fixed_lr_group_stays_constant_while_others_follow_the_schedule(warmup):
+    cfg = OptimConfig(batch_size=256, base_lr=0.1)
+    total = 12
+    optimizer, scheduler = build_optimizer(_groups(), cfg, total_steps=total, warmup_steps=warmup)
+    seen = []
+    for step in range(total):
+        encoder_lr, predictor_lr = (g["lr"] for g in optimizer.param_groups)
+        expected = cfg.lr * cosine_with_warmup(step, total, warmup)
+        assert encoder_lr == pytest.approx(expected), step
+        assert predictor_lr == pytest.approx(cfg.lr), step
+        seen.append(encoder_lr)
+        optimizer.step()
+        scheduler.step()
+    assert max(seen) == pytest.approx(cfg.lr)
+    assert seen[-1] < 0.05 * cfg.lr  # decayed almost to 0 by the last step
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(cfg.lr)
+
+
+def test_fixed_lr_false_decays_too():
+    groups = _groups()
+    groups[1]["fixed_lr"] = False
+    optimizer, scheduler = build_optimizer(groups, OptimConfig(), total_steps=4, warmup_steps=0)
+    for _ in range(2):
+        optimizer.step()
+        scheduler.step()
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs[0] == pytest.approx(lrs[1])
+    assert lrs[1] == pytest.approx(OptimConfig().lr * 0.5)
