@@ -24,6 +24,7 @@ from siamkit.train import load_backbone, read_checkpoint
 pytestmark = pytest.mark.filterwarnings("ignore:.*exists and is not empty.*")
 
 SIAMKIT = Path(sys.executable).parent / "siamkit"  # the console script of this environment
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = [
     "--dataset", "digits",
@@ -341,3 +342,38 @@ def test_embed_missing_folder(run_dir, tmp_path, capsys):
     assert code == 3
     _assert_one_error_line(err, "does not exist")
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_two_process_ddp_pretrain_runs_to_completion(tmp_path):
+    """`siamkit pretrain` with 2 CPU processes (DDP, gloo) finishes, checkpoints once and prints
+    one summary (from rank 0)."""
+    out = tmp_path / "ddp"
+    proc = _subprocess(
+        [
+            "pretrain",
+            "--config",
+            str(REPO / "configs/simsiam/digits.yaml"),
+            "--output",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--no-progress",
+            "--set",
+            "train.knn_every=1",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("kNN top-1:") == 1, proc.stdout
+    assert "x2" in proc.stderr  # the run summary names two processes
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    metrics = (out / "metrics.csv").read_text()
+    assert "val/knn_top1" in metrics and "train/collapse_std" in metrics

@@ -23,6 +23,8 @@ from siamkit.errors import SiamkitError
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from siamkit.config import load_config
     from siamkit.train import format_result, pretrain
 
@@ -50,7 +52,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         values["data.dataset"] = "folder"  # --data on the digits recipe means "my own images"
     cfg = load_config(args.config, args.set, values)
     result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
-    print(format_result(result))
+    if getattr(rank_zero_only, "rank", 0) == 0:  # under DDP every process gets here; one summary
+        print(format_result(result))
     return 0
 
 
@@ -187,6 +190,7 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # rank-0-only kNN
 
 
 def main(argv: list[str] | None = None) -> int:

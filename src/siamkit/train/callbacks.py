@@ -37,7 +37,7 @@ class CollapseMonitor(L.Callback):
             return
         self.last = sum(self._values) / len(self._values)
         self._values.clear()
-        pl_module.log("train/collapse_std", self.last)
+        pl_module.log("train/collapse_std", self.last, sync_dist=True)  # mean over processes
         if self.last < self.threshold and not self.warned and trainer.is_global_zero:
             self.warned = True
             warnings.warn(
@@ -94,10 +94,13 @@ class KNNMonitor(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
+        # Every process holds the same weights: one evaluation (on rank 0) is enough.
+        if not trainer.is_global_zero:
+            return
         if self.every and (epoch % self.every == 0 or epoch == trainer.max_epochs):
             acc = self.evaluate(pl_module.method.backbone)  # type: ignore[union-attr, arg-type]
             self.history.append((epoch, acc))
-            pl_module.log("val/knn_top1", acc, prog_bar=True)
+            pl_module.log("val/knn_top1", acc, prog_bar=True, rank_zero_only=True)
 
 
 class Throughput(L.Callback):
@@ -122,5 +125,5 @@ class Throughput(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.seconds > 0:
             self.last = self.images / self.seconds
-            pl_module.log("train/images_per_sec", self.last)
+            pl_module.log("train/images_per_sec", self.last, rank_zero_only=True)
         self.images, self.seconds = 0, 0.0
