@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from siamkit.config import AugmentConfig
+from siamkit.config import AugmentConfig, TrainConfig
 from siamkit.data.datasets import ImageSet
 from siamkit.eval.features import extract_features
 from siamkit.eval.knn import knn_accuracy
@@ -20,7 +20,7 @@ class CollapseMonitor(L.Callback):
     """Logs ``train/collapse_std`` (std of the l2-normalised output x sqrt(d)) every epoch and
     warns when it falls below ``threshold``: about 1 is healthy, 0 is a constant output."""
 
-    def __init__(self, threshold: float = 0.3) -> None:
+    def __init__(self, threshold: float = TrainConfig.collapse_threshold) -> None:
         self.threshold = threshold
         self._values: list[float] = []
         self.last: float | None = None

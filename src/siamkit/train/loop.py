@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from siamkit.config import RunConfig, to_dict
+from siamkit.config import RunConfig, TrainConfig, to_dict
 from siamkit.data.augment import BatchViews
 from siamkit.data.datasets import ImageSet, Splits, as_batch, batch_dataset, load_splits
 from siamkit.encoders import create_backbone
@@ -134,7 +134,7 @@ class PretrainResult:
     knn_top1: float | None = None
     random_init_knn_top1: float | None = None
     collapse_std: float | None = None
-    collapse_threshold: float = 0.3
+    collapse_threshold: float = TrainConfig.collapse_threshold
     images_per_sec: float | None = None
     minutes: float = 0.0
     knn_history: list[tuple[int, float]] = field(default_factory=list)
