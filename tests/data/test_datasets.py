@@ -450,11 +450,12 @@ def test_batch_dataset_gathers_whole_batches() -> None:
     loader = torch.utils.data.DataLoader(
         batch_dataset(images), batch_size=5, shuffle=False, collate_fn=as_batch
     )
-    x, y = next(iter(loader))
+    x, y, i = next(iter(loader))
+    assert i.tolist() == [0, 1, 2, 3, 4]
     assert x.shape == (5, 3, 8, 8) and x.dtype == torch.uint8
     assert torch.equal(x, images.images[:5]) and torch.equal(y, images.labels[:5])
     unlabelled = type(images)(images.images[:3])
-    x, y = next(
+    x, y, _ = next(
         iter(
             torch.utils.data.DataLoader(
                 batch_dataset(unlabelled), batch_size=3, collate_fn=as_batch

@@ -70,7 +70,11 @@ class Splits:
     test: ImageSet | None = None
 
 
-class _IndexDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+#: A training batch: images (B, 3, S, S) uint8, labels (B,) (-1 if unknown), indices (B,).
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class _IndexDataset(torch.utils.data.Dataset[Batch]):
     """Batches of uint8 images by index; ``__getitems__`` gathers a whole batch in one indexing."""
 
     def __init__(self, images: ImageSet) -> None:
@@ -81,23 +85,26 @@ class _IndexDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]])
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
+    def __getitem__(self, i: int) -> Batch:
+        return self.images[i], self.labels[i], torch.tensor(i)
 
-    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, idx: list[int]) -> Batch:
         index = torch.as_tensor(idx)
-        return self.images[index], self.labels[index]
+        return self.images[index], self.labels[index], index
 
 
-def batch_dataset(images: ImageSet) -> torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]:
-    """A Dataset whose batches are ``((B, 3, S, S) uint8, (B,) int64)``, for a DataLoader.
+def batch_dataset(images: ImageSet) -> torch.utils.data.Dataset[Batch]:
+    """A Dataset whose batches are ``(images (B, 3, S, S) uint8, labels (B,), indices (B,))``.
+
+    Labels are -1 for unlabelled images; indices are positions in ``images`` (methods with
+    per-image state, such as SimSiam's moving-average variant, key it by them).
 
     Use it with ``collate_fn=as_batch`` (the batch is already stacked).
     """
     return _IndexDataset(images)
 
 
-def as_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def as_batch(batch: Batch) -> Batch:
     """Collate function for :func:`batch_dataset`: the batch arrives stacked."""
     return batch
 

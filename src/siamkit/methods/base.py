@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from siamkit.config import AugmentConfig
+
 
 class Method(nn.Module):
     """Base of every method (a small declaration, not a framework).
@@ -19,13 +21,36 @@ class Method(nn.Module):
     backbone: nn.Module
     num_views: int = 2
 
-    def training_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{"loss": scalar, "embedding": (B, D) detached output, ...}`` for one batch."""
+    def view_recipes(self, base: AugmentConfig) -> list[AugmentConfig]:
+        """One view recipe per view, derived from the run's recipe ``base``.
+
+        Two-view methods use ``base`` for every view. Methods with asymmetric views (BYOL) or
+        multi-crop (SwAV) return ``dataclasses.replace(base, ...)`` per view; every view goes
+        through the same batched augmentation.
+        """
+        return [base] * self.num_views
+
+    def setup(self, num_images: int) -> None:
+        """Called once with the training set's size before training (per-image state)."""
+
+    def training_step(
+        self, views: list[torch.Tensor], indices: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss": scalar, "embedding": (B, D) detached output, ...}`` for one batch.
+
+        Args:
+            views: ``len(view_recipes(...))`` tensors ``(B, 3, H_v, W_v)``, views of the same
+                images in the same order.
+            indices: ``(B,)`` positions of the images in the training set (per-image state).
+        """
         raise NotImplementedError
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Parameter groups for the optimiser; ``fixed_lr: True`` exempts a group from decay."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Per-epoch state (SwAV freezes its prototypes during the first epoch); 0-based."""
 
     def on_step_end(self, progress: float) -> None:
         """Per-step state updates (EMA, queues); ``progress`` runs from 0 to 1 over training."""

@@ -109,11 +109,14 @@ class SimSiam(Method):
         """The encoder f = projection(backbone(x)): ``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
         return self.projector(self.backbone.forward_features(x))  # type: ignore[operator]
 
-    def training_step(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_step(
+        self, views: list[torch.Tensor], indices: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Loss of one batch.
 
         Args:
             views: ``num_views`` tensors ``(B, 3, H, W)``, the same images augmented.
+            indices: Unused (no per-image state).
 
         Returns:
             ``loss`` (scalar) and ``embedding`` (``(B, proj_dim)``, detached z of the first view,

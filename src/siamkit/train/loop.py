@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from siamkit.config import RunConfig, TrainConfig, to_dict
 from siamkit.data.augment import BatchViews
-from siamkit.data.datasets import ImageSet, Splits, as_batch, batch_dataset, load_splits
+from siamkit.data.datasets import Batch, ImageSet, Splits, as_batch, batch_dataset, load_splits
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError, TrainingDivergedError
 from siamkit.methods import create_method
@@ -64,7 +64,8 @@ class PretrainModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.method = create_method(create_backbone(cfg.backbone), cfg.method)
-        self.views = BatchViews(cfg.augment)
+        # One batched view recipe per view (the method derives them from the run's recipe).
+        self.views = [BatchViews(recipe) for recipe in self.method.view_recipes(cfg.augment)]
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * cfg.train.epochs
         self.channels_last = cfg.train.channels_last != "off"
@@ -73,15 +74,15 @@ class PretrainModule(L.LightningModule):
         if cfg.train.compile:
             self.method.backbone.compile()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], idx: int) -> dict[str, Any]:
-        images, _ = batch  # (B, 3, H, W) uint8, already on the device
+    def training_step(self, batch: Batch, idx: int) -> dict[str, Any]:
+        images, _, indices = batch  # (B, 3, H, W) uint8 on the device; (B,) dataset positions
         # 1. Views, in fp32 whatever the autocast.
         with torch.autocast(images.device.type, enabled=False):
-            views = [self.views(images) for _ in range(self.method.num_views)]
+            views = [make_view(images) for make_view in self.views]
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         # 2-5. Encode, project/predict, compare, loss: the method's step.
-        out: dict[str, Any] = self.method.training_step(views)
+        out: dict[str, Any] = self.method.training_step(views, indices)
         loss = out["loss"]
         if not torch.isfinite(loss.detach()):
             raise TrainingDivergedError(
@@ -90,6 +91,9 @@ class PretrainModule(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True)
         return out
+
+    def on_train_epoch_start(self) -> None:
+        self.method.on_epoch_start(self.current_epoch)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, idx: int) -> None:
         # 7. Per-step state of the method (EMA targets, queues), with progress in [0, 1].
@@ -264,6 +268,7 @@ def pretrain(
             f"{cfg.optim.batch_size}; lower --batch-size or add images"
         )
     module = PretrainModule(cfg, steps_per_epoch)
+    module.method.setup(len(splits.train))
     random_init = copy.deepcopy(module.method.backbone).cpu()  # kNN baseline at random init
     loader = torch.utils.data.DataLoader(
         batch_dataset(splits.train),
