@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from siamkit.cli import main
+from siamkit.methods import METHODS
 from siamkit.train import load_backbone, read_checkpoint
 
 # Lightning's notes about a reused run folder are expected in the overwrite test.
@@ -197,7 +198,7 @@ def test_missing_recipe(tmp_path, capsys):
         (["--set", "augment.crop_scale=[0.9, 0.1]"], "augment.crop_scale"),
         (["--set", "augment.flip_prob=2"], "augment.flip_prob"),
         (["--set", "train.epochs=many"], "train.epochs must be an integer"),
-        (["--set", "method.name=nope"], "valid methods: simsiam"),
+        (["--set", "method.name=nope"], "valid methods: "),
         (["--set", "trainepochs"], "section.key=value"),
         (["--epochs", "0"], "train.epochs"),
     ],
@@ -344,9 +345,26 @@ def test_embed_missing_folder(run_dir, tmp_path, capsys):
     assert not (tmp_path / "e.npy").exists()
 
 
-def test_two_process_ddp_pretrain_runs_to_completion(tmp_path):
+def test_sync_batchnorm_on_cpu_is_a_clear_config_error(tmp_path, capsys):
+    """PyTorch's SyncBatchNorm has no CPU kernel: say so before anything runs."""
+    code, _, err = _run(
+        ["pretrain", "--output", str(tmp_path / "s"), "--accelerator", "cpu",
+         "--set", "train.sync_batchnorm=true"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    _assert_one_error_line(err, "train.sync_batchnorm needs GPUs")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("method", ["simsiam", "simclr", "swav"])
+def test_two_process_ddp_pretrain_runs_to_completion(tmp_path, method):
     """`siamkit pretrain` with 2 CPU processes (DDP, gloo) finishes, checkpoints once and prints
-    one summary (from rank 0)."""
+    one summary (from rank 0); SimCLR gathers its negatives across the processes; SwAV's frozen
+    prototypes need DDP's unused-parameter search; BatchNorm stays per process as asked."""
+    sync_bn = False
+    if method not in METHODS:
+        pytest.skip(f"{method} is not registered")
     out = tmp_path / "ddp"
     proc = _subprocess(
         [
@@ -368,10 +386,16 @@ def test_two_process_ddp_pretrain_runs_to_completion(tmp_path):
             "--no-progress",
             "--set",
             "train.knn_every=1",
+            "--set",
+            f"train.sync_batchnorm={str(sync_bn).lower()}",
+            "--method",
+            method,
         ],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    mode = "synchronised across processes" if sync_bn else "per process"
+    assert f"BatchNorm {mode}" in proc.stderr
     assert proc.stdout.count("kNN top-1:") == 1, proc.stdout
     assert "x2" in proc.stderr  # the run summary names two processes
     assert (out / "checkpoints" / "last.ckpt").is_file()

@@ -70,10 +70,24 @@ def test_unknown_key_in_method_section_lists_the_methods_keys():
 
 
 def test_unknown_method_lists_valid_methods():
-    with pytest.raises(ConfigError, match="unknown method 'byol'") as err:
-        load_config(overrides=["method.name=byol"])
+    with pytest.raises(ConfigError, match="unknown method 'moco_v9'") as err:
+        load_config(overrides=["method.name=moco_v9"])
     for name in METHODS:
         assert name in str(err.value)
+
+
+def test_method_flag_replaces_a_recipe_of_another_method_by_its_defaults(tmp_path):
+    """``--method`` on a SimSiam recipe: SimSiam's keys are dropped, the data etc. are kept, and
+    ``--set method.<key>`` still applies to the new method."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: {name: simsiam, pred_hidden_dim: 7}\ntrain: {epochs: 3}\n")
+    other = next(name for name in METHODS if name != "simsiam")
+    cfg = load_config(recipe, values={"method.name": other})
+    assert cfg.method.name == other and cfg.train.epochs == 3
+    assert cfg.method == METHODS[other].config_class()
+    # the same method as the recipe's keeps the recipe's keys
+    cfg = load_config(recipe, values={"method.name": "simsiam"})
+    assert cfg.method.pred_hidden_dim == 7  # type: ignore[attr-defined]
 
 
 def test_unknown_key_in_yaml_recipe(tmp_path):

@@ -109,6 +109,8 @@ def _embed(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
+    from siamkit.methods import METHODS
+
     parser = argparse.ArgumentParser(
         prog="siamkit",
         description="Self-supervised pretraining of image encoders with siamese networks.",
@@ -122,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pretrain an encoder on unlabelled images. Flags override the recipe.",
     )
     p.add_argument("--config", help="YAML recipe (see configs/); defaults if omitted")
-    p.add_argument("--method", help="method name (simsiam)")
+    p.add_argument(
+        "--method",
+        help="method name, one of: " + ", ".join(sorted(METHODS)) + " (its defaults; a recipe "
+        "under configs/<method>/ sets the rest)",
+    )
     p.add_argument("--dataset", choices=["digits", "cifar10", "folder"], help="data source")
     p.add_argument("--data", help="data folder (image folder or CIFAR-10 folder)")
     p.add_argument("--epochs", type=int, help="training epochs")

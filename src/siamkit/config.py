@@ -99,6 +99,9 @@ class AugmentConfig:
         blur_sigma: Range of the blur's standard deviation in pixels of a 224 view, scaled with
             ``size``.
         flip_prob: Probability of a horizontal flip.
+        solarize_prob: Probability of solarisation, ``x -> 1 - x`` for intensities ``x >= 0.5``
+            (128 of 255), after the blur; 0 in SimSiam, 0.2 on BYOL's second view
+            (arXiv:2006.07733, Table 6).
         mean: Per-channel mean for normalisation (ImageNet's, as in the paper's code).
         std: Per-channel std for normalisation.
     """
@@ -116,6 +119,7 @@ class AugmentConfig:
     blur_min_size: int = 96
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     flip_prob: float = 0.5
+    solarize_prob: float = 0.0
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -134,6 +138,7 @@ class AugmentConfig:
             _check_probability(f"augment.{name}", getattr(self, name))
         if self.blur_prob is not None:
             _check_probability("augment.blur_prob", self.blur_prob)
+        _check_probability("augment.solarize_prob", self.solarize_prob)
         for name in ("brightness", "contrast", "saturation"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"augment.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -163,11 +168,15 @@ class BackboneConfig:
             variant used by SimSiam's Appendix D (after He et al., 2016, Sec. 4.2).
         width: Multiplier of every stage's channel count (1.0 is the torchvision model); below 1
             for small CPU runs.
+        norm: ``batch`` (BatchNorm, the papers' default) or ``group_ws`` (GroupNorm + Weight
+            Standardisation, no batch statistics; "BYOL works even without batch statistics",
+            arXiv:2010.10241, Sec. 3). ResNets and the small CNN offer both.
     """
 
     name: str = "resnet50"
     cifar_stem: bool = False
     width: float = 1.0
+    norm: Literal["batch", "group_ws"] = "batch"
 
     def __post_init__(self) -> None:
         if self.width <= 0:
@@ -189,6 +198,13 @@ class OptimConfig:
         weight_decay: L2 weight decay on all parameters.
         warmup_epochs: Linear warm-up from 0 before the cosine decay (0 in the paper for batch
             512; it uses 10 for its largest batches).
+        optimizer: ``sgd`` (SimSiam, MoCo v2, SwAV's small-batch runs); ``lars`` (SGD with
+            layer-wise trust ratios [You et al., arXiv:1708.03888], as used by SimCLR, BYOL,
+            Barlow Twins and VICReg for large batches; biases and norm parameters are excluded
+            from the adaptation and the weight decay, following SimCLR, arXiv:2002.05709,
+            Appendix B.1); ``adamw`` (MoCo v3, arXiv:2104.02057, Sec. 4; ``momentum`` is its
+            beta1).
+        lars_eta: LARS trust coefficient (0.001 in SimCLR's and BYOL's code).
     """
 
     batch_size: int = 512
@@ -196,8 +212,12 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.0
+    optimizer: Literal["sgd", "lars", "adamw"] = "sgd"
+    lars_eta: float = 0.001
 
     def __post_init__(self) -> None:
+        if self.lars_eta <= 0:
+            raise ConfigError(f"optim.lars_eta must be positive, got {self.lars_eta}")
         if self.batch_size < 1:
             raise ConfigError(f"optim.batch_size must be at least 1, got {self.batch_size}")
         if self.base_lr <= 0:
@@ -482,5 +502,13 @@ def load_config(
         keys, value = parse_override(text)
         set_in(tree, keys, value)
     for dotted, value in (values or {}).items():
+        if dotted == "method.name" and tree.get("method", {}).get("name", "simsiam") != value:
+            # Another method than the recipe's: the recipe's method keys belong to that other
+            # method, so start from the new method's defaults (its own --set keys still apply).
+            tree["method"] = {}
+            for text in overrides or []:
+                keys, override = parse_override(text)
+                if keys[0] == "method":
+                    set_in(tree, keys, override)
         set_in(tree, dotted.split("."), value)
     return from_dict(RunConfig, tree)

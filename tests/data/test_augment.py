@@ -565,3 +565,42 @@ def test_batch_views_flip_half_of_the_views() -> None:
     x = image.float() / 255
     torch.testing.assert_close(ours[flipped], x.flip(-1).expand_as(ours[flipped]))
     torch.testing.assert_close(ours[~flipped], x.expand_as(ours[~flipped]))
+
+
+def test_solarize_matches_torchvision_and_the_batched_views_apply_it() -> None:
+    """``solarize`` equals torchvision's ``solarize`` at BYOL's threshold 0.5 (x -> 1 - x from
+    0.5 up); with every other step off, BatchViews and torchvision_views (RandomSolarize) give
+    the same views of the same images at probability 1, and leave them alone at 0."""
+    x = _colour_images(size=12)
+    x[:, :, 1, :3] = torch.tensor([0.5, 0.5 - 1e-6, 128 / 255])  # at and around the threshold
+    ref = torch.stack([TF.solarize(img, threshold=0.5) for img in x])
+    torch.testing.assert_close(augment.solarize(x), ref, atol=0, rtol=0)
+
+    images = _random_uint8(6, 16, 16)
+    plain = {
+        "size": 16,
+        "crop_scale": (1.0, 1.0),
+        "crop_ratio": (1.0, 1.0),
+        "jitter_prob": 0.0,
+        "grayscale_prob": 0.0,
+        "blur_prob": 0.0,
+        "flip_prob": 0.0,
+        **_UNIT,
+    }
+    unit = images.float() / 255
+    for prob, expected in ((1.0, augment.solarize(unit)), (0.0, unit)):
+        cfg = AugmentConfig(**plain, solarize_prob=prob)
+        batched = BatchViews(cfg)(images, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(batched, expected, atol=1e-5, rtol=0)
+        per_image = torch.stack([torchvision_views(cfg)(img) for img in images])
+        torch.testing.assert_close(per_image, expected, atol=1e-5, rtol=0)
+    steps = torchvision_views(AugmentConfig(**plain, solarize_prob=0.2)).transforms
+    solar = [t for t in steps if isinstance(t, v2.RandomSolarize)]
+    assert len(solar) == 1 and solar[0].p == 0.2 and solar[0].threshold == 0.5
+
+    # Probability 0.5: about half of a batch of views is solarised, per image.
+    many = _random_uint8(200, 16, 16)
+    cfg = AugmentConfig(**plain, solarize_prob=0.5)
+    out = BatchViews(cfg)(many, generator=torch.Generator().manual_seed(1))
+    solarised = (out - augment.solarize(many.float() / 255)).flatten(1).abs().amax(1) < 1e-5
+    assert 70 <= int(solarised.sum()) <= 130

@@ -142,3 +142,110 @@ def test_unknown_resnet_name_is_rejected() -> None:
     """torchvision_resnet only knows the ResNets in its table."""
     with pytest.raises(ValueError, match="resnet101"):
         torchvision_resnet("resnet101")
+
+
+# --------------------------------------------------------------------------------------------
+# GroupNorm + Weight Standardisation (arXiv:2010.10241, Sec. 3)
+# --------------------------------------------------------------------------------------------
+def test_num_groups_is_32_or_the_largest_divisor_leaving_two_channels_per_group() -> None:
+    from siamkit.normalization import num_groups
+
+    expected = {4096: 32, 256: 32, 64: 32, 32: 16, 16: 8, 48: 24, 6: 3, 3: 1, 2: 1, 1: 1}
+    for channels, groups in expected.items():
+        assert num_groups(channels) == groups, channels
+        assert channels % num_groups(channels) == 0
+
+
+@pytest.mark.parametrize(("name", "width"), [("resnet18", 0.25), ("resnet50", 0.125)])
+def test_group_ws_resnet_has_group_norm_ws_convs_and_batch_norm_key_names(
+    name: str, width: float
+) -> None:
+    """No BatchNorm; every conv standardises its weight; same conv keys as the BN model, and
+    each GroupNorm has the weight/bias keys of the BN it replaces (no running statistics)."""
+    from siamkit.normalization import WSConv2d
+
+    torch.manual_seed(0)
+    encoder = create_backbone(
+        BackboneConfig(name=name, width=width, cifar_stem=True, norm="group_ws")
+    )
+    assert isinstance(encoder, ResNetEncoder) and encoder.arch["norm"] == "group_ws"
+    modules = list(encoder.modules())
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules)
+    norms = [m for m in modules if isinstance(m, nn.GroupNorm)]
+    assert norms and all(m.num_channels % m.num_groups == 0 for m in norms)
+    convs = [m for m in modules if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is WSConv2d for m in convs)
+
+    x = torch.randn(2, 3, 32, 32)
+    features = encoder.forward_features(x)
+    assert features.shape == (2, encoder.num_features) and torch.isfinite(features).all()
+
+    ws = encoder.torchvision_state_dict()
+    bn = ResNetEncoder(name, width=width, cifar_stem=True).torchvision_state_dict()
+    conv_keys = {k for k in bn if bn[k].dim() == 4}
+    assert conv_keys == {k for k in ws if ws[k].dim() == 4}
+    assert set(ws) <= set(bn)
+    assert all(
+        k.split(".")[-1] in ("running_mean", "running_var", "num_batches_tracked")
+        for k in set(bn) - set(ws)
+    )
+    assert all(ws[k].shape == bn[k].shape for k in ws)
+
+
+def test_ws_conv_standardises_each_output_channel_in_forward() -> None:
+    """The weight the convolution uses has mean 0 and std 1 per output channel; the stored
+    parameter is left as it is."""
+    from siamkit.normalization import WSConv2d, standardize_weight
+
+    torch.manual_seed(0)
+    conv = WSConv2d(4, 6, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(5.0).add_(0.3)  # far from standardised
+    used: list[torch.Tensor] = []
+    real_conv2d = torch.nn.functional.conv2d
+
+    def spy(x, weight, *args, **kwargs):
+        used.append(weight.detach())
+        return real_conv2d(x, weight, *args, **kwargs)
+
+    x = torch.randn(2, 4, 8, 8)
+    try:
+        torch.nn.functional.conv2d = spy
+        out = conv(x)
+    finally:
+        torch.nn.functional.conv2d = real_conv2d
+    (w,) = used
+    flat = w.flatten(1)
+    torch.testing.assert_close(flat.mean(dim=1), torch.zeros(6), atol=1e-6, rtol=0)
+    torch.testing.assert_close(flat.std(dim=1, correction=0), torch.ones(6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out, real_conv2d(x, standardize_weight(conv.weight), padding=1))
+    assert flat.sub(conv.weight.detach().flatten(1)).abs().max() > 1  # parameter untouched
+    # the gradient reaches the stored weight through the standardisation
+    out.square().sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_group_ws_small_cnn_and_unsupported_backbones() -> None:
+    from siamkit.encoders import BACKBONES
+
+    cnn = create_backbone(BackboneConfig(name="small_cnn", width=0.5, norm="group_ws"))
+    assert any(isinstance(m, nn.GroupNorm) for m in cnn.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in cnn.modules())
+    assert cnn.forward_features(torch.randn(2, 3, 16, 16)).shape == (2, cnn.num_features)
+    bn_keys = set(SmallCNN(width=0.5).state_dict())
+    assert set(cnn.state_dict()) <= bn_keys
+
+    BACKBONES["_no_norm_option"] = lambda width, cifar_stem: SmallCNN(width)
+    try:
+        with pytest.raises(ConfigError, match="norm"):
+            create_backbone(BackboneConfig(name="_no_norm_option", norm="group_ws"))
+        assert create_backbone(BackboneConfig(name="_no_norm_option", width=0.25))
+    finally:
+        del BACKBONES["_no_norm_option"]
+
+
+def test_group_ws_features_do_not_depend_on_the_rest_of_the_batch() -> None:
+    torch.manual_seed(0)
+    encoder = ResNetEncoder("resnet18", width=0.25, cifar_stem=True, norm="group_ws").train()
+    x = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(encoder(x[:1]), encoder(x)[:1], atol=1e-5, rtol=1e-4)

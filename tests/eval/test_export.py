@@ -117,3 +117,23 @@ def test_load_exported_rejects_a_file_that_is_not_safetensors(tmp_path: Path, wr
     write(path)
     with pytest.raises(CheckpointError, match="not a siamkit export"):
         load_exported(path)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "small_cnn"])
+def test_group_ws_backbone_export_round_trip(tmp_path: Path, name: str) -> None:
+    """GroupNorm + WS backbones export under the same key names and come back with WS."""
+    from siamkit.config import BackboneConfig
+    from siamkit.encoders import create_backbone
+
+    torch.manual_seed(3)
+    encoder = create_backbone(
+        BackboneConfig(name=name, width=0.25, cifar_stem=True, norm="group_ws")
+    )
+    path = export_backbone(encoder, tmp_path / "gn.safetensors")
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["siamkit_arch"])["norm"] == "group_ws"
+    model = load_exported(path)
+    if name != "small_cnn":
+        model.fc = nn.Identity()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(_features(model, x), _features(encoder, x), atol=1e-5, rtol=1e-5)

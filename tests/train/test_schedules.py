@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from siamkit.config import OptimConfig
-from siamkit.train.schedules import build_optimizer, cosine_with_warmup
+from siamkit.train.schedules import LARS, build_optimizer, cosine_with_warmup
 
 
 def test_cosine_start_half_end():
@@ -98,3 +98,41 @@ def test_fixed_lr_false_decays_too():
     lrs = [g["lr"] for g in optimizer.param_groups]
     assert lrs[0] == pytest.approx(lrs[1])
     assert lrs[1] == pytest.approx(OptimConfig().lr * 0.5)
+
+
+def _one_lars_step(w0, g, lr, wd, eta, momentum, adapt=True):
+    """LARS written from You et al. (arXiv:1708.03888, Alg. 1) for one tensor and two steps."""
+    w, v = w0.clone(), torch.zeros_like(w0)
+    for _ in range(2):
+        u = g + wd * w if adapt else g
+        trust = eta * w.norm() / u.norm() if adapt else 1.0
+        v = momentum * v + lr * trust * u
+        w = w - v
+    return w
+
+
+def test_lars_matches_the_algorithm_and_skips_biases():
+    torch.manual_seed(0)
+    weight, bias = torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(4))
+    w0, b0 = weight.detach().clone(), bias.detach().clone()
+    gw, gb = torch.randn(4, 3), torch.randn(4)
+    cfg = OptimConfig(batch_size=256, base_lr=0.5, weight_decay=0.1, optimizer="lars")
+    opt, _ = build_optimizer([{"params": [weight, bias]}], cfg, total_steps=10, warmup_steps=0)
+    assert isinstance(opt, LARS)
+    for _ in range(2):
+        weight.grad, bias.grad = gw.clone(), gb.clone()
+        opt.step()
+    torch.testing.assert_close(weight.detach(), _one_lars_step(w0, gw, 0.5, 0.1, 0.001, 0.9))
+    # the bias: plain momentum SGD, no weight decay, no trust ratio
+    torch.testing.assert_close(
+        bias.detach(), _one_lars_step(b0, gb, 0.5, 0.1, 0.001, 0.9, adapt=False)
+    )
+
+
+def test_adamw_and_sgd_are_selectable():
+    p = torch.nn.Parameter(torch.randn(3))
+    for name, cls in (("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
+        opt, _ = build_optimizer(
+            [{"params": [p]}], OptimConfig(optimizer=name), total_steps=5, warmup_steps=0
+        )
+        assert isinstance(opt, cls)

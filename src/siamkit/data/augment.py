@@ -176,6 +176,16 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     return y.view(b, c, hgt, wid)
 
 
+#: Solarisation inverts intensities from half the range up: ``x -> 1 - x`` for ``x >= 0.5``
+#: [BYOL, arXiv:2006.07733, Appendix B]; PIL's ``ImageOps.solarize`` threshold 128 on uint8.
+SOLARIZE_THRESHOLD = 0.5
+
+
+def solarize(x: torch.Tensor, threshold: float = SOLARIZE_THRESHOLD) -> torch.Tensor:
+    """Invert every intensity at or above ``threshold`` of images in [0, 1] (any shape)."""
+    return torch.where(x >= threshold, 1.0 - x, x)
+
+
 def blur_kernel_size(cfg: AugmentConfig) -> int:
     """Odd kernel covering +-3 of the largest sigma, at most the view size."""
     k = 2 * math.ceil(3 * max_blur_sigma(cfg)) + 1
@@ -265,6 +275,11 @@ class BatchViews:
                 sigma = lo + (max_blur_sigma(cfg) - lo) * rand(idx.numel())
                 x[idx] = gaussian_blur(x[idx], sigma, self.kernel_size)
 
+        # 4b. Solarisation, after the blur as in BYOL's pipeline [arXiv:2006.07733, Table 6].
+        if cfg.solarize_prob > 0:  # drawing nothing otherwise keeps other recipes' streams
+            solar = rand(n) < cfg.solarize_prob
+            x = torch.where(_per_image(solar), solarize(x), x)
+
         # 5. Normalise.
         return normalize(x, cfg.mean, cfg.std)
 
@@ -317,5 +332,7 @@ def torchvision_views(cfg: AugmentConfig) -> Callable[[Any], torch.Tensor]:
                 [v2.GaussianBlur(blur_kernel_size(cfg), sigma=(lo, max_blur_sigma(cfg)))], p=blur
             )
         )
+    if cfg.solarize_prob > 0:
+        steps.append(v2.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=cfg.solarize_prob))
     steps += [v2.RandomHorizontalFlip(p=cfg.flip_prob), v2.Normalize(cfg.mean, cfg.std)]
     return v2.Compose(steps)

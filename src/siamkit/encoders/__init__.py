@@ -5,6 +5,7 @@ Add a backbone by adding a constructor to :data:`BACKBONES`; the contract tests 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 
@@ -16,7 +17,8 @@ from siamkit.encoders.resnet import ResNetEncoder, torchvision_resnet
 from siamkit.encoders.small_cnn import SmallCNN
 from siamkit.errors import ConfigError
 
-#: name -> constructor taking ``width`` and ``cifar_stem``.
+#: name -> constructor taking ``width`` and ``cifar_stem`` (and ``norm`` where the backbone
+#: offers GroupNorm + Weight Standardisation).
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": partial(ResNetEncoder, "resnet18"),
     "resnet34": partial(ResNetEncoder, "resnet34"),
@@ -31,7 +33,15 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
         raise ConfigError(
             f"unknown backbone {cfg.name!r}; valid backbones: {', '.join(sorted(BACKBONES))}"
         )
-    return BACKBONES[cfg.name](width=cfg.width, cifar_stem=cfg.cifar_stem)
+    build = BACKBONES[cfg.name]
+    options: dict[str, object] = {"width": cfg.width, "cifar_stem": cfg.cifar_stem}
+    if cfg.norm != "batch":  # only passed when asked for: not every backbone has the option
+        if "norm" not in inspect.signature(build).parameters:
+            raise ConfigError(
+                f"backbone {cfg.name!r} has no backbone.norm option; use backbone.norm: batch"
+            )
+        options["norm"] = cfg.norm
+    return build(**options)
 
 
 __all__ = [

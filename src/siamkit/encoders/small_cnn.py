@@ -7,9 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from siamkit.normalization import WSConv2d, group_norm
 
-def _conv_bn(cin: int, cout: int, stride: int) -> list[nn.Module]:
-    # No conv bias: the BatchNorm that follows has its own shift.
+
+def _conv_bn(cin: int, cout: int, stride: int, norm: str = "batch") -> list[nn.Module]:
+    # No conv bias: the BatchNorm (or GroupNorm) that follows has its own shift.
+    if norm == "group_ws":  # batch-independent [arXiv:2010.10241, Sec. 3]
+        return [WSConv2d(cin, cout, 3, stride, 1, bias=False), group_norm(cout), nn.ReLU(True)]
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
 
 
@@ -20,17 +24,22 @@ class SmallCNN(nn.Module):
 
     Args:
         width: Multiplier of the channel counts 32, 64, 128, 128.
+        norm: ``batch`` or ``group_ws`` (GroupNorm + weight-standardised convolutions).
     """
 
-    def __init__(self, width: float = 1.0, cifar_stem: bool = False) -> None:
+    def __init__(self, width: float = 1.0, cifar_stem: bool = False, norm: str = "batch") -> None:
         super().__init__()
         del cifar_stem  # the small CNN always has a 3x3 stride-1 stem
+        if norm not in ("batch", "group_ws"):
+            raise ValueError(f"unknown norm {norm!r}; choose from 'batch', 'group_ws'")
         self.arch: dict[str, Any] = {"name": "small_cnn", "width": width, "cifar_stem": True}
+        if norm != "batch":  # recorded only when not the default, so BN exports are unchanged
+            self.arch["norm"] = norm
         chans = [max(1, round(c * width)) for c in (32, 64, 128, 128)]
         layers: list[nn.Module] = []
         cin = 3
         for i, cout in enumerate(chans):
-            layers += _conv_bn(cin, cout, 1 if i == 0 else 2)
+            layers += _conv_bn(cin, cout, 1 if i == 0 else 2, norm)
             cin = cout
         self.features = nn.Sequential(*layers)
         self.num_features = chans[-1]

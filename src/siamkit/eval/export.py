@@ -56,10 +56,14 @@ def load_exported(path: str | Path) -> nn.Module:
         ) from None
     model: nn.Module
     if arch["name"] == "small_cnn":
-        model = SmallCNN(width=arch["width"])
+        model = SmallCNN(width=arch["width"], norm=arch.get("norm", "batch"))
         model.load_state_dict(state)
         return model
-    model = torchvision_resnet(arch["name"], arch["width"], arch["cifar_stem"])
+    # ``norm`` is recorded only for GroupNorm + WS backbones (load those into the model built
+    # here, or into torchvision_resnet(..., norm="group_ws"); a BN torchvision model lacks WS).
+    model = torchvision_resnet(
+        arch["name"], arch["width"], arch["cifar_stem"], arch.get("norm", "batch")
+    )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("fc.") for k in missing):
         raise CheckpointError(

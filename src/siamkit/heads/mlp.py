@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from typing import Literal
 
 from torch import nn
+
+from siamkit.normalization import WSLinear, group_norm
 
 
 def mlp(
@@ -12,6 +15,8 @@ def mlp(
     hidden_bn: bool = True,
     output_bn: bool = False,
     output_bn_affine: bool = True,
+    norm: Literal["batch", "group_ws"] = "batch",
+    output_bias: bool = True,
 ) -> nn.Sequential:
     """Linear layers ``dims[0] -> dims[1] -> ... -> dims[-1]`` with BN and ReLU between them.
 
@@ -23,6 +28,13 @@ def mlp(
         hidden_bn: BatchNorm after each hidden Linear.
         output_bn: BatchNorm after the output Linear.
         output_bn_affine: Learnable scale/shift of that output BN.
+        norm: What the ``*_bn`` flags insert: ``batch`` (BatchNorm1d) or ``group_ws``
+            (GroupNorm, and Weight Standardisation of the Linear before it): the batch-independent
+            pair that "BYOL works even without batch statistics" puts in place of every BN
+            (arXiv:2010.10241, Sec. 3); Linear layers without a norm after them stay plain.
+        output_bias: Bias of the output Linear when it has no norm. An MLP whose output feeds a
+            Linear -> BatchNorm (BYOL's projector into its predictor) needs none: BN removes a
+            shift common to the batch, so that bias would get no gradient.
     """
     if len(dims) < 2:
         raise ValueError(f"an MLP needs an input and an output width, got {dims}")
@@ -31,9 +43,13 @@ def mlp(
     for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
         last = i == n_layers - 1
         bn = output_bn if last else hidden_bn
-        layers.append(nn.Linear(d_in, d_out, bias=not bn))
-        if bn:
-            layers.append(nn.BatchNorm1d(d_out, affine=output_bn_affine if last else True))
+        affine = output_bn_affine if last else True
+        if bn and norm == "group_ws":
+            layers += [WSLinear(d_in, d_out, bias=False), group_norm(d_out, affine=affine)]
+        else:
+            layers.append(nn.Linear(d_in, d_out, bias=not bn and (output_bias or not last)))
+            if bn:
+                layers.append(nn.BatchNorm1d(d_out, affine=affine))
         if not last:
             layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)

@@ -19,8 +19,16 @@ from dataclasses import dataclass
 from torch import nn
 
 from siamkit.config import MethodConfig
+from siamkit.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig
 from siamkit.methods.base import Method
+from siamkit.methods.byol import BYOL, BYOLConfig
+from siamkit.methods.moco import MoCoV2, MoCoV2Config, MoCoV3, MoCoV3Config
+from siamkit.methods.simclr import SimCLR, SimCLRConfig
 from siamkit.methods.simsiam import SimSiam, SimSiamConfig
+from siamkit.methods.simsiam_ema import SimSiamEMA, SimSiamEMAConfig
+from siamkit.methods.swav import SwAV, SwAVConfig
+from siamkit.methods.vicreg import VICReg, VICRegConfig
+from siamkit.methods.wmse import WMSE, WMSEConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,15 @@ class MethodSpec:
 
 METHODS: dict[str, MethodSpec] = {
     "simsiam": MethodSpec(SimSiamConfig, SimSiam),  # type: ignore[arg-type]
+    "byol": MethodSpec(BYOLConfig, BYOL),  # type: ignore[arg-type]
+    "simsiam_ema": MethodSpec(SimSiamEMAConfig, SimSiamEMA),  # type: ignore[arg-type]
+    "swav": MethodSpec(SwAVConfig, SwAV),  # type: ignore[arg-type]
+    "simclr": MethodSpec(SimCLRConfig, SimCLR),  # type: ignore[arg-type]
+    "moco_v2": MethodSpec(MoCoV2Config, MoCoV2),  # type: ignore[arg-type]
+    "moco_v3": MethodSpec(MoCoV3Config, MoCoV3),  # type: ignore[arg-type]
+    "barlow_twins": MethodSpec(BarlowTwinsConfig, BarlowTwins),  # type: ignore[arg-type]
+    "vicreg": MethodSpec(VICRegConfig, VICReg),  # type: ignore[arg-type]
+    "wmse": MethodSpec(WMSEConfig, WMSE),  # type: ignore[arg-type]
 }
 
 
@@ -42,3 +59,6 @@ def create_method(backbone: nn.Module, cfg: MethodConfig) -> Method:
 
 
 __all__ = ["METHODS", "Method", "MethodSpec", "SimSiam", "SimSiamConfig", "create_method"]
+__all__ += ["MoCoV2", "MoCoV2Config", "MoCoV3", "MoCoV3Config", "SimCLR", "SimCLRConfig"]
+__all__ += ["SwAV", "SwAVConfig"]
+__all__ += ["WMSE", "BarlowTwins", "BarlowTwinsConfig", "VICReg", "VICRegConfig", "WMSEConfig"]

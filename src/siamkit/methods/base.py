@@ -20,6 +20,9 @@ class Method(nn.Module):
 
     backbone: nn.Module
     num_views: int = 2
+    #: Some trainable parameters get no gradient in some steps (SwAV's prototypes while frozen),
+    #: so DDP must look for unused parameters.
+    skips_parameters: bool = False
 
     def view_recipes(self, base: AugmentConfig) -> list[AugmentConfig]:
         """One view recipe per view, derived from the run's recipe ``base``.

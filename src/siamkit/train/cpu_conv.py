@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Use the explicit GEMM when the output map has at most this many positions. Measured on the
-#: 2-core AMX CPU (bf16, batch 256): 4x4 maps are 3-4x faster as a GEMM, 8x8 maps break even
-#: and 16x16 maps are 2-3x slower (``benchmarks/conv_weight_grad.py``).
-MAX_GEMM_POSITIONS = 16
+#: 2-core AMX CPU (bf16, batch 256, ``benchmarks/conv_weight_grad.py``): 4x4 maps are 3.5-4.8x
+#: faster as a GEMM, 8x8 maps 1.1-1.6x faster, 16x16 maps 2.3-2.5x slower.
+MAX_GEMM_POSITIONS = 64
 
 
 def _geometry(conv: nn.Conv2d) -> tuple[int, int, int, int, int, int]:

@@ -22,15 +22,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
 
 from siamkit.config import RunConfig, TrainConfig, to_dict
 from siamkit.data.augment import BatchViews
 from siamkit.data.datasets import Batch, ImageSet, Splits, as_batch, batch_dataset, load_splits
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError, TrainingDivergedError
-from siamkit.methods import create_method
+from siamkit.methods import METHODS, create_method
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput
 from siamkit.train.checkpoint import CONFIG_KEY, read_checkpoint
+from siamkit.train.cpu_conv import use_patch_grad_convs
 from siamkit.train.schedules import build_optimizer
 
 
@@ -66,6 +68,8 @@ class PretrainModule(L.LightningModule):
         self.method = create_method(create_backbone(cfg.backbone), cfg.method)
         # One batched view recipe per view (the method derives them from the run's recipe).
         self.views = [BatchViews(recipe) for recipe in self.method.view_recipes(cfg.augment)]
+        # Same convolutions, faster weight gradient for small maps on CPU (see cpu_conv).
+        use_patch_grad_convs(self.method)
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * cfg.train.epochs
         self.channels_last = cfg.train.channels_last != "off"
@@ -91,6 +95,13 @@ class PretrainModule(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True)
         return out
+
+    def on_train_start(self) -> None:
+        if self.trainer.world_size > 1 and self.trainer.is_global_zero:
+            # Say which BatchNorm the run really has (Lightning converts it for sync_batchnorm).
+            n_sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in self.method.modules())
+            mode = "synchronised across processes" if n_sync else "per process"
+            print(f"siamkit: BatchNorm {mode} ({n_sync} SyncBatchNorm layers)", file=sys.stderr)
 
     def on_train_epoch_start(self) -> None:
         self.method.on_epoch_start(self.current_epoch)
@@ -181,6 +192,14 @@ def pretrain(
         TrainingDivergedError: The loss became NaN/inf (the last good checkpoint is kept).
     """
     start = time.perf_counter()
+    on_gpu = cfg.train.accelerator in ("gpu", "cuda") or (
+        cfg.train.accelerator == "auto" and torch.cuda.is_available()
+    )
+    if cfg.train.sync_batchnorm and not on_gpu:
+        raise ConfigError(
+            "train.sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel); on "
+            "CPU processes leave it off (BatchNorm per process), or use moco_v2's bn: shuffle"
+        )
     resume_path = read_checkpoint(resume, expect=cfg).path if resume else None
     splits = splits or load_splits(cfg.data)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -235,10 +254,23 @@ def pretrain(
     if cfg.train.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
 
+    strategy: str | DDPStrategy = cfg.train.strategy
+    if strategy == "ddp":
+        strategy = DDPStrategy(
+            # SwAV's prototypes get no gradient while frozen
+            find_unused_parameters=getattr(
+                METHODS[cfg.method.name].build, "skips_parameters", False
+            ),
+            # Per-step state (queues, per-image targets) is updated identically on every
+            # process from gathered tensors; broadcasting it from rank 0 each step would only
+            # cost time (10 GB a step for SimSiam's moving-average table on ImageNet).
+            broadcast_buffers=False,
+            timeout=timedelta(minutes=30),
+        )
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=cfg.train.devices if cfg.train.devices == "auto" else int(cfg.train.devices),
-        strategy=cfg.train.strategy,
+        strategy=strategy,
         precision=precision,  # type: ignore[arg-type]
         max_epochs=cfg.train.epochs,
         max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,

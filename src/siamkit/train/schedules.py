@@ -23,10 +23,72 @@ def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling [You et al., arXiv:1708.03888].
+
+    For each parameter tensor ``w`` with gradient ``g`` in a group with ``adapt=True``:
+
+        u = g + weight_decay * w
+        trust = eta * ||w|| / ||u||   (1 where either norm is 0)
+        v <- momentum * v + lr * trust * u;   w <- w - v
+
+    Groups with ``adapt=False`` (biases and norm parameters, by :func:`build_optimizer`) take
+    plain SGD steps without weight decay, as SimCLR's and BYOL's LARS do.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+    ) -> None:
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            adapt = group.get("adapt", True)
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                u = w.grad
+                if adapt:
+                    u = u.add(w, alpha=group["weight_decay"])
+                    w_norm, u_norm = w.norm(), u.norm()
+                    trust = torch.where(
+                        (w_norm > 0) & (u_norm > 0), group["eta"] * w_norm / u_norm, 1.0
+                    )
+                    u = u * trust
+                state = self.state[w]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(w)
+                v = state["momentum_buffer"]
+                v.mul_(group["momentum"]).add_(u, alpha=group["lr"])
+                w.sub_(v)
+        return loss
+
+
+def _split_for_lars(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each group twice: weights (adapted, decayed) and biases/norm parameters (``ndim <= 1``)."""
+    out = []
+    for g in groups:
+        params = list(g["params"])
+        for adapt in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == adapt]
+            if chosen:
+                out.append({**g, "params": chosen, "adapt": adapt})
+    return out
+
+
 def build_optimizer(
     param_groups: list[dict[str, Any]], cfg: OptimConfig, total_steps: int, warmup_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD at ``cfg.lr`` with a per-step cosine schedule; ``fixed_lr`` groups stay constant.
+    """``cfg.optimizer`` at ``cfg.lr`` with a per-step cosine schedule; ``fixed_lr`` groups stay
+    constant.
 
     Args:
         param_groups: From the method's ``param_groups()``.
@@ -34,10 +96,26 @@ def build_optimizer(
         total_steps: Optimiser steps of the whole run.
         warmup_steps: Steps of linear warm-up.
     """
+    if cfg.optimizer == "lars":
+        param_groups = _split_for_lars(param_groups)
     groups = [{k: v for k, v in g.items() if k != "fixed_lr"} for g in param_groups]
-    optimizer = torch.optim.SGD(
-        groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    optimizer: torch.optim.Optimizer
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    elif cfg.optimizer == "lars":
+        optimizer = LARS(
+            groups,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            eta=cfg.lars_eta,
+        )
+    else:  # adamw; MoCo v3 uses betas (0.9, 0.999)
+        optimizer = torch.optim.AdamW(
+            groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay
+        )
 
     def constant(step: int) -> float:
         return 1.0

@@ -1,0 +1,134 @@
+"""VICReg: Variance-Invariance-Covariance Regularization (Bardes, Ponce & LeCun, arXiv:2105.04906).
+
+Two views go through one encoder (backbone + expander) to Z, Z'; three terms, each on the (global)
+batch, keep the embeddings invariant to the views, spread out and decorrelated:
+
+    l(Z, Z') = lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')]                 (Eq. 6)
+    v(Z) = 1/d sum_j max(0, gamma - sqrt(Var(z^j) + eps))                             (Eq. 1)
+    c(Z) = 1/d sum_{i != j} Cov(Z)_ij^2,   s(Z, Z') = mean ||z_i - z'_i||^2             (Eq. 4-5)
+
+No stop-gradient, no predictor, no momentum encoder. A coefficient of 0 switches its term off
+(the term ablations, Sec. 4.3); the three terms are returned for logging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from siamkit.config import AugmentConfig, MethodConfig
+from siamkit.errors import ConfigError
+from siamkit.heads import mlp
+from siamkit.losses import vicreg_terms
+from siamkit.methods.barlow_twins import asymmetric_view_recipes
+from siamkit.methods.base import Method
+
+
+@dataclass
+class VICRegConfig(MethodConfig):
+    """VICReg's expander, loss coefficients and view recipe.
+
+    Attributes:
+        proj_hidden_dim: Hidden width of the expander, 8192 on ImageNet [Sec. 4.1: "3
+            fully-connected layers of size 8192", BN + ReLU after the first two]; 2048 in
+            solo-learn's CIFAR recipe.
+        proj_dim: Output width of the expander (the embedding d), 8192 [Sec. 4.1].
+        proj_layers: Linear layers of the expander, 3 [Sec. 4.1]. The output layer has no BN
+            and no bias (every term is invariant to a shift common to the batch).
+        sim_coeff: lambda, weight of the invariance term, 25 [Sec. 4.1]; 0 switches it off.
+        std_coeff: mu, weight of the variance term, 25 [Sec. 4.1]; 0 switches it off.
+        cov_coeff: nu, weight of the covariance term, 1 [Sec. 4.1]; 0 switches it off.
+        gamma: Target standard deviation of each dimension, 1 [Sec. 3.1, 4.1].
+        eps: Added to the variance before the square root, 1e-4 [Sec. 3.1].
+        blur_probs: Gaussian-blur probability of view 1 and 2, (1.0, 0.1) [Appendix, as Barlow
+            Twins and BYOL].
+        solarize_probs: Solarisation probability of view 1 and 2, (0.0, 0.2) [Appendix].
+    """
+
+    name: str = "vicreg"
+    proj_hidden_dim: int = 8192
+    proj_dim: int = 8192
+    proj_layers: int = 3
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    gamma: float = 1.0
+    eps: float = 1e-4
+    blur_probs: tuple[float, float] = (1.0, 0.1)
+    solarize_probs: tuple[float, float] = (0.0, 0.2)
+
+    def __post_init__(self) -> None:
+        for key in ("proj_hidden_dim", "proj_dim", "proj_layers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        coeffs = (self.sim_coeff, self.std_coeff, self.cov_coeff)
+        if min(coeffs) < 0 or max(coeffs) == 0:
+            raise ConfigError(
+                "method.sim_coeff, std_coeff and cov_coeff must be >= 0 and not all 0 "
+                f"(paper: 25, 25, 1), got {coeffs}"
+            )
+        if self.gamma <= 0 or self.eps <= 0:
+            raise ConfigError(
+                f"method.gamma and method.eps must be positive (paper: 1 and 1e-4), "
+                f"got {self.gamma} and {self.eps}"
+            )
+        for p in (*self.blur_probs, *self.solarize_probs):
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(
+                    f"method.blur_probs and method.solarize_probs are probabilities, got {p}"
+                )
+
+
+class VICReg(Method):
+    """The VICReg method: encoder f = expander(backbone(x)), three-term loss on its outputs.
+
+    Args:
+        backbone: An :class:`~siamkit.encoders.Encoder`.
+        cfg: Expander, coefficients and view recipe.
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: VICRegConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        in_dim = int(backbone.num_features)  # type: ignore[arg-type]
+        dims = [in_dim] + [cfg.proj_hidden_dim] * (cfg.proj_layers - 1) + [cfg.proj_dim]
+        self.expander = mlp(dims, hidden_bn=True, output_bn=False, output_bias=False)
+
+    def view_recipes(self, base: AugmentConfig) -> list[AugmentConfig]:
+        """Two asymmetric views: blur (1.0, 0.1), solarisation (0.0, 0.2) [Appendix]."""
+        return asymmetric_view_recipes(base, self.cfg.blur_probs, self.cfg.solarize_probs)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
+        return self.expander(self.backbone.forward_features(x))  # type: ignore[operator]
+
+    def training_step(
+        self, views: list[torch.Tensor], indices: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Loss of one batch.
+
+        Args:
+            views: Two tensors ``(B, 3, H, W)``, the same images augmented.
+            indices: Unused (no per-image state).
+
+        Returns:
+            ``loss`` (scalar), ``embedding`` (``(B, proj_dim)``, detached Z) and the three
+            unweighted terms ``invariance``, ``variance``, ``covariance`` (detached, for logging).
+        """
+        z_a, z_b = self.encode(views[0]), self.encode(views[1])  # (B, proj_dim) each
+        # Both branches carry gradient: no stop-gradient anywhere [Sec. 3].
+        t = vicreg_terms(z_a, z_b, self.cfg.gamma, self.cfg.eps)
+        cfg = self.cfg
+        loss = (
+            cfg.sim_coeff * t.invariance + cfg.std_coeff * t.variance + cfg.cov_coeff * t.covariance
+        )
+        return {
+            "loss": loss,
+            "embedding": z_a.detach(),
+            "invariance": t.invariance.detach(),
+            "variance": t.variance.detach(),
+            "covariance": t.covariance.detach(),
+        }

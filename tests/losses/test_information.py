@@ -1,0 +1,457 @@
+"""Information-maximisation losses (Barlow Twins, VICReg, W-MSE) against independent references.
+
+Oracles: lightly's ``BarlowTwinsLoss``, ``VICRegLoss`` and ``WMSELoss`` (test-only dependency) and
+the papers' equations written out here: Barlow Twins arXiv:2103.03230 Eq. 1-2, VICReg
+arXiv:2105.04906 Eq. 1-6, W-MSE arXiv:2007.06346 Eq. 4-6.
+
+Where lightly deviates from the paper, the paper wins:
+- VICReg's variance term: lightly (following the authors' code) uses ``1/2 [v(Z) + v(Z')]``; the
+  paper's Eq. 6 and Algorithm 1 use ``v(Z) + v(Z')``. Ours equals lightly with ``mu`` doubled.
+- Barlow Twins under DDP: lightly averages the per-process cross-correlation matrices, each
+  standardised with its own process's statistics; Eq. 2 is the correlation over the whole batch
+  (the authors' code gets it with SyncBatchNorm + all-reduce). Ours equals one process on the
+  whole batch; lightly's does not (``test_gathering_losses_in_two_processes_equal_one_process``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+import torch
+from lightly.loss import BarlowTwinsLoss, VICRegLoss, WMSELoss
+from lightly.loss.vicreg_loss import covariance_loss, invariance_loss, variance_loss
+
+from siamkit import distributed
+from siamkit.heads import whiten
+from siamkit.losses import barlow_twins, vicreg, vicreg_terms, wmse
+from siamkit.losses.information import off_diagonal
+from siamkit.similarity import covariance, cross_correlation
+from tests.ddp import run_ddp
+
+SHAPES = [(8, 4), (32, 16), (64, 48)]
+
+
+def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g, dtype=dtype) * 2 + 0.5).requires_grad_()
+
+
+def _value_and_grads(fn, *inputs: torch.Tensor):
+    loss = fn(*inputs)
+    grads = torch.autograd.grad(loss, list(inputs))
+    return (loss.detach().double(), *(g.double() for g in grads))
+
+
+def _assert_all_close(mine, theirs, rtol=1e-4, atol=1e-6):
+    assert len(mine) == len(theirs)
+    for a, b in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+# --------------------------------------------------------------------------------------------
+# Similarities: cross-correlation and covariance
+# --------------------------------------------------------------------------------------------
+def _eq2_cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+    """Barlow Twins Eq. 2 with mean-centred dimensions, written with sums."""
+    a = z_a - z_a.mean(0)
+    b = z_b - z_b.mean(0)
+    num = torch.einsum("bi,bj->ij", a, b)
+    return num / torch.outer(a.pow(2).sum(0).sqrt(), b.pow(2).sum(0).sqrt())
+
+
+def test_cross_correlation_is_eq2_and_pearson_correlation():
+    z_a, z_b = (
+        _randn(32, 6, seed=0, dtype=torch.float64),
+        _randn(32, 6, seed=1, dtype=torch.float64),
+    )
+    c = cross_correlation(z_a, z_b, eps=0.0)
+    assert c.shape == (6, 6) and c.dtype == torch.float32
+    torch.testing.assert_close(c.double(), _eq2_cross_correlation(z_a, z_b), rtol=1e-5, atol=1e-6)
+    pearson = torch.corrcoef(torch.cat([z_a, z_b], 1).T)[:6, 6:]
+    torch.testing.assert_close(c.double(), pearson.detach(), rtol=1e-5, atol=1e-6)
+    # scale and shift of a dimension change nothing; values lie in [-1, 1]
+    torch.testing.assert_close(cross_correlation(3 * z_a - 7, z_b, eps=0.0), c)
+    assert c.abs().max() <= 1 + 1e-6
+
+
+def test_covariance_is_unbiased_sample_covariance():
+    z = _randn(20, 5, seed=2, dtype=torch.float64)
+    cov = covariance(z)
+    assert cov.shape == (5, 5) and cov.dtype == torch.float32
+    torch.testing.assert_close(cov.double(), torch.cov(z.T).detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        torch.diagonal(cov).double(), z.var(0).detach(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_off_diagonal_takes_every_off_diagonal_entry_once():
+    m = torch.arange(25.0).view(5, 5)
+    off = off_diagonal(m)
+    assert off.numel() == 20
+    assert sorted(off.flatten().tolist()) == sorted(m[~torch.eye(5, dtype=torch.bool)].tolist())
+
+
+# --------------------------------------------------------------------------------------------
+# Barlow Twins
+# --------------------------------------------------------------------------------------------
+def _barlow_twins_paper(z_a: torch.Tensor, z_b: torch.Tensor, lam: float) -> torch.Tensor:
+    """Eq. 1: sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2, C from Eq. 2, with loops."""
+    c = _eq2_cross_correlation(z_a, z_b)
+    d = c.shape[0]
+    on = torch.stack([(1 - c[i, i]) ** 2 for i in range(d)]).sum()
+    off = torch.stack([c[i, j] ** 2 for i in range(d) for j in range(d) if i != j]).sum()
+    return on + lam * off
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("lam", [5e-3, 0.5])
+def test_barlow_twins_matches_lightly_value_and_gradient(shape, lam):
+    z_a, z_b = _randn(*shape, seed=3), _randn(*shape, seed=4)
+    mine = _value_and_grads(lambda a, b: barlow_twins(a, b, lambda_offdiag=lam), z_a, z_b)
+    oracle = _value_and_grads(BarlowTwinsLoss(lambda_param=lam), z_a, z_b)
+    _assert_all_close(mine, oracle)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:2])
+def test_barlow_twins_matches_paper_equations(shape):
+    z_a, z_b = (
+        _randn(*shape, seed=5, dtype=torch.float64),
+        _randn(*shape, seed=6, dtype=torch.float64),
+    )
+    mine = _value_and_grads(lambda a, b: barlow_twins(a, b, 5e-3, eps=0.0), z_a, z_b)
+    ref = _value_and_grads(lambda a, b: _barlow_twins_paper(a, b, 5e-3), z_a, z_b)
+    _assert_all_close(mine, ref)
+
+
+def _decorrelated(n: int, d: int, seed: int) -> torch.Tensor:
+    """Columns with zero mean, equal norm sqrt(n) and pairwise orthogonal: C = I exactly."""
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    q, _ = torch.linalg.qr(x - x.mean(0))
+    return q * n**0.5
+
+
+def test_barlow_twins_is_zero_for_identical_decorrelated_views():
+    z = _decorrelated(64, 8, seed=7)
+    assert barlow_twins(z, z.clone(), eps=0.0).item() == pytest.approx(0.0, abs=1e-9)
+    # Any scale/shift per dimension is standardised away.
+    assert barlow_twins(5 * z + 2, z, eps=0.0).item() == pytest.approx(0.0, abs=1e-9)
+    # Correlated dimensions are penalised only through lambda; a flipped view through C_ii.
+    assert barlow_twins(z, -z, eps=0.0).item() == pytest.approx(4.0 * 8, rel=1e-5)
+
+
+def test_barlow_twins_is_symmetric_in_the_views():
+    z_a, z_b = _randn(16, 6, seed=8), _randn(16, 6, seed=9)
+    torch.testing.assert_close(barlow_twins(z_a, z_b), barlow_twins(z_b, z_a))
+
+
+# --------------------------------------------------------------------------------------------
+# VICReg
+# --------------------------------------------------------------------------------------------
+def _vicreg_paper(z_a, z_b, lam, mu, nu, gamma=1.0, eps=1e-4):
+    """Eq. 1-6 written out; the invariance term is the mean over n and d (Algorithm 1)."""
+    n, d = z_a.shape
+
+    def v(z):  # Eq. 1: 1/d sum_j max(0, gamma - sqrt(Var(z^j) + eps)), unbiased variance
+        var = ((z - z.mean(0)) ** 2).sum(0) / (n - 1)
+        return torch.clamp(gamma - torch.sqrt(var + eps), min=0).sum() / d
+
+    def c(z):  # Eq. 3-4: 1/d sum_{i != j} C(Z)_ij^2
+        zc = z - z.mean(0)
+        cov = sum(torch.outer(zc[i], zc[i]) for i in range(n)) / (n - 1)
+        return (cov**2).sum() / d - (torch.diagonal(cov) ** 2).sum() / d
+
+    s = ((z_a - z_b) ** 2).sum() / (n * d)
+    return lam * s + mu * (v(z_a) + v(z_b)) + nu * (c(z_a) + c(z_b))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_vicreg_matches_lightly_with_doubled_variance_weight(shape):
+    # lightly (like the authors' code) averages the two variance terms; Eq. 6 sums them.
+    z_a, z_b = _randn(*shape, seed=10) * 0.3, _randn(*shape, seed=11) * 0.3  # std < 1: hinge active
+    mine = _value_and_grads(vicreg, z_a, z_b)
+    oracle = _value_and_grads(VICRegLoss(lambda_param=25.0, mu_param=50.0, nu_param=1.0), z_a, z_b)
+    _assert_all_close(mine, oracle)
+    lightly_same_mu = VICRegLoss(lambda_param=25.0, mu_param=25.0, nu_param=1.0)(z_a, z_b)
+    assert not torch.allclose(mine[0], lightly_same_mu.double())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_vicreg_terms_match_lightly_terms(shape):
+    z_a, z_b = _randn(*shape, seed=12) * 0.3, _randn(*shape, seed=13) * 0.3
+
+    def pick(k):
+        return lambda a, b: vicreg_terms(a, b)[k]
+
+    oracles = [
+        lambda a, b: invariance_loss(a, b),
+        lambda a, b: variance_loss(a) + variance_loss(b),
+        lambda a, b: covariance_loss(a) + covariance_loss(b),
+    ]
+    for k, oracle in enumerate(oracles):
+        _assert_all_close(_value_and_grads(pick(k), z_a, z_b), _value_and_grads(oracle, z_a, z_b))
+
+
+@pytest.mark.parametrize("coeffs", [(25.0, 25.0, 1.0), (1.0, 0.0, 0.0), (0.0, 3.0, 0.5)])
+def test_vicreg_matches_paper_equations(coeffs):
+    z_a = _randn(16, 8, seed=14, dtype=torch.float64) * 0.4
+    z_b = _randn(16, 8, seed=15, dtype=torch.float64) * 0.4
+    mine = _value_and_grads(lambda a, b: vicreg(a, b, *coeffs), z_a, z_b)
+    ref = _value_and_grads(lambda a, b: _vicreg_paper(a, b, *coeffs), z_a, z_b)
+    _assert_all_close(mine, ref)
+
+
+def test_vicreg_gamma_and_eps_enter_the_variance_hinge():
+    z_a, z_b = (
+        _randn(16, 8, seed=16, dtype=torch.float64),
+        _randn(16, 8, seed=17, dtype=torch.float64),
+    )
+    for gamma, eps in [(2.0, 1e-4), (1.0, 0.5)]:
+        mine = vicreg(z_a, z_b, gamma=gamma, eps=eps)
+        ref = _vicreg_paper(z_a, z_b, 25.0, 25.0, 1.0, gamma=gamma, eps=eps)
+        torch.testing.assert_close(mine.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_vicreg_invariance_is_zero_for_identical_views_and_terms_switch_off():
+    z = _randn(32, 8, seed=18)
+    t = vicreg_terms(z, z)
+    assert t.invariance.item() == 0.0
+    # With every coefficient but one at 0, the loss is that one weighted term.
+    z_b = _randn(32, 8, seed=19)
+    t = vicreg_terms(z, z_b)
+    torch.testing.assert_close(vicreg(z, z_b, 2.0, 0.0, 0.0), 2.0 * t.invariance)
+    torch.testing.assert_close(vicreg(z, z_b, 0.0, 3.0, 0.0), 3.0 * t.variance)
+    torch.testing.assert_close(vicreg(z, z_b, 0.0, 0.0, 4.0), 4.0 * t.covariance)
+    # A switched-off term contributes no gradient: with only the invariance on, identical views
+    # get zero gradient although their variance/covariance terms are not zero.
+    z0 = z.detach().clone().requires_grad_()
+    (g,) = torch.autograd.grad(vicreg(z0, z0, 25.0, 0.0, 0.0), [z0])
+    assert not g.any()
+
+
+def test_vicreg_variance_and_covariance_vanish_for_spread_decorrelated_views():
+    z = _decorrelated(64, 8, seed=20) * 1.5  # std 1.5 * sqrt(n/(n-1)) > gamma = 1, C diagonal
+    t = vicreg_terms(z, z)
+    assert t.variance.item() == 0.0
+    assert t.covariance.item() == pytest.approx(0.0, abs=1e-9)
+    assert vicreg(z, z).item() == pytest.approx(0.0, abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# Whitening and W-MSE
+# --------------------------------------------------------------------------------------------
+def test_whitened_batch_has_zero_mean_and_identity_covariance():
+    z = _randn(256, 16, seed=21) @ _randn(16, 16, seed=22)  # strongly correlated dimensions
+    w = whiten(z, eps=0.0)
+    assert w.shape == z.shape and w.dtype == torch.float32
+    torch.testing.assert_close(w.mean(0), torch.zeros(16), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(w.T), torch.eye(16), atol=1e-3, rtol=0)
+    # With a ridge r = eps tr(Sigma)/D the covariance is I - r L^{-1} L^{-T} (L L^T = Sigma + r I),
+    # whose eigenvalues are lambda / (lambda + r): identity up to r / lambda_min.
+    eps = 1e-2
+    cov_eps = torch.cov(whiten(z, eps=eps).T).double()
+    sigma = torch.cov(z.T.double()).detach()
+    r = eps * torch.diagonal(sigma).mean()
+    eye = torch.eye(16, dtype=torch.float64)
+    l_inv = torch.linalg.inv(torch.linalg.cholesky(sigma + r * eye))
+    torch.testing.assert_close(cov_eps, eye - r * l_inv @ l_inv.T, atol=1e-3, rtol=0)
+    lam = torch.linalg.eigvalsh(sigma)
+    torch.testing.assert_close(
+        torch.linalg.eigvalsh(cov_eps), (lam / (lam + r)).sort().values, atol=1e-3, rtol=0
+    )
+
+
+def test_whitening_and_its_ridge_do_not_depend_on_the_scale_of_z():
+    z = _randn(64, 8, seed=26).detach()
+    for eps in (0.0, 1e-3):
+        torch.testing.assert_close(whiten(1e3 * z, eps), whiten(z, eps), rtol=1e-4, atol=1e-4)
+    # rank-deficient (fewer samples than dimensions) and large: the ridge keeps it defined
+    w = whiten(1e4 * _randn(12, 32, seed=27).detach(), eps=1e-4)
+    assert torch.isfinite(w).all()
+
+
+def test_whiten_matches_inverse_cholesky_formula_value_and_gradient():
+    z = _randn(40, 6, seed=23, dtype=torch.float64)
+    weights = _randn(40, 6, seed=24, dtype=torch.float64).detach()
+
+    def formula(x):  # Eq. 4-5: W (x - mu), W = L^{-1}, L L^T = Sigma + r I, r = eps tr(Sigma)/D
+        xc = x - x.mean(0)
+        sigma = xc.T @ xc / (x.shape[0] - 1)
+        sigma = sigma + 1e-3 * torch.trace(sigma) / 6 * torch.eye(6, dtype=x.dtype)
+        w = torch.linalg.inv(torch.linalg.cholesky(sigma))
+        return xc @ w.T
+
+    mine = _value_and_grads(lambda x: (whiten(x, 1e-3) * weights).sum(), z)
+    ref = _value_and_grads(lambda x: (formula(x) * weights).sum(), z)
+    _assert_all_close(mine, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_whiten_computes_in_float32_from_bf16():
+    z = _randn(64, 8, seed=25).detach().bfloat16()
+    w = whiten(z)
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, whiten(z.float()))
+
+
+def _wmse_paper(views, subsets, eps=0.0):
+    """Eq. 6 over given sub-batches: mean over images and pairs of ||zhat_j - zhat_k||^2."""
+    n = views[0].shape[0]
+    pairs = list(itertools.combinations(range(len(views)), 2))
+    total = 0.0
+    for idx in subsets:
+        white = []
+        for v in views:
+            x = v[idx]
+            xc = x - x.mean(0)
+            sigma = xc.T @ xc / (len(idx) - 1)
+            ridge = eps * torch.diagonal(sigma).mean()
+            sigma = sigma + ridge * torch.eye(x.shape[1], dtype=x.dtype)
+            w = xc @ torch.linalg.inv(torch.linalg.cholesky(sigma)).T
+            white.append(w / w.norm(dim=1, keepdim=True))
+        for j, k in pairs:
+            total = total + ((white[j] - white[k]) ** 2).sum()
+    return total / (len(pairs) * n)
+
+
+@pytest.mark.parametrize("num_positives", [2, 4])
+@pytest.mark.parametrize("w_iter", [1, 3])
+def test_wmse_matches_lightly_value_and_gradient(num_positives, w_iter):
+    views = [_randn(64, 8, seed=30 + i) for i in range(num_positives)]
+    torch.manual_seed(0)  # both draw their permutations from the global RNG
+    mine = _value_and_grads(lambda *v: wmse(list(v), w_size=16, w_iter=w_iter, eps=0.0), *views)
+    torch.manual_seed(0)
+    oracle_fn = WMSELoss(
+        embedding_dim=8, eps=0.0, track_running_stats=False, w_iter=w_iter, w_size=16,
+        num_samples=num_positives,
+    )  # fmt: skip
+    oracle = _value_and_grads(lambda *v: oracle_fn(torch.cat(v)), *views)
+    _assert_all_close(mine, oracle, rtol=1e-4, atol=1e-5)
+
+
+def test_wmse_matches_paper_equations_with_its_sub_batches():
+    views = [_randn(48, 6, seed=40 + i, dtype=torch.float64) for i in range(3)]
+    perm = torch.randperm(48, generator=torch.Generator().manual_seed(5))
+    subsets = perm.tensor_split(3)  # w_size 16 -> 3 sub-batches
+    mine = _value_and_grads(
+        lambda *v: wmse(list(v), w_size=16, eps=1e-3, generator=torch.Generator().manual_seed(5)),
+        *views,
+    )
+    ref = _value_and_grads(lambda *v: _wmse_paper(list(v), subsets, eps=1e-3), *views)
+    _assert_all_close(mine, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_wmse_of_many_positives_is_the_mean_over_pairs():
+    views = [_randn(64, 8, seed=50 + i) for i in range(4)]
+    kw = {"w_size": 32, "w_iter": 2}
+    full = wmse(views, generator=torch.Generator().manual_seed(1), **kw)
+    pairs = [
+        wmse([views[j], views[k]], generator=torch.Generator().manual_seed(1), **kw)
+        for j, k in itertools.combinations(range(4), 2)
+    ]
+    assert len(pairs) == 6
+    torch.testing.assert_close(full, torch.stack(pairs).mean())
+
+
+def test_wmse_is_zero_for_identical_views_and_bounded():
+    z = _randn(64, 8, seed=60)
+    assert wmse([z, z.clone()], w_size=32).item() == pytest.approx(0.0, abs=1e-6)
+    loss = wmse([z, -z], w_size=32)  # whitening is linear: opposite views stay opposite
+    assert loss.item() == pytest.approx(4.0, rel=1e-5)
+    assert 0.0 <= wmse([z, _randn(64, 8, seed=61)], w_size=32).item() <= 4.0
+
+
+def test_wmse_small_batch_is_whitened_whole_and_needs_two_views():
+    views = [_randn(12, 4, seed=62), _randn(12, 4, seed=63)]
+    whole = _wmse_paper([v.double() for v in views], [torch.arange(12)], eps=1e-4)
+    torch.testing.assert_close(
+        wmse(views, w_size=128).double(), whole.detach(), rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="two positives"):
+        wmse(views[:1])
+
+
+# --------------------------------------------------------------------------------------------
+# Two processes vs one process on the whole batch
+# --------------------------------------------------------------------------------------------
+def _two_process_losses(full_a: torch.Tensor, full_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    r, w = distributed.rank(), distributed.world_size()
+    n = full_a.shape[0] // w
+    out: dict[str, torch.Tensor] = {}
+    losses = {
+        "barlow": lambda a, b: barlow_twins(a, b),
+        "vicreg": lambda a, b: vicreg(a, b),
+        # per-process sub-batches: w_size = this process's batch
+        "wmse": lambda a, b: wmse([a, b], w_size=n, eps=1e-4),
+    }
+    for name, fn in losses.items():
+        a = full_a[r * n : (r + 1) * n].clone().requires_grad_(True)
+        b = full_b[r * n : (r + 1) * n].clone().requires_grad_(True)
+        loss = fn(a, b)
+        loss.backward()
+        out[f"{name}_loss"], out[f"{name}_grad_a"], out[f"{name}_grad_b"] = (
+            loss.detach(),
+            a.grad,  # type: ignore[assignment]
+            b.grad,  # type: ignore[assignment]
+        )
+    a = full_a[r * n : (r + 1) * n]
+    b = full_b[r * n : (r + 1) * n]
+    out["lightly_barlow_loss"] = BarlowTwinsLoss(gather_distributed=True)(a, b).detach()
+    return out
+
+
+def test_gathering_losses_in_two_processes_equal_one_process():
+    full_a, full_b = _randn(32, 12, seed=70).detach() * 0.5, _randn(32, 12, seed=71).detach() * 0.5
+    out = run_ddp(_two_process_losses, 2, full_a, full_b)
+    halves = [slice(0, 16), slice(16, 32)]
+    references: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "barlow": barlow_twins,
+        "vicreg": vicreg,
+        # no gather: 2 processes = the mean of the per-process losses, each on its own half
+        "wmse": lambda a, b: torch.stack(
+            [wmse([a[h], b[h]], w_size=16, eps=1e-4) for h in halves]
+        ).mean(),
+    }
+    for name, fn in references.items():
+        one_a, one_b = full_a.clone().requires_grad_(), full_b.clone().requires_grad_()
+        loss = fn(one_a, one_b)
+        loss.backward()
+        if name == "wmse":  # per-process values differ; DDP's mean of them is the reference
+            torch.testing.assert_close((out[0][f"{name}_loss"] + out[1][f"{name}_loss"]) / 2, loss)
+        for r, res in enumerate(out):
+            if name != "wmse":  # the same global-batch value on every rank
+                torch.testing.assert_close(res[f"{name}_loss"], loss.detach(), rtol=1e-5, atol=1e-6)
+            # DDP averages over 2 processes: each process's gradient / 2 is the 1-process slice.
+            for key, one in (("grad_a", one_a), ("grad_b", one_b)):
+                assert one.grad is not None
+                torch.testing.assert_close(
+                    res[f"{name}_{key}"] / 2, one.grad[halves[r]], rtol=1e-4, atol=1e-6
+                )
+    # lightly's gathered Barlow Twins averages per-process correlation matrices: not Eq. 2 on the
+    # whole batch.
+    lightly_value = out[0]["lightly_barlow_loss"]
+    assert not torch.allclose(lightly_value, barlow_twins(full_a, full_b), rtol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# bf16 autocast (training runs under it): everything stays float32
+# --------------------------------------------------------------------------------------------
+def test_statistics_and_losses_are_float32_under_bf16_autocast():
+    """Under autocast a float32 matmul runs in bf16 unless autocast is turned off; a bf16
+    covariance of 128 x 64 embeddings is indefinite often enough to break W-MSE's Cholesky."""
+    z_a, z_b = _randn(128, 64, seed=80).detach(), _randn(128, 64, seed=81).detach()
+    z_a = z_a @ _randn(64, 64, seed=82).detach()  # correlated: ill-conditioned covariance
+    fns = {
+        "cross_correlation": lambda: cross_correlation(z_a, z_b),
+        "covariance": lambda: covariance(z_a),
+        "whiten": lambda: whiten(z_a),
+        "barlow_twins": lambda: barlow_twins(z_a, z_b),
+        "vicreg": lambda: vicreg(z_a, z_b),
+        "wmse": lambda: wmse([z_a, z_b], w_size=128),
+    }
+    for name, fn in fns.items():
+        exact = fn()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under_autocast = fn()
+        assert under_autocast.dtype == torch.float32, name
+        torch.testing.assert_close(under_autocast, exact, rtol=1e-5, atol=1e-5, msg=name)

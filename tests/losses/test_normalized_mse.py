@@ -1,0 +1,82 @@
+"""BYOL's normalised MSE against independent references, in value and gradient.
+
+Oracles: BYOL's Eq. 2 written out here (arXiv:2006.07733, Sec. 3.1: the squared distance of the
+l2-normalised vectors), and lightly's ``NegativeCosineSimilarity`` through ``2 - 2 cos``. lightly
+has no BYOL loss of its own; its BYOL example trains on ``0.5 * (D(p1, z2) + D(p2, z1))`` with
+``D = -cos``, a quarter of the paper's gradient (the paper sums 2 - 2 cos over both directions),
+so only the per-pair identity is checked against it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightly.loss import NegativeCosineSimilarity
+
+from siamkit.losses import negative_cosine, normalized_mse
+
+SHAPES = [(1, 3), (8, 16), (32, 64)]
+
+
+def _pair(shape: tuple[int, int], seed: int, dtype: torch.dtype = torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+    z = torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+    return p, z
+
+
+def _value_and_grads(fn, p: torch.Tensor, z: torch.Tensor):
+    loss = fn(p, z)
+    gp, gz = torch.autograd.grad(loss, [p, z])
+    return loss.detach().double(), gp.double(), gz.double()
+
+
+def _eq2(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """mean_i || p_i/||p_i|| - z_i/||z_i|| ||^2, Eq. 2 of BYOL, without any cosine."""
+    p_unit = p / torch.sqrt((p * p).sum(dim=1, keepdim=True))
+    z_unit = z / torch.sqrt((z * z).sum(dim=1, keepdim=True))
+    return ((p_unit - z_unit) ** 2).sum(dim=1).mean()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_normalized_mse_matches_eq2_value_and_gradient(shape, seed):
+    p, z = _pair(shape, seed)
+    mine = _value_and_grads(normalized_mse, p, z)
+    ref = _value_and_grads(_eq2, p, z)
+    for a, b in zip(mine, ref, strict=True):
+        # siamkit computes in float32 whatever the input dtype
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_normalized_mse_is_two_minus_two_cosine_of_lightly(shape):
+    p, z = _pair(shape, 3, torch.float32)
+    mine = _value_and_grads(normalized_mse, p, z)
+    lightly_cos = NegativeCosineSimilarity()
+    oracle = _value_and_grads(lambda a, b: 2 + 2 * lightly_cos(a, b), p, z)
+    for a, b in zip(mine, oracle, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(normalized_mse(p, z), 2 + 2 * negative_cosine(p, z))
+
+
+def test_normalized_mse_range_and_extremes():
+    p, z = _pair((16, 8), 4)
+    value = normalized_mse(p, z).item()
+    assert 0.0 <= value <= 4.0
+    # aligned pairs (any positive scale): 0; opposite pairs: 4
+    torch.testing.assert_close(normalized_mse(p, 3.0 * p), torch.tensor(0.0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(normalized_mse(p, -p), torch.tensor(4.0), atol=1e-6, rtol=0)
+
+
+def test_normalized_mse_is_scale_invariant_and_symmetric():
+    p, z = _pair((8, 16), 5)
+    torch.testing.assert_close(normalized_mse(p, z), normalized_mse(0.1 * p, 7.0 * z))
+    torch.testing.assert_close(normalized_mse(p, z), normalized_mse(z, p))
+
+
+def test_normalized_mse_is_float32_under_bf16_input():
+    p, z = _pair((8, 16), 6, torch.bfloat16)
+    out = normalized_mse(p, z)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, normalized_mse(p.float(), z.float()))

@@ -1,0 +1,129 @@
+"""The contract of every registered method, generated over the METHODS registry.
+
+Adding a method to ``siamkit.methods.METHODS`` covers it here: it builds from its config's defaults
+(widths shrunk for speed), takes one real optimiser step on views made by the batched augmentation
+from its own view recipes, produces a finite loss and a detached embedding, updates its state
+(EMA targets, queues, moving averages, BN statistics) and survives a state-dict round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from siamkit.config import AugmentConfig, BackboneConfig, OptimConfig
+from siamkit.data.augment import BatchViews
+from siamkit.encoders import create_backbone
+from siamkit.methods import METHODS, Method, create_method
+from siamkit.train.schedules import build_optimizer
+
+BATCH, NUM_IMAGES = 8, 32
+
+
+def _small_config(name: str):
+    """The method's default config with its widths (``*_dim``) and state sizes shrunk."""
+    cls = METHODS[name].config_class
+    small = {}
+    for f in dataclasses.fields(cls):
+        default = getattr(cls(), f.name)
+        if not isinstance(default, int) or isinstance(default, bool):
+            continue
+        if f.name.endswith("_dim"):
+            small[f.name] = 32
+        elif "queue" in f.name and default > 0:
+            small[f.name] = 2 * BATCH
+        elif "prototypes" in f.name:
+            small[f.name] = 16
+    return cls(**small)
+
+
+def _build(name: str, seed: int) -> Method:
+    torch.manual_seed(seed)
+    method = create_method(
+        create_backbone(BackboneConfig(name="small_cnn", width=0.25)), _small_config(name)
+    )
+    method.setup(NUM_IMAGES)
+    return method
+
+
+def _views(method: Method, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (BATCH, 3, 32, 32), dtype=torch.uint8, generator=g)
+    recipes = method.view_recipes(AugmentConfig(size=32))
+    return [BatchViews(r)(images, generator=g) for r in recipes]
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_builds_steps_and_updates_its_state(name):
+    method = _build(name, seed=0)
+    views = _views(method)
+    assert len(views) == len(method.view_recipes(AugmentConfig(size=32))) >= 2
+    indices = torch.arange(BATCH)
+
+    trainable = {k for k, q in method.named_parameters() if q.requires_grad}
+    groups = method.param_groups()
+    grouped = [id(q) for g in groups for q in g["params"]]
+    assert sorted(grouped) == sorted(id(q) for q in method.parameters() if q.requires_grad)
+    # lr 1: one step must move the EMA targets (m = 0.999) by more than float32's resolution
+    optimizer, _ = build_optimizer(groups, OptimConfig(batch_size=256, base_lr=1.0), 10, 0)
+
+    before = _state(method)
+    method.train()
+    method.on_epoch_start(0)
+    out = method.training_step(views, indices)
+    loss, emb = out["loss"], out["embedding"]
+    assert loss.shape == () and torch.isfinite(loss), loss
+    assert emb.ndim == 2 and emb.shape[0] == BATCH and not emb.requires_grad
+    assert torch.isfinite(emb).all()
+    optimizer.zero_grad()
+    loss.backward()
+    assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in method.backbone.parameters())
+    optimizer.step()
+    method.on_step_end(0.1)
+    after = _state(method)
+
+    # The backbone learned, and every piece of state that is not a trainable parameter (EMA
+    # targets, queues and their pointers, per-image averages, BN statistics) was updated.
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("backbone."))
+    unchanged = [k for k in after if k not in trainable and torch.equal(before[k], after[k])]
+    assert not unchanged, f"state not updated by a training step: {unchanged}"
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_state_dict_round_trip_gives_identical_outputs(name):
+    method = _build(name, seed=0)
+    views = _views(method)
+    method.train()
+    method.on_epoch_start(0)
+    method.training_step(views, torch.arange(BATCH))["loss"].backward()
+    method.on_step_end(0.1)
+
+    buffer = io.BytesIO()
+    torch.save(method.state_dict(), buffer)
+    fresh = _build(name, seed=1)  # differently initialised
+    x = views[0]
+    method.eval()
+    fresh.eval()
+    with torch.no_grad():
+        assert not torch.allclose(
+            method.backbone.forward_features(x), fresh.backbone.forward_features(x)
+        )
+        buffer.seek(0)
+        fresh.load_state_dict(torch.load(buffer))
+        torch.testing.assert_close(
+            fresh.backbone.forward_features(x), method.backbone.forward_features(x)
+        )
+        outs = []
+        for m in (method, fresh):
+            torch.manual_seed(7)  # methods may draw random numbers in their step (W-MSE)
+            outs.append(m.training_step(views, torch.arange(BATCH)))
+        torch.testing.assert_close(outs[1]["loss"], outs[0]["loss"])
+        torch.testing.assert_close(outs[1]["embedding"], outs[0]["embedding"])
