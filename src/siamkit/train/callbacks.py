@@ -43,8 +43,10 @@ class CollapseMonitor(L.Callback):
             warnings.warn(
                 f"the output has collapsed: std of the l2-normalised output x sqrt(d) = "
                 f"{self.last:.3f} (about 1 when healthy, 0 for a constant output). "
-                "SimSiam collapses without stop-gradient or a predictor (paper Fig. 2, Table 1); "
-                "check method.stop_gradient, method.predictor and the learning rate",
+                "Check what keeps the method from collapsing (SimSiam: stop-gradient and "
+                "predictor, paper Fig. 2 and Table 1; BYOL/MoCo: the EMA target; SimCLR/MoCo: "
+                "the negatives and temperature) and the learning rate. For contrastive methods "
+                "a low value with a rising kNN is a concentrated, not a collapsed, output",
                 stacklevel=1,
             )
 
