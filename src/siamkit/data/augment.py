@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from siamkit.config import AugmentConfig
+from siamkit.errors import ConfigError
 
 # ITU-R 601-2 luma weights as torchvision's rgb_to_grayscale rounds them (red 0.2989, not 0.299),
 # so that both augmentation paths agree to float precision.
@@ -336,3 +338,31 @@ def torchvision_views(cfg: AugmentConfig) -> Callable[[Any], torch.Tensor]:
         steps.append(v2.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=cfg.solarize_prob))
     steps += [v2.RandomHorizontalFlip(p=cfg.flip_prob), v2.Normalize(cfg.mean, cfg.std)]
     return v2.Compose(steps)
+
+
+def asymmetric_view_recipes(
+    base: AugmentConfig, blur_probs: tuple[float, float], solarize_probs: tuple[float, float]
+) -> list[AugmentConfig]:
+    """Two views differing only in blur and solarisation probabilities (BYOL's Table 6 recipe).
+
+    BYOL (arXiv:2006.07733, Table 6), Barlow Twins and VICReg (their appendices) use it: blur
+    (1.0, 0.1), solarisation (0.0, 0.2). Blur is applied only where the run's recipe blurs at all
+    (ImageNet-size views, or ``augment.blur_prob`` set above 0), so small CIFAR views keep the
+    CIFAR recipes' no-blur rule.
+    """
+    blurs = base.effective_blur_prob > 0
+    return [
+        replace(base, blur_prob=blur if blurs else 0.0, solarize_prob=solarize)
+        for blur, solarize in zip(blur_probs, solarize_probs, strict=True)
+    ]
+
+
+def check_view_probabilities(
+    blur_probs: tuple[float, ...], solarize_probs: tuple[float, ...]
+) -> None:
+    """Raise :class:`ConfigError` unless every per-view probability lies in [0, 1]."""
+    for p in (*blur_probs, *solarize_probs):
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(
+                f"method.blur_probs and method.solarize_probs are probabilities, got {p}"
+            )

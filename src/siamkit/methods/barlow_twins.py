@@ -11,33 +11,17 @@ No stop-gradient, no predictor, no momentum encoder: both branches get gradient,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from siamkit.config import AugmentConfig, MethodConfig
+from siamkit.data.augment import asymmetric_view_recipes, check_view_probabilities
 from siamkit.errors import ConfigError
 from siamkit.heads import mlp
 from siamkit.losses import barlow_twins
 from siamkit.methods.base import Method
-
-
-def asymmetric_view_recipes(
-    base: AugmentConfig, blur_probs: tuple[float, float], solarize_probs: tuple[float, float]
-) -> list[AugmentConfig]:
-    """Two views differing only in blur and solarisation probabilities (BYOL's Table 6 recipe).
-
-    Barlow Twins (Appendix, image augmentations) and VICReg (Appendix) both use it:
-    blur (1.0, 0.1), solarisation (0.0, 0.2). Blur is applied only where the run's recipe blurs
-    at all (ImageNet-size views, or ``augment.blur_prob`` set above 0), so small CIFAR views
-    keep the CIFAR recipes' no-blur rule.
-    """
-    blurs = base.effective_blur_prob > 0
-    return [
-        replace(base, blur_prob=blur if blurs else 0.0, solarize_prob=solarize)
-        for blur, solarize in zip(blur_probs, solarize_probs, strict=True)
-    ]
 
 
 @dataclass
@@ -83,11 +67,7 @@ class BarlowTwinsConfig(MethodConfig):
             raise ConfigError(
                 f"method.lambda_offdiag must be >= 0, got {self.lambda_offdiag} (paper: 5e-3)"
             )
-        for p in (*self.blur_probs, *self.solarize_probs):
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(
-                    f"method.blur_probs and method.solarize_probs are probabilities, got {p}"
-                )
+        check_view_probabilities(self.blur_probs, self.solarize_probs)
 
 
 class BarlowTwins(Method):

@@ -14,13 +14,14 @@ field here and ``backbone.norm``: ``group_ws`` removes every batch statistic [ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from siamkit.config import AugmentConfig, MethodConfig
+from siamkit.data.augment import asymmetric_view_recipes, check_view_probabilities
 from siamkit.errors import ConfigError
 from siamkit.heads import mlp
 from siamkit.losses import normalized_mse
@@ -69,11 +70,7 @@ class BYOLConfig(MethodConfig):
                 "method.base_momentum and method.final_momentum must satisfy 0 <= base <= final "
                 f"<= 1, got {self.base_momentum} and {self.final_momentum} (BYOL: 0.996 -> 1)"
             )
-        for p in (*self.blur_probs, *self.solarize_probs):
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(
-                    f"method.blur_probs and method.solarize_probs are probabilities, got {p}"
-                )
+        check_view_probabilities(self.blur_probs, self.solarize_probs)
 
 
 class BYOL(Method):
@@ -108,11 +105,7 @@ class BYOL(Method):
 
     def view_recipes(self, base: AugmentConfig) -> list[AugmentConfig]:
         """Two asymmetric views [Table 6]: blur (1.0, 0.1), solarisation (0.0, 0.2)."""
-        blurs = base.effective_blur_prob > 0  # keep the recipe's rule: no blur on small views
-        return [
-            replace(base, blur_prob=blur if blurs else 0.0, solarize_prob=solarize)
-            for blur, solarize in zip(self.cfg.blur_probs, self.cfg.solarize_probs, strict=True)
-        ]
+        return asymmetric_view_recipes(base, self.cfg.blur_probs, self.cfg.solarize_probs)
 
     def training_step(
         self, views: list[torch.Tensor], indices: torch.Tensor | None = None

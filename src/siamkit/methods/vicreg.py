@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from siamkit.config import AugmentConfig, MethodConfig
+from siamkit.data.augment import asymmetric_view_recipes, check_view_probabilities
 from siamkit.errors import ConfigError
 from siamkit.heads import mlp
 from siamkit.losses import vicreg_terms
-from siamkit.methods.barlow_twins import asymmetric_view_recipes
 from siamkit.methods.base import Method
 
 
@@ -74,11 +74,7 @@ class VICRegConfig(MethodConfig):
                 f"method.gamma and method.eps must be positive (paper: 1 and 1e-4), "
                 f"got {self.gamma} and {self.eps}"
             )
-        for p in (*self.blur_probs, *self.solarize_probs):
-            if not 0.0 <= p <= 1.0:
-                raise ConfigError(
-                    f"method.blur_probs and method.solarize_probs are probabilities, got {p}"
-                )
+        check_view_probabilities(self.blur_probs, self.solarize_probs)
 
 
 class VICReg(Method):
