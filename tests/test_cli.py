@@ -275,6 +275,12 @@ def test_eval_knn(run_dir, capsys):
     # the same evaluation as the run's final figure (whole held-out split, same k and T)
     saved = json.loads((run_dir / "results.json").read_text())
     assert result["top1"] == pytest.approx(saved["knn_top1"], abs=1e-3)
+    # without --k / --temperature the run's own monitor settings (k=10 here) are used
+    code, out, err = _run(["eval", "knn", "--checkpoint", str(run_dir), "--json"], capsys)
+    assert code == 0, err
+    default = json.loads(out.strip().splitlines()[-1])
+    assert (default["k"], default["temperature"]) == (10, 0.1)
+    assert default["top1"] == pytest.approx(saved["knn_top1"], abs=1e-3)
 
 
 def test_eval_linear(run_dir, capsys):
@@ -286,6 +292,159 @@ def test_eval_linear(run_dir, capsys):
     result = json.loads(out.strip().splitlines()[-1])
     assert result["protocol"] == "linear" and result["epochs"] == 5
     assert 10.0 < result["top1"] <= result["top5"] <= 100.0
+
+
+def test_eval_linear_options(run_dir, capsys):
+    """L-BFGS on g(h) with augmented training views; the JSON records every choice."""
+    code, out, err = _run(
+        [
+            "eval",
+            "linear",
+            "--checkpoint",
+            str(run_dir),
+            "--optimizer",
+            "lbfgs",
+            "--epochs",
+            "20",
+            "--features",
+            "projection",
+            "--augment-copies",
+            "2",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "g(h)" in out.splitlines()[0]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["optimizer"], result["features"], result["augment_copies"]) == (
+        "lbfgs",
+        "projection",
+        2,
+    )
+    assert 10.0 < result["top1"] <= 100.0
+
+
+def test_eval_knn_on_projection_differs_from_backbone(run_dir, capsys):
+    tops = []
+    for features in ("backbone", "projection"):
+        code, out, err = _run(
+            [
+                "eval",
+                "knn",
+                "--checkpoint",
+                str(run_dir),
+                "--k",
+                "10",
+                "--features",
+                features,
+                "--json",
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        tops.append(json.loads(out.strip().splitlines()[-1])["top1"])
+    assert tops[0] != tops[1]  # different representations, different figures
+
+
+@pytest.mark.parametrize("args", [["--epochs", "0"], ["--lr", "-1"], ["--augment-copies", "-1"]])
+def test_eval_linear_impossible_values(run_dir, capsys, args):
+    code, _, err = _run(["eval", "linear", "--checkpoint", str(run_dir), *args], capsys)
+    assert code == 2
+    assert "linear probe needs" in err or "augment copies must be" in err
+    assert "Traceback" not in err
+
+
+def test_eval_finetune_scratch_and_distill(run_dir, tmp_path, capsys, monkeypatch):
+    """Fine-tuning writes the shared index file; the scratch baseline reads the same one; the
+    distilled student reports against its teacher."""
+    monkeypatch.chdir(tmp_path)  # the default index file goes under ./splits
+    ft, scratch, student = tmp_path / "ft", tmp_path / "scratch", tmp_path / "student"
+    common = ["--checkpoint", str(run_dir), "--label-fraction", "0.2", "--epochs", "3", "--json"]
+    code, out, err = _run(["eval", "finetune", *common, "--output", str(ft)], capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    (index,) = (tmp_path / "splits").glob("digits-*-20pct-seed0.txt")
+    assert result["index_file"] == f"splits/{index.name}"
+    assert 10.0 < result["top1"] <= 100.0 and result["source"] == str(run_dir)
+    before = index.read_text()
+    code, out, err = _run(
+        ["eval", "finetune", *common, "--scratch", "--output", str(scratch)], capsys
+    )
+    assert code == 0, err
+    base = json.loads(out.strip().splitlines()[-1])
+    assert base["source"] is None and base["num_labelled"] == result["num_labelled"]
+    assert index.read_text() == before
+    code, out, err = _run(
+        [
+            "eval",
+            "distill",
+            "--teacher",
+            str(ft),
+            "--output",
+            str(student),
+            "--epochs",
+            "1",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert out.startswith("distilled student top-1")
+    assert (student / "classifier.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["--label-fraction", "0"], 2, "label fraction must be in (0, 1]"),
+        (["--label-fraction", "1.5"], 2, "label fraction must be in (0, 1]"),
+    ],
+)
+def test_eval_finetune_bad_fraction(run_dir, tmp_path, capsys, args, code, fragment):
+    got, _, err = _run(
+        ["eval", "finetune", "--checkpoint", str(run_dir), "--output", str(tmp_path), *args],
+        capsys,
+    )
+    assert got == code
+    _assert_one_error_line(err, fragment)
+
+
+def test_eval_finetune_needs_labels(run_dir, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    from PIL import Image
+
+    for i in range(12):
+        Image.new("RGB", (16, 16), (i * 20, 0, 0)).save(flat / f"{i}.png")
+    code, _, err = _run(
+        [
+            "eval",
+            "finetune",
+            "--checkpoint",
+            str(run_dir),
+            "--label-fraction",
+            "0.5",
+            "--dataset",
+            "folder",
+            "--data",
+            str(flat),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
+    assert code == 3
+    _assert_one_error_line(err, "label")
+
+
+def test_eval_distill_refuses_a_pretraining_checkpoint(run_dir, tmp_path, capsys):
+    """A checkpoint of another kind of model (an encoder, not a classifier) as the teacher."""
+    code, _, err = _run(
+        ["eval", "distill", "--teacher", str(run_dir), "--output", str(tmp_path)], capsys
+    )
+    assert code == 5
+    _assert_one_error_line(err, "eval finetune")
 
 
 def test_export(run_dir, tmp_path, capsys):

@@ -3,6 +3,10 @@
     siamkit pretrain --config configs/simsiam/digits.yaml
     siamkit eval knn --checkpoint runs/simsiam-digits
     siamkit eval linear --checkpoint runs/simsiam-digits
+    siamkit eval finetune --checkpoint runs/simsiam-digits --label-fraction 0.1 --output ft
+    siamkit eval distill --teacher ft --output student
+    siamkit eval metrics --checkpoint runs/simsiam-digits
+    siamkit report --run runs/simsiam-digits
     siamkit export --checkpoint runs/simsiam-digits --output backbone.safetensors
     siamkit embed --checkpoint runs/simsiam-digits --data my_images/ --output emb.npy
 
@@ -78,14 +82,137 @@ def _eval(args: argparse.Namespace) -> int:
     from siamkit.eval.protocols import knn_eval, linear_eval
 
     data = _data_override(args)
+    where = "g(h), after the projector" if args.features == "projection" else "h, the backbone"
     if args.protocol == "knn":
-        result = knn_eval(args.checkpoint, data, k=args.k, temperature=args.temperature)
-        print(f"kNN top-1: {result['top1']:.2f}% (k={args.k}, T={args.temperature})")
+        result = knn_eval(
+            args.checkpoint, data, k=args.k, temperature=args.temperature, features=args.features
+        )
+        print(
+            f"kNN top-1: {result['top1']:.2f}% (k={result['k']}, T={result['temperature']:g}; "
+            f"{where})"
+        )
     else:
-        result = linear_eval(args.checkpoint, data, epochs=args.epochs, lr=args.lr)
-        print(f"linear probe: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%")
+        result = linear_eval(
+            args.checkpoint,
+            data,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            features=args.features,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            augment_copies=args.augment_copies,
+            seed=args.seed,
+        )
+        print(
+            f"linear probe: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}% "
+            f"({args.optimizer}; {where})"
+        )
     if args.json:
         print(json.dumps(result))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from siamkit.data.datasets import load_splits
+    from siamkit.eval.finetune import FinetuneConfig, finetune
+    from siamkit.eval.splits import dataset_name, default_index_path
+    from siamkit.train import read_checkpoint
+
+    cfg = FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        label_fraction=args.label_fraction,
+        seed=args.seed,
+        from_head_layers=args.from_head_layers,
+    )
+    run = read_checkpoint(args.checkpoint).config
+    data = _data_override(args) or run.data
+    splits = load_splits(data)
+    # One index file per data set, fraction and seed (under splits/), so that every fine-tuned
+    # model and the scratch baseline train on the same labelled images.
+    index_file = args.index_file or default_index_path(
+        dataset_name(data), len(splits.train), cfg.label_fraction, cfg.seed
+    )
+    result = finetune(
+        data=data,
+        cfg=cfg,
+        # --scratch: the same architecture and recipe from random weights (the baseline).
+        checkpoint=None if args.scratch else args.checkpoint,
+        index_file=index_file,
+        backbone=run.backbone,
+        augment=run.augment,
+        output=args.output,
+        splits=splits,
+    )
+    start = "random init" if args.scratch else f"{args.checkpoint}"
+    if not args.scratch and cfg.from_head_layers:
+        start += f" + {cfg.from_head_layers} projection-head layer(s)"
+    print(
+        f"fine-tuned on {result.num_labelled} labelled images ({args.label_fraction:g} of the "
+        f"labels) from {start}: top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%"
+    )
+    print(f"labelled subset: {index_file}")
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from siamkit.eval.distill import DistillConfig, distill
+    from siamkit.eval.finetune import load_classifier
+
+    cfg = DistillConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        seed=args.seed,
+    )
+    _, info = load_classifier(args.teacher)
+    student = info.backbone
+    if args.student_width is not None:
+        student = dataclasses.replace(student, width=args.student_width)
+    if args.student_backbone is not None:
+        student = dataclasses.replace(student, name=args.student_backbone)
+    result = distill(args.teacher, cfg=cfg, student_backbone=student, output=args.output)
+    print(
+        f"distilled student top-1 {result.student_top1:.2f}% vs teacher "
+        f"{result.teacher_top1:.2f}% (student {result.student_params / 1e6:.2f}M params)"
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result)))
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from siamkit.eval.representation import representation_metrics
+
+    result = representation_metrics(
+        args.checkpoint, _data_override(args), max_images=args.max_images, seed=args.seed
+    )
+    print(f"{result['num_images']} {result['split']} images")
+    print("        dim   collapse std   RankMe   alignment   uniformity")
+    for key, name in (("h", "h"), ("g", "g(h)")):
+        m = result[key]
+        print(
+            f"{name:5} {m['dim']:5d}   {m['collapse_std']:12.3f}   {m['rankme']:6.1f}   "
+            f"{m['alignment']:9.3f}   {m['uniformity']:10.3f}"
+        )
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from siamkit.eval.report import write_report
+
+    out = write_report(args.run, tsne_images=args.tsne_images, max_images=args.max_images)
+    print(f"wrote {out} (PNGs beside it)")
     return 0
 
 
@@ -164,13 +291,118 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--dataset", choices=["digits", "cifar10", "folder"])
         q.add_argument("--strict", action="store_true", help="fail on unreadable images")
         q.add_argument("--json", action="store_true", help="also print the result as JSON")
+        q.add_argument(
+            "--features",
+            choices=["backbone", "projection"],
+            default="backbone",
+            help="h (backbone output, the standard) or g(h) (after the projection head)",
+        )
         if name == "knn":
-            q.add_argument("--k", type=int, default=200, help="neighbours (default 200)")
-            q.add_argument("--temperature", type=float, default=0.1, help="default 0.1")
+            q.add_argument(
+                "--k", type=int, help="neighbours (default: the run's train.knn_k, usually 200)"
+            )
+            q.add_argument(
+                "--temperature", type=float, help="default: the run's train.knn_temperature (0.1)"
+            )
         else:
-            q.add_argument("--epochs", type=int, default=100, help="default 100")
-            q.add_argument("--lr", type=float, default=0.1, help="default 0.1")
+            q.add_argument(
+                "--optimizer",
+                choices=["sgd", "lbfgs"],
+                default="sgd",
+                help="mini-batch SGD with cosine decay, or full-batch L-BFGS logistic regression",
+            )
+            q.add_argument(
+                "--epochs", type=int, default=100, help="SGD epochs / L-BFGS iterations (100)"
+            )
+            q.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (0.1)")
+            q.add_argument("--batch-size", type=int, default=256, help="SGD batch (256)")
+            q.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty (0)")
+            q.add_argument(
+                "--augment-copies",
+                type=int,
+                default=0,
+                help="0: centre views; n: n random crop+flip views per training image",
+            )
+            q.add_argument("--seed", type=int, default=0, help="seed of probe and views")
         q.set_defaults(func=_eval)
+
+    f = esub.add_parser(
+        "finetune",
+        help="fine-tune the whole network on 1%%/10%% of the labels (or a scratch baseline)",
+        description="Fine-tune a pretrained checkpoint on a class-balanced labelled subset "
+        "(written to an index file so runs compare on the same images), or train the same "
+        "architecture from random init on it (--scratch), and report test top-1/top-5.",
+    )
+    f.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
+    f.add_argument(
+        "--scratch",
+        action="store_true",
+        help="supervised baseline: the checkpoint's architecture and recipe from random init",
+    )
+    f.add_argument(
+        "--label-fraction", type=float, required=True, help="share of labels, e.g. 0.01 or 0.1"
+    )
+    f.add_argument("--index-file", help="labelled subset to reuse or write (default: splits/)")
+    f.add_argument(
+        "--from-head-layers",
+        type=int,
+        default=0,
+        help="0: from the backbone (h); 1: from the projection head's first layer (SimCLRv2)",
+    )
+    f.add_argument("--epochs", type=int, help="default: 60 for <= 1%% labels, 30 above")
+    f.add_argument("--lr", type=float, help="default: 0.05 x batch / 256 (SimCLR)")
+    f.add_argument("--batch-size", type=int, default=64, help="default 64")
+    f.add_argument("--seed", type=int, default=0, help="seed of the subset and training")
+    f.add_argument("--output", required=True, help="folder for classifier.pt and results.json")
+    f.add_argument("--data", help="labelled data folder (default: the checkpoint's data)")
+    f.add_argument("--dataset", choices=["digits", "cifar10", "folder"])
+    f.add_argument("--strict", action="store_true", help="fail on unreadable images")
+    f.add_argument("--json", action="store_true", help="also print the result as JSON")
+    f.set_defaults(func=_finetune)
+
+    d = esub.add_parser(
+        "distill",
+        help="SimCLRv2 distillation of a fine-tuned teacher into a student",
+        description="The fine-tuned teacher labels the unlabelled training images with soft "
+        "targets at a temperature; a student of the same or a smaller backbone learns them.",
+    )
+    d.add_argument("--teacher", required=True, help="folder (or classifier.pt) of eval finetune")
+    d.add_argument("--output", required=True, help="folder for the student")
+    d.add_argument("--student-backbone", help="backbone name (default: the teacher's)")
+    d.add_argument("--student-width", type=float, help="width multiplier (default: teacher's)")
+    d.add_argument("--epochs", type=int, default=30, help="default 30")
+    d.add_argument("--lr", type=float, help="default: 0.1 x batch / 256")
+    d.add_argument("--batch-size", type=int, default=64, help="default 64")
+    d.add_argument("--temperature", type=float, default=1.0, help="tau of the soft targets (1)")
+    d.add_argument(
+        "--alpha", type=float, default=1.0, help="weight of distillation vs labelled loss (1)"
+    )
+    d.add_argument("--seed", type=int, default=0, help="seed of the student")
+    d.add_argument("--json", action="store_true", help="also print the result as JSON")
+    d.set_defaults(func=_distill)
+
+    r = esub.add_parser(
+        "metrics",
+        help="collapse std, RankMe, alignment and uniformity of h and g(h)",
+        description="Representation metrics of a checkpoint's h (backbone) and g(h) "
+        "(projection head): collapse std, effective rank (RankMe), alignment and uniformity.",
+    )
+    r.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
+    r.add_argument("--max-images", type=int, default=5000, help="images measured (5000)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the subset and views")
+    r.add_argument("--data", help="data folder (default: the checkpoint's data)")
+    r.add_argument("--dataset", choices=["digits", "cifar10", "folder"])
+    r.add_argument("--strict", action="store_true", help="fail on unreadable images")
+    r.add_argument("--json", action="store_true", help="also print the result as JSON")
+    r.set_defaults(func=_metrics)
+
+    rep = sub.add_parser(
+        "report", help="write a self-contained HTML report (and PNGs) of a pretraining run"
+    )
+    rep.add_argument("--run", required=True, help="run folder of siamkit pretrain")
+    rep.add_argument("--tsne-images", type=int, default=2000, help="points in the t-SNE map")
+    rep.add_argument("--max-images", type=int, default=5000, help="images for the metrics")
+    rep.set_defaults(func=_report)
 
     x = sub.add_parser(
         "export", help="write the backbone's weights (safetensors, torchvision key names)"

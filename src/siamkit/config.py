@@ -259,6 +259,12 @@ class TrainConfig:
         knn_every: Run the kNN monitor every this many epochs (0 turns it off).
         knn_bank_size: Training images in the monitor's feature bank (0: all).
         knn_query_size: Held-out images the monitor classifies (0: all).
+        online_probe: Train a linear classifier on detached backbone features of the first view
+            during pretraining (needs labels; costs one extra no-grad forward of one view a
+            step); its top-1 on the training batches is logged each epoch, its held-out top-1
+            is reported at the end.
+        online_probe_lr: The online probe's constant SGD learning rate (0.1, the offline
+            probe's default on standardised features).
         collapse_threshold: Warn when std(l2-normalised output) x sqrt(d) falls below this
             (healthy runs here sit at 0.7-1.0; without stop-gradient it falls below 0.2).
         log_every_n_steps: Logging interval.
@@ -281,6 +287,8 @@ class TrainConfig:
     knn_every: int = 1
     knn_bank_size: int = 0
     knn_query_size: int = 0
+    online_probe: bool = False
+    online_probe_lr: float = 0.1
     collapse_threshold: float = 0.3
     log_every_n_steps: int = 10
     progress_bar: bool = True
@@ -294,6 +302,8 @@ class TrainConfig:
             raise ConfigError("train.knn_k must be >= 1 and train.knn_temperature > 0")
         if self.knn_every < 0:
             raise ConfigError("train.knn_every must be >= 0 (0 turns the kNN monitor off)")
+        if not self.online_probe_lr > 0:
+            raise ConfigError(f"train.online_probe_lr must be positive, got {self.online_probe_lr}")
 
 
 @dataclass

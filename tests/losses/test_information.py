@@ -262,6 +262,18 @@ def test_whitened_batch_has_zero_mean_and_identity_covariance():
     )
 
 
+def test_default_ridge_still_whitens_a_direction_shrunk_ten_thousandfold():
+    """Regression: with a ridge of 1e-4 of the mean variance (float32), a direction whose variance
+    training had shrunk below the ridge came out near 0 instead of unit variance, so the loss no
+    longer saw it and W-MSE collapsed on CIFAR-10. The default must whiten it."""
+    z = _randn(256, 16, seed=28).detach()
+    z[:, 3] *= 1e-2  # variance 1e-4 of the others
+    cov = torch.cov(whiten(z).T)
+    torch.testing.assert_close(cov, torch.eye(16), atol=1e-3, rtol=0)
+    old = torch.cov(whiten(z, eps=1e-4).T)  # the former default
+    assert old[3, 3] < 0.6  # lambda / (lambda + r) = 1e-4 / (1e-4 + ~1e-4): about half
+
+
 def test_whitening_and_its_ridge_do_not_depend_on_the_scale_of_z():
     z = _randn(64, 8, seed=26).detach()
     for eps in (0.0, 1e-3):

@@ -127,3 +127,14 @@ def test_state_dict_round_trip_gives_identical_outputs(name):
             outs.append(m.training_step(views, torch.arange(BATCH)))
         torch.testing.assert_close(outs[1]["loss"], outs[0]["loss"])
         torch.testing.assert_close(outs[1]["embedding"], outs[0]["embedding"])
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_exposes_backbone_and_projector_for_evaluation(name):
+    """Evaluation reads h = backbone.forward_features(x) and g(h) = projector(h) of any method."""
+    method = _build(name, seed=0).eval()
+    x = _views(method)[0]
+    h = method.backbone.forward_features(x)
+    assert h.shape == (BATCH, method.backbone.num_features)
+    z = method.projector(h)
+    assert z.ndim == 2 and z.shape[0] == BATCH and torch.isfinite(z).all()

@@ -4,25 +4,61 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 
-from siamkit.config import DataConfig
+from siamkit.config import AugmentConfig, DataConfig
+from siamkit.data.augment import BatchViews
 from siamkit.data.datasets import load_folder, load_splits, require_labels
-from siamkit.errors import DataError
+from siamkit.errors import ConfigError, DataError
 from siamkit.eval.features import extract_features
 from siamkit.eval.knn import knn_accuracy
 from siamkit.eval.linear import linear_probe
-from siamkit.train.checkpoint import load_backbone
+from siamkit.train.checkpoint import load_backbone, load_method, read_checkpoint
+
+#: Which representation an evaluation reads: h (backbone output) or g(h) (after the projector).
+Features = Literal["backbone", "projection"]
+
+
+def linear_eval_views(augment: AugmentConfig) -> AugmentConfig:
+    """The training views of an augmented linear probe: random resized crop (scale 0.08-1) and
+    horizontal flip only, the linear-classification augmentation of MoCo/SimSiam's code."""
+    return dataclasses.replace(
+        augment,
+        crop_scale=(0.08, 1.0),
+        jitter_prob=0.0,
+        grayscale_prob=0.0,
+        blur_prob=0.0,
+        solarize_prob=0.0,
+    )
 
 
 def _labelled_features(
-    checkpoint: str | Path, data: DataConfig | None, what: str
+    checkpoint: str | Path,
+    data: DataConfig | None,
+    what: str,
+    features: Features = "backbone",
+    augment_copies: int = 0,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Train/test features and labels of ``data`` (default: the checkpoint's own data)."""
-    cfg, backbone = load_backbone(checkpoint)
+    """Train/test features and labels of ``data`` (default: the checkpoint's own data).
+
+    With ``augment_copies`` > 0 the training features are those of that many augmented views of
+    every training image (labels repeated); test features are always centre views.
+    """
+    if features not in ("backbone", "projection"):
+        raise ConfigError(
+            f"features must be 'backbone' (h) or 'projection' (g(h)), got {features!r}"
+        )
+    if augment_copies < 0:
+        raise ConfigError(f"augment copies must be >= 0, got {augment_copies}")
+    cfg, method = load_method(checkpoint)
+    backbone: nn.Module = method.backbone  # type: ignore[assignment]
+    projector: nn.Module = method.projector  # type: ignore[assignment]  # every method has g
+    head = projector if features == "projection" else None
     splits = load_splits(data or cfg.data)
     if splits.test is None:
         raise DataError(
@@ -31,21 +67,52 @@ def _labelled_features(
         )
     y_train = require_labels(splits.train, what)
     y_test = require_labels(splits.test, what)
-    x_train = extract_features(backbone, splits.train.images, cfg.augment)
-    x_test = extract_features(backbone, splits.test.images, cfg.augment)
+    images = splits.train.images
+    if augment_copies:
+        views = BatchViews(linear_eval_views(cfg.augment))
+        g = torch.Generator().manual_seed(seed)
+        x_train = torch.cat(
+            [
+                extract_features(
+                    backbone, images, cfg.augment, head=head, views=lambda x: views(x, g)
+                )
+                for _ in range(augment_copies)
+            ]
+        )
+        y_train = y_train.repeat(augment_copies)
+    else:
+        x_train = extract_features(backbone, images, cfg.augment, head=head)
+    x_test = extract_features(backbone, splits.test.images, cfg.augment, head=head)
     return x_train, y_train, x_test, y_test
 
 
 def knn_eval(
     checkpoint: str | Path,
     data: DataConfig | None = None,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int | None = None,
+    temperature: float | None = None,
+    features: Features = "backbone",
 ) -> dict[str, Any]:
-    """Weighted kNN top-1 (%) of a checkpoint's backbone on the held-out split."""
-    x_tr, y_tr, x_te, y_te = _labelled_features(checkpoint, data, "kNN evaluation")
+    """Weighted kNN top-1 (%) of a checkpoint's h (or g(h)) on the held-out split.
+
+    ``k`` and ``temperature`` default to the run's own monitor settings (``train.knn_k``,
+    ``train.knn_temperature``: 200 and 0.1 unless the recipe says otherwise), so the figure
+    matches the one ``siamkit pretrain`` reported.
+    """
+    run = read_checkpoint(checkpoint).config.train
+    k = run.knn_k if k is None else k
+    temperature = run.knn_temperature if temperature is None else temperature
+    if k < 1 or not temperature > 0:
+        raise ConfigError(f"kNN needs k >= 1 and temperature > 0, got k={k}, T={temperature}")
+    x_tr, y_tr, x_te, y_te = _labelled_features(checkpoint, data, "kNN evaluation", features)
     top1 = knn_accuracy(x_tr, y_tr, x_te, y_te, k, temperature)
-    return {"protocol": "knn", "k": k, "temperature": temperature, "top1": top1}
+    return {
+        "protocol": "knn",
+        "features": features,
+        "k": k,
+        "temperature": temperature,
+        "top1": top1,
+    }
 
 
 def linear_eval(
@@ -54,11 +121,60 @@ def linear_eval(
     epochs: int = 100,
     lr: float = 0.1,
     batch_size: int = 256,
+    features: Features = "backbone",
+    optimizer: Literal["sgd", "lbfgs"] = "sgd",
+    weight_decay: float = 0.0,
+    augment_copies: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Linear probe top-1/top-5 (%) on frozen backbone features."""
-    x_tr, y_tr, x_te, y_te = _labelled_features(checkpoint, data, "linear evaluation")
-    result = linear_probe(x_tr, y_tr, x_te, y_te, epochs=epochs, lr=lr, batch_size=batch_size)
-    return {"protocol": "linear", "epochs": epochs, "lr": lr, **dataclasses.asdict(result)}
+    """Linear probe top-1/top-5 (%) on frozen features of a checkpoint.
+
+    Args:
+        checkpoint: A pretraining checkpoint or run folder (any method).
+        data: Labelled data (default: the checkpoint's own).
+        epochs: SGD passes, or L-BFGS iterations.
+        lr: SGD peak learning rate.
+        batch_size: SGD batch.
+        features: ``backbone`` (h, the standard protocol) or ``projection`` (g(h)), for the
+            h-versus-g(h) study of SimCLR (arXiv:2002.05709, Sec. 4.2, Fig. 8).
+        optimizer: ``sgd`` or ``lbfgs`` (see :func:`~siamkit.eval.linear.linear_probe`).
+        weight_decay: L2 penalty.
+        augment_copies: 0: centre views, features computed once; n > 0: n random crop + flip
+            views of each training image, computed once.
+        seed: Seed of the probe and of the augmented views.
+    """
+    if epochs < 1 or not lr > 0 or batch_size < 1 or weight_decay < 0:
+        raise ConfigError(
+            "linear probe needs epochs >= 1, lr > 0, batch size >= 1 and weight decay >= 0, got "
+            f"epochs={epochs}, lr={lr}, batch_size={batch_size}, weight_decay={weight_decay}"
+        )
+    if optimizer not in ("sgd", "lbfgs"):
+        raise ConfigError(f"linear probe optimizer must be 'sgd' or 'lbfgs', got {optimizer!r}")
+    x_tr, y_tr, x_te, y_te = _labelled_features(
+        checkpoint, data, "linear evaluation", features, augment_copies, seed
+    )
+    result = linear_probe(
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        seed=seed,
+        optimizer=optimizer,
+    )
+    return {
+        "protocol": "linear",
+        "features": features,
+        "optimizer": optimizer,
+        "epochs": epochs,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "augment_copies": augment_copies,
+        **dataclasses.asdict(result),
+    }
 
 
 def embed_folder(

@@ -1,5 +1,6 @@
 """Pipeline step 5: losses as pure functions, ``(B, D)`` tensors in, scalar out."""
 
+from siamkit.losses.distillation import soft_target_cross_entropy
 from siamkit.losses.info_nce import ctr, info_nce, nt_xent
 from siamkit.losses.information import VICRegTerms, barlow_twins, vicreg, vicreg_terms, wmse
 from siamkit.losses.negative_similarity import (
@@ -15,3 +16,4 @@ __all__ += ["ctr", "info_nce", "nt_xent"]
 __all__ += ["normalized_mse"]
 __all__ += ["VICRegTerms", "barlow_twins", "vicreg", "vicreg_terms", "wmse"]
 __all__ += ["sinkhorn", "swapped_prediction"]
+__all__ += ["soft_target_cross_entropy"]

@@ -152,7 +152,7 @@ def wmse(
     views: list[torch.Tensor],
     w_size: int = 128,
     w_iter: int = 1,
-    eps: float = 1e-4,
+    eps: float = 1e-9,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """W-MSE: MSE between l2-normalised *whitened* embeddings of every pair of positives.

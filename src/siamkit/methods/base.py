@@ -14,11 +14,14 @@ class Method(nn.Module):
     """Base of every method (a small declaration, not a framework).
 
     Attributes:
-        backbone: The encoder whose features are evaluated and exported.
+        backbone: The encoder whose features are evaluated and exported (h).
+        projector: The projection head g of the online branch; evaluation compares h with g(h)
+            and SimCLRv2 fine-tunes from g's first layer.
         num_views: Augmented views of each image that ``training_step`` takes.
     """
 
     backbone: nn.Module
+    projector: nn.Module
     num_views: int = 2
     #: Some trainable parameters get no gradient in some steps (SwAV's prototypes while frozen),
     #: so DDP must look for unused parameters.

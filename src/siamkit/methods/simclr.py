@@ -107,6 +107,6 @@ class SimCLR(Method):
         """
         if self.cfg.proj_layers < 2:
             raise ValueError("a 1-layer projection head has no hidden layer to fine-tune from")
-        layers = list(self.projector)
+        layers = list(self.projector.children())
         end = next(i for i, m in enumerate(layers) if isinstance(m, nn.ReLU)) + 1
         return nn.Sequential(self.backbone, *layers[:end])

@@ -97,6 +97,11 @@ class VICReg(Method):
         """Two asymmetric views: blur (1.0, 0.1), solarisation (0.0, 0.2) [Appendix]."""
         return asymmetric_view_recipes(base, self.cfg.blur_probs, self.cfg.solarize_probs)
 
+    @property
+    def projector(self) -> nn.Module:  # type: ignore[override]
+        """The expander under the name of the method contract (g in evaluation)."""
+        return self.expander
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
         return self.expander(self.backbone.forward_features(x))  # type: ignore[operator]

@@ -44,8 +44,10 @@ class WMSEConfig(MethodConfig):
         w_iter: Repetitions of the slicing with fresh random permutations, averaged: 1 (4 in
             the authors' W-MSE 2 runs on STL-10 and Tiny ImageNet).
         w_eps: Ridge added to each sub-batch covariance before the Cholesky factorisation, times
-            the mean variance. Not in the paper (the code uses 0); 1e-4 keeps the float32
-            factorisation defined for near-singular sub-batches.
+            the mean variance. Not in the paper (the code uses 0); 1e-9 keeps the (float64)
+            factorisation defined for singular sub-batches while every direction with more than
+            a billionth of the mean variance is still whitened (a larger ridge lets training
+            shrink directions out of the loss; see :func:`~siamkit.heads.whitening.whiten`).
     """
 
     name: str = "wmse"
@@ -55,7 +57,7 @@ class WMSEConfig(MethodConfig):
     num_positives: int = 2
     w_size: int = 128
     w_iter: int = 1
-    w_eps: float = 1e-4
+    w_eps: float = 1e-9
 
     def __post_init__(self) -> None:
         for key in ("proj_hidden_dim", "proj_dim", "proj_layers", "w_iter"):

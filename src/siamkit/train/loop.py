@@ -29,6 +29,8 @@ from siamkit.data.augment import BatchViews
 from siamkit.data.datasets import Batch, ImageSet, Splits, as_batch, batch_dataset, load_splits
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError, TrainingDivergedError
+from siamkit.eval.features import extract_features
+from siamkit.eval.online_probe import OnlineLinearProbe
 from siamkit.methods import METHODS, create_method
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput
 from siamkit.train.checkpoint import CONFIG_KEY, read_checkpoint
@@ -60,9 +62,10 @@ class PretrainModule(L.LightningModule):
     Args:
         cfg: The run config.
         steps_per_epoch: Optimiser steps per epoch (for the schedule).
+        num_classes: Classes of the online linear probe (``train.online_probe``).
     """
 
-    def __init__(self, cfg: RunConfig, steps_per_epoch: int) -> None:
+    def __init__(self, cfg: RunConfig, steps_per_epoch: int, num_classes: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.method = create_method(create_backbone(cfg.backbone), cfg.method)
@@ -77,9 +80,14 @@ class PretrainModule(L.LightningModule):
             self.method.to(memory_format=torch.channels_last)
         if cfg.train.compile:
             self.method.backbone.compile()
+        # Outside the method and its optimiser: the probe only reads detached features.
+        self.probe: OnlineLinearProbe | None = None
+        if cfg.train.online_probe:
+            width = int(self.method.backbone.num_features)  # type: ignore[arg-type]
+            self.probe = OnlineLinearProbe(width, num_classes, cfg.train.online_probe_lr)
 
     def training_step(self, batch: Batch, idx: int) -> dict[str, Any]:
-        images, _, indices = batch  # (B, 3, H, W) uint8 on the device; (B,) dataset positions
+        images, labels, indices = batch  # (B, 3, H, W) uint8; (B,) labels (-1: none), positions
         # 1. Views, in fp32 whatever the autocast.
         with torch.autocast(images.device.type, enabled=False):
             views = [make_view(images) for make_view in self.views]
@@ -94,7 +102,21 @@ class PretrainModule(L.LightningModule):
                 f"{self.global_step}; training stopped"
             )
         self.log("train/loss", loss, prog_bar=True)
+        if self.probe is not None:
+            self._update_probe(views[0], labels)
         return out
+
+    def _update_probe(self, view: torch.Tensor, labels: torch.Tensor) -> None:
+        """One step of the online probe on backbone features of ``view`` (eval mode, no grad)."""
+        backbone = self.method.backbone
+        backbone.eval()  # running statistics, as at evaluation; BN buffers stay untouched
+        with torch.no_grad():
+            h = backbone.forward_features(view)  # type: ignore[operator]
+        backbone.train()
+        stats = self.probe.update(h, labels)  # type: ignore[union-attr]
+        if stats:
+            self.log("train/online_probe_loss", stats["loss"], on_step=False, on_epoch=True)
+            self.log("train/online_probe_top1", stats["top1"], on_step=False, on_epoch=True)
 
     def on_train_start(self) -> None:
         if self.trainer.world_size > 1 and self.trainer.is_global_zero:
@@ -141,6 +163,7 @@ class PretrainResult:
         collapse_threshold: Below this the run is reported as collapsing.
         images_per_sec: Training throughput of the last epoch.
         knn_history: ``(epoch, top-1)`` of the monitor.
+        online_probe_top1: Held-out top-1 (%) of the online linear probe, if it was on.
     """
 
     output_dir: str
@@ -153,6 +176,7 @@ class PretrainResult:
     images_per_sec: float | None = None
     minutes: float = 0.0
     knn_history: list[tuple[int, float]] = field(default_factory=list)
+    online_probe_top1: float | None = None
 
 
 def _monitor_splits(splits: Splits, cfg: RunConfig) -> tuple[ImageSet, ImageSet] | None:
@@ -299,7 +323,15 @@ def pretrain(
             f"only {len(splits.train)} training images, fewer than one batch of "
             f"{cfg.optim.batch_size}; lower --batch-size or add images"
         )
-    module = PretrainModule(cfg, steps_per_epoch)
+    num_classes = 0
+    if cfg.train.online_probe:
+        if splits.train.labels is None:
+            raise DataError(
+                "train.online_probe needs labelled training images (root/<class>/* or a "
+                "labelled dataset); turn it off for unlabelled data"
+            )
+        num_classes = int(splits.train.labels.max()) + 1
+    module = PretrainModule(cfg, steps_per_epoch, num_classes)
     module.method.setup(len(splits.train))
     random_init = copy.deepcopy(module.method.backbone).cpu()  # kNN baseline at random init
     loader = torch.utils.data.DataLoader(
@@ -355,6 +387,10 @@ def pretrain(
         )
         result.knn_top1 = final.evaluate(module.method.backbone)
         result.random_init_knn_top1 = final.evaluate(random_init.to(module.device))
+    test = splits.test
+    if module.probe is not None and trainer.is_global_zero and test and test.labels is not None:
+        h = extract_features(module.method.backbone, test.images, cfg.augment)
+        result.online_probe_top1 = module.probe.cpu().accuracy(h, test.labels)
     result.minutes = (time.perf_counter() - start) / 60
     if trainer.is_global_zero:
         (out_dir / "results.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
@@ -380,6 +416,8 @@ def format_result(result: PretrainResult) -> str:
             f"kNN top-1: {result.knn_top1:.2f}% trained | {result.random_init_knn_top1:.2f}% "
             f"random init | {result.knn_top1 - result.random_init_knn_top1:+.2f} points"
         )
+    if result.online_probe_top1 is not None:
+        lines.append(f"online linear probe top-1: {result.online_probe_top1:.2f}% (held-out)")
     if result.checkpoint:
         lines.append(f"checkpoint: {result.checkpoint}")
     return "\n".join(lines)

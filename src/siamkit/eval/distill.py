@@ -1,0 +1,326 @@
+"""SimCLRv2's distillation: a fine-tuned teacher labels the unlabelled images for a student.
+
+"we use the fine-tuned network as a teacher to impute labels for training a student network"
+[arXiv:2006.10029, Sec. 2]: the teacher (a :class:`~siamkit.eval.finetune.Classifier`, e.g. from
+``siamkit eval finetune``) is fixed, in eval mode and without gradients; on every training image
+(labelled or not) the student minimises the cross-entropy to the teacher's softened prediction
+(:func:`siamkit.losses.distillation.soft_target_cross_entropy`, Eq. 2), computed on the same
+augmented view the student sees. With labels it can add the labelled cross-entropy (Eq. 3)::
+
+    L = -(1 - alpha) sum_{(x_i, y_i) in D_L} log P_S(y_i | x_i)
+        - alpha sum_{x_i in D} sum_y P_T(y | x_i; tau) log P_S(y | x_i; tau)
+
+The student has the teacher's backbone (self-distillation) or a smaller one (big-to-small), in
+both cases without projection-head layers ("the student has the same model architecture as the
+teacher (excluding projection head)" [Sec. 3]), and starts from random weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from siamkit.config import BackboneConfig, DataConfig
+from siamkit.config import to_dict as config_to_dict
+from siamkit.data.datasets import Splits, load_splits
+from siamkit.encoders import create_backbone
+from siamkit.errors import ConfigError, DataError
+from siamkit.eval.finetune import (
+    CLASSIFIER_FILE,
+    RESULTS_FILE,
+    Classifier,
+    ClassifierInfo,
+    SGDRun,
+    Trunk,
+    check_sgd,
+    count_parameters,
+    crop_flip_views,
+    labelled_test,
+    load_classifier,
+    predict_logits,
+    resolve_device,
+    save_classifier,
+    topk_accuracy,
+    train_sgd,
+    use_bf16,
+    write_results,
+)
+from siamkit.eval.splits import labels_hash
+from siamkit.losses.distillation import soft_target_cross_entropy
+
+
+@dataclass
+class DistillConfig:
+    """The distillation recipe.
+
+    SimCLRv2 distils on ImageNet with "the same learning rate schedule, weight decay, batch size
+    as pretraining" (LARS) for 400 epochs, with "only random crop and horizontal flips"
+    [arXiv:2006.10029, Sec. 3]. The student here starts from random weights, so the defaults are
+    the usual supervised recipe for SGD from scratch, lr ``0.1 x batch / 256`` and weight decay
+    1e-4 (Goyal et al., arXiv:1706.02677, Sec. 2.1 and 5.1), with Nesterov momentum and a cosine
+    decay, for a number of epochs that suits a CPU (the CLI can raise it).
+
+    Attributes:
+        epochs: Passes over the (unlabelled) training images.
+        batch_size: Images per step.
+        lr: Peak learning rate. ``None``: ``0.1 x batch_size / 256``.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: L2 weight decay.
+        temperature: tau of Eq. 2, applied to teacher and student. SimCLRv2 finds "the effect of
+            temperatures between 0.1 and 1 is very small" [Sec. 3]; 1 is Hinton et al.'s plain
+            softmax.
+        alpha: Weight of the distillation term in Eq. 3; ``1 - alpha`` weighs the labelled
+            cross-entropy on the teacher's labelled subset. 1 (distillation only) is the paper's
+            default: "For distillation, we only use unlabeled examples, unless otherwise
+            specified" [Sec. 3].
+        crop_scale: Area range of RandomResizedCrop (with a horizontal flip the only
+            augmentation); (0.08, 1) is the Inception crop.
+        seed: Seed of the student's initialisation, the order and the views.
+        precision: ``auto``, ``bf16-mixed`` or ``32-true`` (loss in float32 either way).
+        channels_last: Feed convolutions channels-last tensors.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        eval_batch_size: Images per forward pass when evaluating.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    temperature: float = 1.0
+    alpha: float = 1.0
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    seed: int = 0
+    precision: Literal["auto", "bf16-mixed", "32-true"] = "auto"
+    channels_last: bool = False
+    device: str = "auto"
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        check_sgd(self, "distill")
+        if not self.temperature > 0:
+            raise ConfigError(
+                f"distill.temperature must be positive, got {self.temperature} "
+                "(SimCLRv2 uses values between 0.1 and 1)"
+            )
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(
+                f"distill.alpha must be in [0, 1] (the weight of the distillation loss; 1 - "
+                f"alpha weighs the labelled cross-entropy), got {self.alpha}"
+            )
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, or ``0.1 x batch_size / 256`` (Goyal et al.)."""
+        return self.lr if self.lr is not None else 0.1 * self.batch_size / 256
+
+
+@dataclass
+class DistillResult:
+    """Figures of a distillation run (accuracies in %).
+
+    Attributes:
+        teacher_top1: The teacher's test top-1.
+        teacher_top5: The teacher's test top-5.
+        student_top1: The student's test top-1.
+        student_top5: The student's test top-5.
+        agreement: Test images on which student and teacher predict the same class.
+        student_params: Parameters of the student.
+        teacher_params: Parameters of the teacher.
+        student_backbone: The student's backbone config, as a dict.
+        epochs: Passes over the training images.
+        temperature: tau.
+        alpha: Weight of the distillation term.
+        num_images: Training images distilled on.
+        seconds: Wall-clock time.
+        losses: Mean loss per epoch.
+        teacher: The teacher checkpoint.
+        classifier_path: The written student checkpoint, if any.
+    """
+
+    teacher_top1: float
+    teacher_top5: float
+    student_top1: float
+    student_top5: float
+    agreement: float
+    student_params: int
+    teacher_params: int
+    student_backbone: dict[str, Any]
+    epochs: int
+    temperature: float
+    alpha: float
+    num_images: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    teacher: str | None = None
+    classifier_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"protocol": "distill", **dataclasses.asdict(self)}
+
+
+def distill(
+    teacher: str | Path,
+    data: DataConfig | None = None,
+    cfg: DistillConfig | None = None,
+    student_backbone: BackboneConfig | None = None,
+    output: str | Path | None = None,
+    splits: Splits | None = None,
+) -> DistillResult:
+    """Distil a fine-tuned teacher into a student on the training images.
+
+    Steps: 1. load the teacher (fixed: eval mode, no gradients); 2. build a randomly initialised
+    student (the teacher's backbone, or ``student_backbone``, and a linear layer); 3. on every
+    step, one crop+flip view of a batch of training images goes through teacher and student and
+    the student minimises Eq. 3; 4. evaluate both on the held-out split; 5. write the student's
+    ``classifier.pt`` (readable by :func:`~siamkit.eval.finetune.load_classifier`) and
+    ``results.json`` to ``output``.
+
+    Args:
+        teacher: A classifier checkpoint (``classifier.pt`` or its folder).
+        data: The data. ``None``: the teacher's. Its training labels are not used unless
+            ``cfg.alpha < 1`` (then only those of the teacher's labelled subset).
+        cfg: The recipe (default :class:`DistillConfig`).
+        student_backbone: The student's backbone. ``None``: the teacher's (self-distillation).
+        output: Folder for the student checkpoint and results.
+        splits: Already loaded data (default: load ``data``).
+
+    Raises:
+        CheckpointError: ``teacher`` is not a classifier checkpoint.
+        DataError: No labelled held-out split, or (``alpha < 1``) data other than the teacher's.
+    """
+    start = time.perf_counter()
+    cfg = cfg or DistillConfig()
+    device = resolve_device(cfg.device)
+    # 1. The teacher, fixed.
+    teacher_model, info = load_classifier(teacher)
+    teacher_model.requires_grad_(False).eval().to(device)
+    data = data or info.data
+    splits = splits or load_splits(data)
+    test = labelled_test(splits, "distillation's evaluation")
+    assert test.labels is not None
+    images = splits.train.images  # (N, 3, S, S) uint8; the labels are not used
+    labelled: tuple[torch.Tensor, torch.Tensor] | None = None
+    if cfg.alpha < 1.0:
+        labelled = _labelled_subset(splits, info)
+
+    # 2. The student, from random weights.
+    student_cfg = student_backbone or info.backbone
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        student = Classifier(Trunk(create_backbone(student_cfg)), info.num_classes)
+    student.to(device)
+    if cfg.channels_last:
+        student.to(memory_format=torch.channels_last)
+        teacher_model.to(memory_format=torch.channels_last)
+    bf16 = use_bf16(cfg.precision, device)
+
+    # 3. Train the student on the teacher's soft targets (and the labels, alpha < 1).
+    views = crop_flip_views(info.augment, cfg.crop_scale)
+    view_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    label_gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def view(batch: torch.Tensor) -> torch.Tensor:
+        x = views(batch.to(device, non_blocking=True), view_gen)
+        return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        x = view(images[idx])
+        with torch.no_grad():  # the teacher is fixed [Sec. 2]
+            teacher_logits = teacher_model(x)
+        loss = soft_target_cross_entropy(student(x), teacher_logits, cfg.temperature)  # Eq. 2
+        if labelled is None:
+            return loss
+        # Eq. 3: a batch of the labelled subset adds its cross-entropy with weight 1 - alpha.
+        lab_images, lab_labels = labelled
+        pick = torch.randperm(len(lab_labels), generator=label_gen)[: len(idx)]
+        logits = student(view(lab_images[pick])).float()
+        ce = F.cross_entropy(logits, lab_labels[pick].to(device))
+        return cfg.alpha * loss + (1.0 - cfg.alpha) * ce
+
+    run = SGDRun(
+        cfg.epochs, cfg.batch_size, cfg.peak_lr, cfg.momentum, cfg.nesterov, cfg.weight_decay
+    )
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    losses = train_sgd(student, len(images), step, run, order_gen, bf16, device, "distillation")
+
+    # 4. Evaluate teacher and student on the held-out split.
+    logits_of = functools.partial(
+        predict_logits,
+        augment=info.augment,
+        batch_size=cfg.eval_batch_size,
+        bf16=bf16,
+        channels_last=cfg.channels_last,
+    )
+    t_logits = logits_of(teacher_model, test.images)
+    s_logits = logits_of(student, test.images)
+    result = DistillResult(
+        teacher_top1=topk_accuracy(t_logits, test.labels, 1),
+        teacher_top5=topk_accuracy(t_logits, test.labels, 5),
+        student_top1=topk_accuracy(s_logits, test.labels, 1),
+        student_top5=topk_accuracy(s_logits, test.labels, 5),
+        agreement=float((s_logits.argmax(1) == t_logits.argmax(1)).float().mean() * 100),
+        student_params=count_parameters(student),
+        teacher_params=count_parameters(teacher_model),
+        student_backbone=config_to_dict(student_cfg),
+        epochs=cfg.epochs,
+        temperature=cfg.temperature,
+        alpha=cfg.alpha,
+        num_images=len(images),
+        seconds=0.0,
+        losses=losses,
+        teacher=info.path,
+    )
+
+    # 5. Write the student like a fine-tuned classifier.
+    if output is not None:
+        out = Path(output)
+        result.classifier_path = str(out / CLASSIFIER_FILE)
+        result.seconds = time.perf_counter() - start
+        student_info = ClassifierInfo(
+            backbone=student_cfg,
+            augment=info.augment,
+            data=data,
+            num_classes=info.num_classes,
+            source=info.path,
+            kind="distill",
+            label_indices=info.label_indices,
+            labels_hash=info.labels_hash,
+            config=config_to_dict(cfg),
+            results=result.to_dict(),
+        )
+        save_classifier(out / CLASSIFIER_FILE, student.cpu(), student_info)
+        write_results(out / RESULTS_FILE, result.to_dict())
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _labelled_subset(splits: Splits, info: ClassifierInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of the teacher's labelled subset, checked against this data."""
+    labels = splits.train.labels
+    if labels is None or info.label_indices is None:
+        raise DataError(
+            "distillation with alpha < 1 needs the teacher's labelled subset and the training "
+            "labels; use alpha 1 (distillation only, the paper's default) or labelled data"
+        )
+    if info.labels_hash != labels_hash(labels):
+        raise DataError(
+            f"the teacher was fine-tuned on other data (labels {info.labels_hash}) than this "
+            f"training split (labels {labels_hash(labels)}); distil on the teacher's data or "
+            "use alpha 1"
+        )
+    idx = info.label_indices
+    return splits.train.images[idx], labels[idx]
+
+
+__all__ = ["DistillConfig", "DistillResult", "distill"]

@@ -1,0 +1,192 @@
+"""A self-contained HTML report of a pretraining run.
+
+``<run>/report/report.html`` holds everything inline: the plots as base64 PNG data URIs, the
+run's config, its results.json (kNN of the trained backbone against its random initialisation)
+and the representation metrics of h and g(h). It loads no script, style sheet, font or image
+from anywhere, so it can be mailed or archived alone. The PNGs and the metrics (as JSON) are
+written beside it for other uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from siamkit.config import DataConfig
+from siamkit.errors import ConfigError, DataError
+from siamkit.eval.features import extract_features
+from siamkit.eval.plots import save_png, training_curves, tsne_plot
+from siamkit.eval.representation import method_metrics, metric_images
+from siamkit.train.checkpoint import load_method
+
+#: Rows of the representation metrics table: key, name, what a better value looks like.
+METRIC_ROWS = (
+    ("dim", "dimension D", ""),
+    ("collapse_std", "collapse std x sqrt(D) [arXiv:2011.10566]", "about 1; 0 = collapsed"),
+    ("rankme", "RankMe effective rank [arXiv:2210.02885]", "higher; at most min(N, D)"),
+    ("alignment", "alignment of two views [arXiv:2005.10242]", "lower; 0 = identical"),
+    ("uniformity", "uniformity, t = 2 [arXiv:2005.10242]", "lower; 0 = collapsed"),
+)
+
+_STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+.note { color: #666; font-size: 0.9em; }
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _img(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="num">{html.escape(_fmt(v))}</td>'
+            if isinstance(v, (int, float))
+            else f"<td>{html.escape(_fmt(v))}</td>"
+            for v in row
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _results_section(results: dict[str, Any] | None) -> str:
+    if results is None:
+        return '<p class="note">No results.json (the run has not finished).</p>'
+    parts = []
+    trained, random = results.get("knn_top1"), results.get("random_init_knn_top1")
+    if isinstance(trained, (int, float)) and isinstance(random, (int, float)):
+        parts.append(
+            f"<p><b>kNN top-1: {trained:.2f}% trained vs {random:.2f}% at random "
+            f"initialisation ({trained - random:+.2f} points).</b></p>"
+        )
+    rows = [[k, v] for k, v in results.items() if k != "knn_history"]
+    parts.append(_table(["key", "value"], rows))
+    history = results.get("knn_history")
+    if history:
+        parts.append("<p>kNN top-1 (%) per epoch:</p>")
+        parts.append(_table(["epoch", "kNN top-1"], [list(r) for r in history]))
+    return "".join(parts)
+
+
+def _metrics_section(metrics: dict[str, Any]) -> str:
+    rows = [
+        [name, metrics["h"][key], metrics["g"][key], better] for key, name, better in METRIC_ROWS
+    ]
+    table = _table(["metric", "h (backbone)", "g(h) (projection)", "better"], rows)
+    return (
+        f"<p>On {metrics['num_images']} {metrics['split']} images: centre views for collapse "
+        "std, RankMe and uniformity; two augmented views (the run's recipe) for alignment.</p>"
+        + table
+    )
+
+
+def write_report(
+    run_dir: str | Path,
+    data: DataConfig | None = None,
+    tsne_images: int = 2000,
+    max_images: int = 5000,
+    seed: int = 0,
+) -> Path:
+    """Write ``<run_dir>/report/report.html``, a self-contained report of a pretraining run.
+
+    Steps: training curves from ``metrics.csv``; the checkpoint's representation metrics of h
+    and g(h) (:func:`siamkit.eval.representation.method_metrics`); a t-SNE map of h coloured
+    by class; then one HTML page with the plots inlined as base64 PNGs, the run's config.yaml
+    and results.json. The PNGs and ``representation.json`` are written beside it.
+
+    Args:
+        run_dir: The run folder of ``siamkit pretrain`` (metrics.csv, config.yaml,
+            checkpoints/last.ckpt, results.json).
+        data: Images to measure on (default: the run's own data; test split where there is one).
+        tsne_images: Points in the t-SNE map (a seeded random subset).
+        max_images: Images for the representation metrics.
+        seed: Seed of the subsets, the augmented views and t-SNE.
+
+    Returns:
+        The path of report.html.
+
+    Raises:
+        ConfigError: ``tsne_images`` below 4 or ``max_images`` below 2.
+        DataError: No run folder, or no metrics.csv in it.
+        CheckpointError: No readable checkpoint in it.
+    """
+    if tsne_images < 4 or max_images < 2:
+        raise ConfigError(
+            f"tsne_images must be >= 4 and max_images >= 2, got {tsne_images} and {max_images}"
+        )
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise DataError(
+            f"run folder {str(run)!r} not found; pass the --output folder of a "
+            "`siamkit pretrain` run"
+        )
+    if not (run / "metrics.csv").is_file():
+        raise DataError(
+            f"{str(run)!r} has no metrics.csv, so it is not a pretraining run folder (or the run "
+            "has not logged a step yet); pass the --output folder of a `siamkit pretrain` run"
+        )
+    out = run / "report"
+    out.mkdir(exist_ok=True)
+
+    # 1. Training curves.
+    pngs = {"training curves": save_png(training_curves(run / "metrics.csv"), out / "curves.png")}
+
+    # 2. Representation metrics of h and g(h), and a t-SNE map of h.
+    cfg, method = load_method(run)
+    images, split = metric_images(data or cfg.data, max(max_images, tsne_images), seed)
+    metrics = method_metrics(method, images.images[:max_images], cfg.augment, seed)
+    metrics["split"] = split
+    (out / "representation.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    subset = slice(0, tsne_images)
+    backbone: nn.Module = method.backbone  # type: ignore[assignment]
+    h = extract_features(backbone, images.images[subset], cfg.augment)
+    labels = None if images.labels is None else images.labels[subset]
+    tsne = tsne_plot(h, labels, images.classes, max_points=tsne_images, seed=seed)
+    pngs[f"t-SNE of h ({split} images)"] = save_png(tsne, out / "tsne.png")
+
+    # 3. The page.
+    config_text = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
+    results_file = run / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else None
+    title = f"siamkit run {run.resolve().name}: {cfg.method.name}, {cfg.backbone.name}"
+    figures = "".join(f"<h2>{html.escape(k)}</h2>{_img(p, k)}" for k, p in pngs.items())
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f'<p class="note">Written {stamp} with torch {html.escape(torch.__version__)}.</p>'
+        f"<h2>Results</h2>{_results_section(results)}"
+        f"<h2>Representation metrics</h2>{_metrics_section(metrics)}"
+        f"{figures}"
+        f"<h2>Config</h2><pre>{html.escape(config_text or '(no config.yaml)')}</pre>"
+        "</body></html>\n"
+    )
+    report = out / "report.html"
+    report.write_text(page, encoding="utf-8")
+    return report

@@ -1,0 +1,176 @@
+"""Representation metrics of a checkpoint, for the backbone output h and the projection g(h).
+
+For both outputs: the collapse std of SimSiam [arXiv:2011.10566, Sec. 4.1], the effective rank
+RankMe [arXiv:2210.02885, Eq. 1] and the uniformity of Wang & Isola [arXiv:2005.10242, Eq. 5] on
+centre views of held-out images, and their alignment [arXiv:2005.10242, Eq. 4] between two
+augmented views (the run's own recipe) of the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from siamkit.config import AugmentConfig, DataConfig
+from siamkit.data.augment import BatchViews
+from siamkit.data.datasets import ImageSet, load_splits
+from siamkit.errors import ConfigError
+from siamkit.eval.features import extract_features
+from siamkit.eval.metrics import alignment, output_std, rankme, uniformity
+from siamkit.train.checkpoint import load_method
+
+
+def projection_features(
+    method: nn.Module, images: torch.Tensor, augment: AugmentConfig, batch_size: int = 512
+) -> torch.Tensor:
+    """Projections g(h) of centre views of uint8 images, in eval mode.
+
+    Args:
+        method: A method (``.backbone``, ``.projector``).
+        images: ``(N, 3, H, W)`` uint8.
+        augment: Gives the view size and normalisation.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``(N, proj_dim)`` float32 on the CPU.
+    """
+    return extract_features(
+        method.backbone,  # type: ignore[arg-type]
+        images,
+        augment,
+        batch_size=batch_size,
+        head=method.projector,  # type: ignore[arg-type]
+    )
+
+
+@torch.no_grad()
+def project(projector: nn.Module, h: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """g(h) of precomputed backbone features ``h`` (``(N, num_features)``), in eval mode.
+
+    Returns:
+        ``(N, proj_dim)`` float32 on the CPU.
+    """
+    was_training = projector.training
+    projector.eval()  # BatchNorm on running statistics
+    device = next(projector.parameters()).device
+    g = [projector(chunk.to(device)).float().cpu() for chunk in h.split(batch_size)]
+    projector.train(was_training)
+    return torch.cat(g)
+
+
+def output_metrics(
+    centre: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor
+) -> dict[str, float]:
+    """Collapse std, RankMe and uniformity of ``centre`` and alignment of ``view1``/``view2``.
+
+    Args:
+        centre: ``(N, D)`` outputs of centre views.
+        view1: ``(N, D)`` outputs of one augmented view of the same images.
+        view2: ``(N, D)`` outputs of a second augmented view.
+
+    Returns:
+        ``{"dim", "collapse_std", "rankme", "uniformity", "alignment"}``.
+    """
+    return {
+        "dim": int(centre.shape[1]),
+        "collapse_std": output_std(centre),
+        "rankme": rankme(centre),
+        "uniformity": uniformity(centre),
+        "alignment": alignment(view1, view2),
+    }
+
+
+def method_metrics(
+    method: nn.Module,
+    images: torch.Tensor,
+    augment: AugmentConfig,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """:func:`output_metrics` of h and g(h) of a loaded method on ``images``.
+
+    Args:
+        method: A method (``.backbone``, ``.projector``).
+        images: ``(N, 3, H, W)`` uint8, N >= 2.
+        augment: The run's view recipe (centre views and the two augmented views).
+        seed: Seed of the augmented views.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``{"h": {...}, "g": {...}, "num_images": N}``.
+    """
+    backbone, projector = method.backbone, method.projector
+    device = next(method.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    views = BatchViews(augment)
+
+    def features(make_views: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+        return extract_features(
+            backbone,  # type: ignore[arg-type]
+            images,
+            augment,
+            batch_size=batch_size,
+            views=make_views,
+        )
+
+    h = features(None)  # centre views
+    h1 = features(lambda x: views(x, generator))
+    h2 = features(lambda x: views(x, generator))  # the generator has moved on: other views
+    g, g1, g2 = (project(projector, x, batch_size) for x in (h, h1, h2))  # type: ignore[arg-type]
+    return {
+        "h": output_metrics(h, h1, h2),
+        "g": output_metrics(g, g1, g2),
+        "num_images": int(images.shape[0]),
+    }
+
+
+def metric_images(data: DataConfig, max_images: int, seed: int = 0) -> tuple[ImageSet, str]:
+    """Up to ``max_images`` images of the test split (else of train) in a random order.
+
+    The order is a permutation drawn with ``seed``, so every prefix is a random subset too (a
+    folder's images come sorted by class).
+
+    Returns:
+        The images and the name of the split they come from.
+    """
+    splits = load_splits(data)
+    images, split = (splits.test, "test") if splits.test is not None else (splits.train, "train")
+    g = torch.Generator().manual_seed(seed)
+    return images.subset(torch.randperm(len(images), generator=g)[:max_images]), split
+
+
+def representation_metrics(
+    checkpoint: str | Path,
+    data: DataConfig | None = None,
+    max_images: int = 5000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Collapse std, RankMe, uniformity and alignment of a checkpoint's h and g(h).
+
+    Args:
+        checkpoint: A ``.ckpt`` file or a run folder.
+        data: Images to measure on (default: the run's own data); the test split is used
+            where there is one, else the training images.
+        max_images: At most this many images (a seeded random subset); uniformity costs
+            ``N^2 / 2`` pairs.
+        seed: Seed of the subset and of the augmented views.
+
+    Returns:
+        ``{"h": {...}, "g": {...}, "num_images": N, "split": "test" | "train"}``, each of
+        ``h``/``g`` holding ``dim``, ``collapse_std``, ``rankme``, ``uniformity`` and
+        ``alignment``.
+
+    Raises:
+        ConfigError: ``max_images`` below 2.
+        CheckpointError: The checkpoint cannot be read.
+        DataError: The data is missing or holds fewer than 2 images.
+    """
+    if max_images < 2:
+        raise ConfigError(f"max_images must be at least 2 (pairs of images), got {max_images}")
+    cfg, method = load_method(checkpoint)
+    images, split = metric_images(data or cfg.data, max_images, seed)
+    return {**method_metrics(method, images.images, cfg.augment, seed), "split": split}
