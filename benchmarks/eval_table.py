@@ -1,6 +1,7 @@
 """Evaluation table of pretrained checkpoints: kNN, linear probe on h and g(h), fine-tuning with
 1% and 10% of the labels against a from-scratch baseline, and SimCLRv2 distillation.
 
+Also the representation metrics (collapse std, RankMe, alignment, uniformity) of h and g(h).
 Every figure comes from a ``siamkit`` command (printed before it runs, so each can be repeated
 alone); the results are collected from their ``--json`` output into one markdown table.
 
@@ -92,6 +93,8 @@ def main() -> None:
             str(out / f"{tag}-student"), "--epochs", str(args.distill_epochs),
         )  # fmt: skip
 
+    metrics = {name: siamkit("eval", "metrics", "--checkpoint", run) for name, run in runs.items()}
+
     def cell(row: dict[str, Any], key: str) -> str:
         return f"{row[key]:.2f}" if key in row else ""
 
@@ -106,6 +109,18 @@ def main() -> None:
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for row in rows:
         lines.append("| " + " | ".join([row["run"], *(cell(row, k) for k in keys)]) + " |")
+    lines += [
+        "",
+        "| run | rep. | dim | collapse std | RankMe | alignment | uniformity |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in metrics.items():
+        for key, rep in (("h", "h"), ("g", "g(h)")):
+            v = m[key]
+            lines.append(
+                f"| {name} | {rep} | {v['dim']} | {v['collapse_std']:.3f} | {v['rankme']:.1f} | "
+                f"{v['alignment']:.3f} | {v['uniformity']:.3f} |"
+            )
     print("\n" + "\n".join(lines))
     if distilled:
         print(

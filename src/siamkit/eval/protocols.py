@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from siamkit.eval.features import extract_features
 from siamkit.eval.knn import knn_accuracy
 from siamkit.eval.linear import linear_probe
 from siamkit.train.checkpoint import load_backbone, load_method, read_checkpoint
+from siamkit.train.loop import resolve_precision
 
 #: Which representation an evaluation reads: h (backbone output) or g(h) (after the projector).
 Features = Literal["backbone", "projection"]
@@ -68,21 +70,26 @@ def _labelled_features(
     y_train = require_labels(splits.train, what)
     y_test = require_labels(splits.test, what)
     images = splits.train.images
+    # The run's own precision and memory format (bf16 autocast where the run trained with it,
+    # as its kNN monitor did), so that `eval knn` reproduces the run's reported figure.
+    extract = functools.partial(
+        extract_features,
+        bf16=resolve_precision(cfg, "cpu") == "bf16-mixed",
+        channels_last=cfg.train.channels_last != "off",
+    )
     if augment_copies:
         views = BatchViews(linear_eval_views(cfg.augment))
         g = torch.Generator().manual_seed(seed)
         x_train = torch.cat(
             [
-                extract_features(
-                    backbone, images, cfg.augment, head=head, views=lambda x: views(x, g)
-                )
+                extract(backbone, images, cfg.augment, head=head, views=lambda x: views(x, g))
                 for _ in range(augment_copies)
             ]
         )
         y_train = y_train.repeat(augment_copies)
     else:
-        x_train = extract_features(backbone, images, cfg.augment, head=head)
-    x_test = extract_features(backbone, splits.test.images, cfg.augment, head=head)
+        x_train = extract(backbone, images, cfg.augment, head=head)
+    x_test = extract(backbone, splits.test.images, cfg.augment, head=head)
     return x_train, y_train, x_test, y_test
 
 
