@@ -30,10 +30,11 @@ from torch import nn
 
 from siamkit.config import AugmentConfig, BackboneConfig, DataConfig, MethodConfig, from_dict
 from siamkit.config import to_dict as config_to_dict
-from siamkit.data.augment import BatchViews, eval_views
+from siamkit.data.augment import BatchViews
 from siamkit.data.datasets import ImageSet, Splits, load_splits, require_labels
 from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from siamkit.eval.features import extract_features
 from siamkit.eval.splits import (
     check_fraction,
     dataset_name,
@@ -309,9 +310,8 @@ def crop_flip_views(augment: AugmentConfig, crop_scale: tuple[float, float]) -> 
     )
 
 
-@torch.no_grad()
 def predict_logits(
-    model: nn.Module,
+    model: Classifier,
     images: torch.Tensor,
     augment: AugmentConfig,
     batch_size: int = 512,
@@ -321,8 +321,11 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits of uint8 images, centre view (:func:`~siamkit.data.augment.eval_views`), eval mode.
 
+    The frozen-feature pass of evaluation (:func:`~siamkit.eval.features.extract_features`) with
+    the classifier's kept head layers and linear layer as its head.
+
     Args:
-        model: Maps ``(B, 3, S, S)`` to ``(B, C)``.
+        model: A classifier, ``(B, 3, S, S)`` -> ``(B, C)``.
         images: ``(N, 3, H, W)`` uint8.
         augment: View size and normalisation.
         batch_size: Images per forward pass.
@@ -333,18 +336,16 @@ def predict_logits(
     Returns:
         ``(N, C)`` float32 on the CPU.
     """
-    was_training = model.training
-    model.eval()
-    dev = torch.device(device) if device else next(model.parameters()).device
-    out = []
-    with autocast(dev, bf16):
-        for chunk in images.split(batch_size):
-            x = eval_views(chunk.to(dev), augment)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out.append(model(x).float().cpu())
-    model.train(was_training)
-    return torch.cat(out)
+    return extract_features(
+        model.trunk.backbone,
+        images,
+        augment,
+        batch_size=batch_size,
+        device=device,
+        bf16=bf16,
+        channels_last=channels_last,
+        head=nn.Sequential(model.trunk.head, model.fc),
+    )
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
