@@ -234,6 +234,14 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_data_args(parser: argparse.ArgumentParser, data_help: str) -> None:
+    """The data and output flags every ``eval`` command on a checkpoint shares."""
+    parser.add_argument("--data", help=f"{data_help} (default: the checkpoint's data)")
+    parser.add_argument("--dataset", choices=["digits", "cifar10", "folder"])
+    parser.add_argument("--strict", action="store_true", help="fail on unreadable images")
+    parser.add_argument("--json", action="store_true", help="also print the result as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     from siamkit.methods import METHODS
@@ -287,10 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         q = esub.add_parser(name, help=helptext, description=helptext)
         q.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
-        q.add_argument("--data", help="labelled data folder (default: the checkpoint's data)")
-        q.add_argument("--dataset", choices=["digits", "cifar10", "folder"])
-        q.add_argument("--strict", action="store_true", help="fail on unreadable images")
-        q.add_argument("--json", action="store_true", help="also print the result as JSON")
+        _add_eval_data_args(q, "labelled data folder")
         q.add_argument(
             "--features",
             choices=["backbone", "projection"],
@@ -354,10 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, default=64, help="default 64")
     f.add_argument("--seed", type=int, default=0, help="seed of the subset and training")
     f.add_argument("--output", required=True, help="folder for classifier.pt and results.json")
-    f.add_argument("--data", help="labelled data folder (default: the checkpoint's data)")
-    f.add_argument("--dataset", choices=["digits", "cifar10", "folder"])
-    f.add_argument("--strict", action="store_true", help="fail on unreadable images")
-    f.add_argument("--json", action="store_true", help="also print the result as JSON")
+    _add_eval_data_args(f, "labelled data folder")
     f.set_defaults(func=_finetune)
 
     d = esub.add_parser(
@@ -390,10 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
     r.add_argument("--max-images", type=int, default=5000, help="images measured (5000)")
     r.add_argument("--seed", type=int, default=0, help="seed of the subset and views")
-    r.add_argument("--data", help="data folder (default: the checkpoint's data)")
-    r.add_argument("--dataset", choices=["digits", "cifar10", "folder"])
-    r.add_argument("--strict", action="store_true", help="fail on unreadable images")
-    r.add_argument("--json", action="store_true", help="also print the result as JSON")
+    _add_eval_data_args(r, "data folder")
     r.set_defaults(func=_metrics)
 
     rep = sub.add_parser(

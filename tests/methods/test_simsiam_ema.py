@@ -63,7 +63,7 @@ def test_setup_allocates_an_empty_table_in_the_state_dict():
 
 
 def test_table_follows_the_moving_average_for_the_batch_indices_only():
-    m, mom = _build(momentum=0.8), 0.8
+    m, mom = _build(momentum=0.8, initial_targets="first_visit"), 0.8
     m.eval()  # fixed BN statistics, so the reference forward below gives the same z
     views = _views()
     first = torch.tensor([0, 2, 4, 6, 8, 10, 12, 14])
@@ -139,9 +139,9 @@ def _simsiam_without_predictor(ema: SimSiamEMA) -> SimSiam:
 
 @pytest.mark.parametrize("moving_average", [False, True])
 def test_without_average_or_on_a_first_visit_it_is_simsiam_without_predictor(moving_average):
-    """``moving_average: false`` is Table 1a's collapsing baseline; with the average, a first
-    visit (empty rows) gives the same step."""
-    m = _build(moving_average=moving_average)
+    """``moving_average: false`` is Table 1a's collapsing baseline; with the average and
+    ``initial_targets: first_visit``, a first visit (empty rows) gives the same step."""
+    m = _build(moving_average=moving_average, initial_targets="first_visit")
     sim = _simsiam_without_predictor(m)
     views = _views()
     loss = m.training_step(views, torch.arange(BATCH))["loss"]
@@ -154,6 +154,63 @@ def test_without_average_or_on_a_first_visit_it_is_simsiam_without_predictor(mov
         assert m.seen[:BATCH].all() and not m.seen[BATCH:].any()
     else:
         assert not m.targets.any() and not m.seen.any()  # the table is not used
+
+
+def test_first_visits_start_from_the_initial_network_then_blend_in_value_and_gradient():
+    """``initial_targets: initial_network``: eta^0 = mean over views of F_theta_0, written on
+    the first visit, then blended like any row: D(z1, m eta^0 + (1-m) z2') + ... [Eq. 7-8]."""
+    mom = 0.8
+    m = _build(momentum=mom)
+    m.eval()  # fixed BN statistics: the reference forwards below give the same outputs
+    initial = _build(momentum=mom)  # the same seed: theta_0
+    initial.eval()
+    # Train a step on other images first, so that theta != theta_0.
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    m.training_step(_views(seed=7), torch.arange(BATCH))["loss"].backward()
+    opt.step()
+    opt.zero_grad()
+    assert not torch.allclose(m.projector[0].weight, initial.projector[0].weight)
+
+    idx = torch.arange(BATCH) + BATCH // 2  # rows 4..11: 4-7 seen, 8-11 new
+    seen_before = m.seen[idx].clone()
+    assert seen_before.any() and not seen_before.all()
+    old = m.targets[idx].clone()
+    views = _views()
+    loss = m.training_step(views, idx)["loss"]
+    with torch.no_grad():
+        eta0 = sum(_z(initial, views)) / 2
+    eta = torch.where(seen_before[:, None], old, eta0)
+    z1, z2 = _z(m, views)
+    t1 = (mom * eta + (1 - mom) * z2).detach()
+    t2 = (mom * eta + (1 - mom) * z1).detach()
+    expected = 0.5 * negative_cosine(z1, t1) + 0.5 * negative_cosine(z2, t2)
+    torch.testing.assert_close(loss, expected)
+    (g_mine,) = torch.autograd.grad(loss, m.projector[0].weight, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(expected, m.projector[0].weight)
+    torch.testing.assert_close(g_mine, g_ref)
+    torch.testing.assert_close(m.targets[idx], mom * eta + (1 - mom) * ((z1 + z2) / 2).detach())
+    assert m.seen[idx].all()
+
+
+def test_the_initial_network_is_frozen_outside_the_state_dict_and_dropped_after_epoch_one():
+    m = _build()
+    n_params = sum(q.numel() for q in m.parameters())
+    assert m._initial is not None
+    assert all(not q.requires_grad for part in m._initial for q in part.parameters())
+    assert not any(k.startswith("_initial") for k in m.state_dict())
+    assert n_params == sum(q.numel() for q in _build(initial_targets="first_visit").parameters())
+    m.on_epoch_start(0)
+    assert m._initial is not None
+    m.on_epoch_start(1)
+    assert m._initial is None
+    # Rows left unwritten by then (drop_last) start at their first visit.
+    m.eval()
+    views = _views()
+    m.training_step(views, torch.arange(BATCH))
+    with torch.no_grad():
+        z1, z2 = _z(m, views)
+    torch.testing.assert_close(m.targets[:BATCH], (z1 + z2) / 2)
+    assert _build(moving_average=False)._initial is None
 
 
 def test_moving_average_needs_setup_and_indices():
@@ -174,6 +231,9 @@ def test_registered_with_paper_defaults_and_rejects_impossible_momentum():
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigError, match="momentum"):
             SimSiamEMAConfig(momentum=bad)
+    assert cfg.initial_targets == "initial_network"
+    with pytest.raises(ConfigError, match="initial_targets"):
+        SimSiamEMAConfig(initial_targets="zeros")
 
 
 def _update_shard(full_indices: torch.Tensor, full_z: torch.Tensor) -> torch.Tensor:

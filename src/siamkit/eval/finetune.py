@@ -553,13 +553,11 @@ def load_classifier(
             f"classifier checkpoint {str(p)!r} not found; run `siamkit eval finetune` first and "
             "pass its output folder (or its classifier.pt)"
         )
-    try:
-        raw = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zip, pickle errors: all mean "unreadable"
-        raise CheckpointError(
-            f"classifier checkpoint {str(p)!r} cannot be read ({type(err).__name__}: {err}); "
-            "it may be truncated: run `siamkit eval finetune` again"
-        ) from None
+    from siamkit.train.checkpoint import load_file  # late: train imports eval
+
+    raw = load_file(
+        p, "classifier checkpoint", "it may be truncated: run `siamkit eval finetune` again"
+    )
     if not isinstance(raw, dict) or CLASSIFIER_KEY not in raw:
         hint = (
             " (it is a pretraining checkpoint, which has no classifier)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +26,22 @@ class Checkpoint:
     epoch: int
 
 
+def load_file(path: Path, what: str, fix: str) -> Any:
+    """``torch.load`` of a file siamkit wrote, or a :class:`CheckpointError` saying what to do.
+
+    Args:
+        path: The file.
+        what: What it should be, for the message ("checkpoint", "classifier checkpoint").
+        fix: What the user can do when it cannot be read.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip, pickle errors, ...: all mean "unreadable"
+        raise CheckpointError(
+            f"{what} {str(path)!r} cannot be read ({type(err).__name__}: {err}); {fix}"
+        ) from None
+
+
 def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkpoint:
     """Read and check a checkpoint (a ``.ckpt`` file or a run folder).
 
@@ -44,13 +61,11 @@ def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkp
             f"checkpoint {str(p)!r} not found; pass a .ckpt file or a run folder with "
             "checkpoints/last.ckpt"
         )
-    try:
-        raw = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zip, pickle errors, ...: all mean "unreadable"
-        raise CheckpointError(
-            f"checkpoint {str(p)!r} cannot be read ({type(err).__name__}: {err}); it may be "
-            f"truncated or corrupt: use an earlier one from {p.parent} or start again"
-        ) from None
+    raw = load_file(
+        p,
+        "checkpoint",
+        f"it may be truncated or corrupt: use an earlier one from {p.parent} or start again",
+    )
     if not isinstance(raw, dict) or CONFIG_KEY not in raw or "state_dict" not in raw:
         raise CheckpointError(f"{str(p)!r} is not a siamkit checkpoint (no run config inside)")
     try:
