@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 import siamkit.eval.distill as distill_module
 from siamkit.config import BackboneConfig, DataConfig
-from siamkit.data.datasets import Splits, load_digits
 from siamkit.errors import CheckpointError, ConfigError
 from siamkit.eval.distill import DistillConfig, distill
 from siamkit.eval.finetune import (
@@ -115,20 +114,8 @@ def test_loss_is_float32_for_bf16_logits_and_checks_its_input() -> None:
 # --------------------------------------------------------------------------------------------
 # Distillation runs
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CPU is shared with other jobs; one intra-op thread avoids spinning on a busy core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def splits() -> Splits:
-    """Digits at 16 px, the first 600 training images (and all 360 test images)."""
-    full = load_digits(16)
-    return Splits(full.train.subset(torch.arange(600)), full.test)
+# One intra-op thread for the whole module; ``splits`` (600 digits) is in conftest.py.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from siamkit.config import BackboneConfig, DataConfig, MethodConfig, load_config, to_dict
-from siamkit.data.datasets import Splits, load_digits
+from siamkit.data.datasets import load_digits
 from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError, DataError
 from siamkit.eval.finetune import (
@@ -51,20 +51,8 @@ TINY = [
 FAST = {"precision": "32-true", "crop_scale": (0.5, 1.0), "lr": 0.2, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CPU is shared with other jobs; one intra-op thread avoids spinning on a busy core.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def splits() -> Splits:
-    """Digits at 16 px, the first 600 training images (and all 360 test images)."""
-    full = load_digits(16)
-    return Splits(full.train.subset(torch.arange(600)), full.test)
+# One intra-op thread for the whole module; ``splits`` (600 digits) is in conftest.py.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise_batch_norm(model: nn.Module, seed: int) -> None:
