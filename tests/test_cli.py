@@ -32,13 +32,9 @@ TINY = [
     "--epochs", "1",
     "--batch-size", "64",
     "--no-progress",
-    "--set", "augment.size=16",
-    "--set", "backbone.name=small_cnn",
-    "--set", "backbone.width=0.25",
+    "--set", "augment.size=16", "backbone.name=small_cnn", "backbone.width=0.25",
     "--set", "method.proj_layers=2",
-    "--set", "method.proj_dim=64",
-    "--set", "method.proj_hidden_dim=64",
-    "--set", "method.pred_hidden_dim=16",
+    "--set", "method.proj_dim=64", "method.proj_hidden_dim=64", "method.pred_hidden_dim=16",
     "--set", "train.knn_every=1",
     "--set", "train.knn_k=10",
     "--set", "train.precision=32-true",
@@ -257,7 +253,9 @@ def test_pretrain_writes_a_run_and_prints_a_summary(cli_run):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["epochs"] == 1
     assert results["knn_top1"] is not None and results["random_init_knn_top1"] is not None
-    assert read_checkpoint(run_dir).config.augment.size == 16  # the --set values reached it
+    config = read_checkpoint(run_dir).config
+    assert config.augment.size == 16  # the --set values reached it, several after one --set too
+    assert config.method.pred_hidden_dim == 16 and config.backbone.name == "small_cnn"
     assert "epochs: 1" in stdout
     assert "kNN top-1:" in stdout and "random init" in stdout
     assert f"checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}" in stdout

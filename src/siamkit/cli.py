@@ -280,10 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key, e.g. --set method.stop_gradient=false (repeatable)",
+        help="override config keys, e.g. --set method.stop_gradient=false optim.base_lr=0.1 "
+        "(repeatable)",
     )
     p.set_defaults(func=_pretrain)
 

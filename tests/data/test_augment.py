@@ -32,6 +32,7 @@ from siamkit.data.augment import (
     sample_crop_boxes,
     torchvision_views,
 )
+from siamkit.errors import ConfigError
 
 # torchvision's tensor rgb_to_grayscale weighs red by 0.2989, not ITU-R 601's 0.299 that siamkit
 # uses (a difference of at most 1e-4; see test_grayscale_weights_match_torchvision). The op parity
@@ -381,6 +382,29 @@ def test_eval_views_centre_crop_224_of_256() -> None:
     out = eval_views(images, cfg)
     torch.testing.assert_close(out, images[..., 16:240, 16:240].float() / 255, atol=1e-6, rtol=0)
     assert eval_views(_random_uint8(2, 300, 300), cfg).shape == (2, 3, 224, 224)
+
+
+def test_eval_views_use_eval_size_when_set() -> None:
+    """Trained on 24-pixel crops, tested on the whole 32-pixel image, untouched."""
+    images = _random_uint8(2, 32, 32)
+    cfg = AugmentConfig(size=24, eval_size=32, **_UNIT)
+    torch.testing.assert_close(eval_views(images, cfg), images.float() / 255, atol=1e-6, rtol=0)
+    assert BatchViews(cfg)(images).shape == (2, 3, 24, 24)  # training views keep ``size``
+    assert eval_views(images, AugmentConfig(size=24, **_UNIT)).shape == (2, 3, 24, 24)
+
+
+def test_crop_flip_recipe_trains_the_evaluation_protocols_at_the_evaluation_size() -> None:
+    cfg = AugmentConfig(size=16, eval_size=32, **_UNIT)
+    recipe = augment.crop_flip_recipe(cfg, (0.08, 1.0))
+    assert (recipe.size, recipe.eval_size, recipe.crop_scale) == (32, None, (0.08, 1.0))
+    assert recipe.jitter_prob == recipe.grayscale_prob == recipe.effective_blur_prob == 0.0
+    assert recipe.solarize_prob == 0.0 and recipe.flip_prob == cfg.flip_prob
+    assert augment.crop_flip_recipe(AugmentConfig(size=24), (0.2, 1.0)).size == 24
+
+
+def test_eval_size_must_be_a_real_image_side() -> None:
+    with pytest.raises(ConfigError, match="eval_size"):
+        AugmentConfig(eval_size=2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -334,6 +334,16 @@ def test_projection_output_bn_is_a_standard_affine_bn_as_in_the_paper():
     assert out_bn.affine is True
 
 
+def test_projection_output_bn_without_affine_standardises_every_channel():
+    """``proj_output_bn_affine=False``: the released code's head; z has unit batch variance."""
+    m = _build(proj_output_bn_affine=False)
+    out_bn = list(m.projector)[-1]
+    assert isinstance(out_bn, nn.BatchNorm1d) and out_bn.affine is False
+    z = m.encode(torch.randn(BATCH, 3, SIZE, SIZE))
+    torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.var(0, unbiased=False), torch.ones(z.shape[1]), atol=1e-3, rtol=0)
+
+
 def test_config_rejects_non_positive_widths():
     from siamkit.errors import ConfigError
 

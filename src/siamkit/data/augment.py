@@ -291,13 +291,13 @@ def eval_views(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
 
     Args:
         images: ``(B, 3, H, W)`` uint8 square images.
-        cfg: The augmentation config (its ``size``, ``mean`` and ``std``).
+        cfg: The augmentation config (its ``eval_size`` or else ``size``, ``mean`` and ``std``).
 
     Returns:
-        ``(B, 3, size, size)`` float32.
+        ``(B, 3, S, S)`` float32, ``S`` the evaluation size.
     """
     x = images.float().div_(255)
-    size = cfg.size
+    size = cfg.eval_size or cfg.size
     if x.shape[-1] != size:
         resize_to = round(size * 256 / 224)
         if x.shape[-1] != resize_to:
@@ -305,6 +305,29 @@ def eval_views(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         offset = (resize_to - size) // 2
         x = x[..., offset : offset + size, offset : offset + size]
     return normalize(x, cfg.mean, cfg.std)
+
+
+def crop_flip_recipe(cfg: AugmentConfig, crop_scale: tuple[float, float]) -> AugmentConfig:
+    """The training views of the evaluation protocols: RandomResizedCrop and horizontal flip
+    only, at the evaluation size.
+
+    The linear probe with augmented copies (scale 0.08-1, MoCo's and SimSiam's linear
+    classification code), fine-tuning and distillation [arXiv:2002.05709, Appendix B.5;
+    arXiv:2006.10029, Sec. 3] train on these views and are tested on :func:`eval_views`, so they
+    train at the side they are tested at (``eval_size`` where the run set one). ``cfg`` gives the
+    aspect-ratio range, flip probability and normalisation; colour jitter, grayscale, blur and
+    solarisation are turned off.
+    """
+    return replace(
+        cfg,
+        size=cfg.eval_size or cfg.size,
+        eval_size=None,
+        crop_scale=crop_scale,
+        jitter_prob=0.0,
+        grayscale_prob=0.0,
+        blur_prob=0.0,
+        solarize_prob=0.0,
+    )
 
 
 def torchvision_views(cfg: AugmentConfig) -> Callable[[Any], torch.Tensor]:

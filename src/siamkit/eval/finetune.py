@@ -30,7 +30,7 @@ from torch import nn
 
 from siamkit.config import AugmentConfig, BackboneConfig, DataConfig, MethodConfig, from_dict
 from siamkit.config import to_dict as config_to_dict
-from siamkit.data.augment import BatchViews
+from siamkit.data.augment import BatchViews, crop_flip_recipe
 from siamkit.data.datasets import ImageSet, Splits, load_splits, require_labels
 from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
@@ -292,22 +292,9 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 
 def crop_flip_views(augment: AugmentConfig, crop_scale: tuple[float, float]) -> BatchViews:
-    """Batched RandomResizedCrop + horizontal flip, nothing else: the fine-tuning and
-    distillation augmentation [arXiv:2002.05709, Appendix B.5; arXiv:2006.10029, Sec. 3].
-
-    ``augment`` gives the view size, aspect-ratio range, flip probability and normalisation;
-    colour jitter, grayscale, blur and solarisation are turned off.
-    """
-    return BatchViews(
-        dataclasses.replace(
-            augment,
-            crop_scale=crop_scale,
-            jitter_prob=0.0,
-            grayscale_prob=0.0,
-            blur_prob=0.0,
-            solarize_prob=0.0,
-        )
-    )
+    """Batched RandomResizedCrop + horizontal flip at the evaluation size, nothing else: the
+    fine-tuning and distillation augmentation (:func:`~siamkit.data.augment.crop_flip_recipe`)."""
+    return BatchViews(crop_flip_recipe(augment, crop_scale))
 
 
 def predict_logits(

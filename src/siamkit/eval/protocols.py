@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from siamkit.config import AugmentConfig, DataConfig
-from siamkit.data.augment import BatchViews
+from siamkit.data.augment import BatchViews, crop_flip_recipe
 from siamkit.data.datasets import load_folder, load_splits, require_labels
 from siamkit.errors import ConfigError, DataError
 from siamkit.eval.features import extract_features
@@ -28,14 +28,7 @@ Features = Literal["backbone", "projection"]
 def linear_eval_views(augment: AugmentConfig) -> AugmentConfig:
     """The training views of an augmented linear probe: random resized crop (scale 0.08-1) and
     horizontal flip only, the linear-classification augmentation of MoCo/SimSiam's code."""
-    return dataclasses.replace(
-        augment,
-        crop_scale=(0.08, 1.0),
-        jitter_prob=0.0,
-        grayscale_prob=0.0,
-        blur_prob=0.0,
-        solarize_prob=0.0,
-    )
+    return crop_flip_recipe(augment, (0.08, 1.0))
 
 
 def _labelled_features(
@@ -194,7 +187,7 @@ def embed_folder(
     cfg, backbone = load_backbone(checkpoint)
     data = dataclasses.replace(cfg.data, dataset="folder", path=str(folder), strict=strict)
     # Decode as training did; small views are used whole, large ones centre-cropped 224/256.
-    view = cfg.augment.size
+    view = cfg.augment.eval_size or cfg.augment.size
     size = cfg.data.decode_size or (view if view <= 64 else round(view * 256 / 224))
     images = load_folder(Path(folder), size, data)
     feats = extract_features(backbone, images.images, cfg.augment)

@@ -56,7 +56,13 @@ def mlp(
 
 
 def projection_mlp(
-    in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, hidden_bn: bool, output_bn: bool
+    in_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    num_layers: int,
+    hidden_bn: bool,
+    output_bn: bool,
+    output_bn_affine: bool = True,
 ) -> nn.Sequential:
     """SimSiam's projection MLP: ``num_layers`` fc layers, BN on each incl. the output.
 
@@ -66,10 +72,11 @@ def projection_mlp(
     standard (affine) BN as the paper's text says. The authors' released code drops its affine;
     without a learnable scale the output is standardised per channel and cannot become constant,
     so the collapse of std(z / ||z||) that the paper shows without stop-gradient (Fig. 2) could
-    not appear; with the affine it does (docs/results.md).
+    not appear; with the affine it does (docs/results.md). ``output_bn_affine=False`` gives the
+    released code's head.
     """
     dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-    return mlp(dims, hidden_bn=hidden_bn, output_bn=output_bn, output_bn_affine=True)
+    return mlp(dims, hidden_bn=hidden_bn, output_bn=output_bn, output_bn_affine=output_bn_affine)
 
 
 def prediction_mlp(dim: int, hidden_dim: int, hidden_bn: bool, output_bn: bool) -> nn.Sequential:

@@ -46,6 +46,11 @@ class SimSiamConfig(MethodConfig):
         bn_placement: Where the MLPs have BatchNorm [Table 3]: ``none`` (34.6%), ``hidden``
             (hidden layers of both MLPs, 67.4%), ``hidden_proj_out`` (+ projection output; the
             default, 68.1%), ``hidden_proj_out_pred_out`` (+ prediction output; unstable).
+        proj_output_bn_affine: Learnable scale and shift of the projection output BN. The
+            paper's text asks for BN on the output fc [Sec. 4.1], a standard (affine) BN, the
+            default; the authors' released code (facebookresearch/simsiam, builder.py) has
+            ``BatchNorm1d(dim, affine=False)`` there, which keeps every output channel at unit
+            batch variance.
     """
 
     name: str = "simsiam"
@@ -61,6 +66,7 @@ class SimSiamConfig(MethodConfig):
     bn_placement: Literal["none", "hidden", "hidden_proj_out", "hidden_proj_out_pred_out"] = (
         "hidden_proj_out"
     )
+    proj_output_bn_affine: bool = True
 
     def __post_init__(self) -> None:
         for key in ("proj_dim", "proj_hidden_dim", "pred_hidden_dim", "proj_layers"):
@@ -88,6 +94,7 @@ class SimSiam(Method):
             cfg.proj_layers,
             hidden_bn=bn != "none",
             output_bn=bn in ("hidden_proj_out", "hidden_proj_out_pred_out"),
+            output_bn_affine=cfg.proj_output_bn_affine,
         )
         self.predictor: nn.Module = (
             nn.Identity()
