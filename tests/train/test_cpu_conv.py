@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from siamkit.encoders import torchvision_resnet
-from siamkit.train.cpu_conv import PatchGradConv2d, use_patch_grad_convs
+from siamkit.train.cpu_conv import PatchGradConv2d, patch_conv_helps, use_patch_grad_convs
 
 
 def _pair(cin, cout, k, stride, pad):
@@ -72,3 +72,21 @@ def test_resnet_conversion_keeps_state_dict_and_gradients():
         m(x).square().mean().backward()
     for (name, a), b in zip(ref.named_parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_patch_conv_auto_follows_amx_and_on_off_are_obeyed(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert patch_conv_helps("auto") is amx
+    assert patch_conv_helps("on") is True and patch_conv_helps("off") is False
+
+
+@pytest.mark.parametrize(("mode", "patched"), [("on", True), ("off", False)])
+def test_training_module_uses_the_patch_gemm_as_configured(mode, patched):
+    from siamkit.config import load_config
+    from siamkit.train.loop import PretrainModule
+
+    cfg = load_config(None, values={"train.patch_conv": mode, "backbone.name": "small_cnn"})
+    module = PretrainModule(cfg, steps_per_epoch=1)
+    kinds = {type(m) for m in module.method.modules() if isinstance(m, nn.Conv2d)}
+    assert kinds == ({PatchGradConv2d} if patched else {nn.Conv2d})

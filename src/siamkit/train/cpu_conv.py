@@ -1,6 +1,6 @@
 """A faster CPU weight gradient for the small-feature-map convolutions of a ResNet.
 
-On this project's CPUs (AMX, bf16), oneDNN's weight gradient of a 3x3 convolution with a small
+On CPUs with AMX (bf16), oneDNN's weight gradient of a 3x3 convolution with a small
 output map and many channels (ResNet layer4 on CIFAR: 512 channels on 4x4) runs 3-4x slower than
 the forward pass, although both are one GEMM of the same size. Computing it as that GEMM
 explicitly (patches of the input, in channels-last order, times the output gradient) is 3-4x
@@ -104,6 +104,19 @@ class PatchGradConv2d(nn.Conv2d):
         with torch.autocast("cpu", enabled=False):
             out: torch.Tensor = _PatchGradConv.apply(x, weight, self)
             return out
+
+
+def patch_conv_helps(mode: str) -> bool:
+    """Whether ``train.patch_conv`` (``auto``, ``on``, ``off``) asks for the patch GEMM here.
+
+    ``auto`` turns it on for CPUs with AMX tiles only: there oneDNN's bf16 weight gradient of
+    small maps is the slow case this module works around. On an AVX-512 BF16 CPU without AMX
+    (AMD EPYC, session 5) oneDNN's was faster: the ResNet-18 CIFAR step ran at 105 images/s
+    without the patch GEMM and 88 with it (``benchmarks/throughput.py --levers``).
+    """
+    if mode != "auto":
+        return mode == "on"
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def use_patch_grad_convs(module: nn.Module) -> int:

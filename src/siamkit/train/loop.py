@@ -34,7 +34,7 @@ from siamkit.eval.online_probe import OnlineLinearProbe
 from siamkit.methods import METHODS, create_method
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput
 from siamkit.train.checkpoint import CONFIG_KEY, read_checkpoint
-from siamkit.train.cpu_conv import use_patch_grad_convs
+from siamkit.train.cpu_conv import patch_conv_helps, use_patch_grad_convs
 from siamkit.train.schedules import build_optimizer
 
 
@@ -71,8 +71,9 @@ class PretrainModule(L.LightningModule):
         self.method = create_method(create_backbone(cfg.backbone), cfg.method)
         # One batched view recipe per view (the method derives them from the run's recipe).
         self.views = [BatchViews(recipe) for recipe in self.method.view_recipes(cfg.augment)]
-        # Same convolutions, faster weight gradient for small maps on CPU (see cpu_conv).
-        use_patch_grad_convs(self.method)
+        # Same convolutions, faster weight gradient for small maps on AMX CPUs (see cpu_conv).
+        if patch_conv_helps(cfg.train.patch_conv):
+            use_patch_grad_convs(self.method)
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * cfg.train.epochs
         self.channels_last = cfg.train.channels_last != "off"
