@@ -106,17 +106,23 @@ class PatchGradConv2d(nn.Conv2d):
             return out
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (torch's own check; ``False`` where torch lacks it)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def patch_conv_helps(mode: str) -> bool:
     """Whether ``train.patch_conv`` (``auto``, ``on``, ``off``) asks for the patch GEMM here.
 
     ``auto`` turns it on for CPUs with AMX tiles only: there oneDNN's bf16 weight gradient of
     small maps is the slow case this module works around. On an AVX-512 BF16 CPU without AMX
-    (AMD EPYC, session 5) oneDNN's was faster: the ResNet-18 CIFAR step ran at 105 images/s
-    without the patch GEMM and 88 with it (``benchmarks/throughput.py --levers``).
+    (AMD EPYC, session 5) oneDNN's was faster: the ResNet-18 CIFAR step ran at 102.7 images/s
+    without the patch GEMM and 95.7 with it (best of two rounds, ``benchmarks/throughput.py
+    --levers``), and ``benchmarks/conv_weight_grad.py`` found it slower for all but one layer.
     """
     if mode != "auto":
         return mode == "on"
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return cpu_has_amx()
 
 
 def use_patch_grad_convs(module: nn.Module) -> int:

@@ -34,7 +34,7 @@ from siamkit.eval.online_probe import OnlineLinearProbe
 from siamkit.methods import METHODS, create_method
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput
 from siamkit.train.checkpoint import CONFIG_KEY, read_checkpoint
-from siamkit.train.cpu_conv import patch_conv_helps, use_patch_grad_convs
+from siamkit.train.cpu_conv import cpu_has_amx, patch_conv_helps, use_patch_grad_convs
 from siamkit.train.schedules import build_optimizer
 
 
@@ -44,7 +44,7 @@ def fast_bf16_available(device_type: str) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     cpu = torch.backends.cpu
     capability = cpu.get_cpu_capability() if hasattr(cpu, "get_cpu_capability") else ""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    amx = cpu_has_amx()
     avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     return bool(amx or avx512_bf16) and capability != "DEFAULT"
 
