@@ -297,7 +297,7 @@ def eval_views(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         ``(B, 3, S, S)`` float32, ``S`` the evaluation size.
     """
     x = images.float().div_(255)
-    size = cfg.eval_size or cfg.size
+    size = cfg.effective_eval_size
     if x.shape[-1] != size:
         resize_to = round(size * 256 / 224)
         if x.shape[-1] != resize_to:
@@ -320,7 +320,7 @@ def crop_flip_recipe(cfg: AugmentConfig, crop_scale: tuple[float, float]) -> Aug
     """
     return replace(
         cfg,
-        size=cfg.eval_size or cfg.size,
+        size=cfg.effective_eval_size,
         eval_size=None,
         crop_scale=crop_scale,
         jitter_prob=0.0,

@@ -187,7 +187,7 @@ def embed_folder(
     cfg, backbone = load_backbone(checkpoint)
     data = dataclasses.replace(cfg.data, dataset="folder", path=str(folder), strict=strict)
     # Decode as training did; small views are used whole, large ones centre-cropped 224/256.
-    view = cfg.augment.eval_size or cfg.augment.size
+    view = cfg.augment.effective_eval_size
     size = cfg.data.decode_size or (view if view <= 64 else round(view * 256 / 224))
     images = load_folder(Path(folder), size, data)
     feats = extract_features(backbone, images.images, cfg.augment)
