@@ -88,10 +88,10 @@ class AugmentConfig:
         eval_size: Side of the evaluation input (kNN, probes, embeddings); ``None``: ``size``.
             A network trained on random resized crops sees objects larger than in the whole
             image, so it is best tested at a larger side than it was trained at (Touvron et al.,
-            "Fixing the train-test resolution discrepancy", arXiv:1906.06423, Sec. 3). The SimSiam
-            and W-MSE CPU recipes train on 16-pixel crops of CIFAR-10 and test on the whole
-            32-pixel image. The online probe (``train.online_probe``) trains on the first
-            training view, at ``size``, and is tested at ``eval_size``.
+            "Fixing the train-test resolution discrepancy", arXiv:1906.06423, Sec. 3). The SimSiam,
+            simsiam_ema, BYOL, SwAV and W-MSE CPU recipes train on 16-pixel crops of CIFAR-10
+            and test on the whole 32-pixel image. The online probe (``train.online_probe``)
+            trains on the first training view, at ``size``, and is tested at ``eval_size``.
         crop_scale: Range of the crop's area as a fraction of the image.
         crop_ratio: Range of the crop's aspect ratio (log-uniform), torchvision's default.
         jitter_prob: Probability of applying colour jitter to a view.
