@@ -37,8 +37,18 @@ from torch import nn
 from siamkit.config import RunConfig, load_config
 from siamkit.data.augment import BatchViews
 from siamkit.data.datasets import ImageSet, load_splits
+from siamkit.data.loader import make_loader
+from siamkit.encoders import create_backbone
+from siamkit.methods import create_method
+from siamkit.runtime import resolve_precision
 from siamkit.train.cpu_conv import PatchGradConv2d, patch_conv_helps, use_patch_grad_convs
-from siamkit.train.loop import PretrainModule, resolve_precision
+from siamkit.train.loop import PretrainModule
+
+
+def _module(cfg: RunConfig, steps: int) -> PretrainModule:
+    method = create_method(create_backbone(cfg.backbone), cfg.method)
+    return PretrainModule(cfg, method, steps_per_epoch=steps)
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +61,8 @@ def cifar_images(n: int) -> ImageSet:
         path = (
             cfg.data.path if Path(cfg.data.path or "").is_dir() else str(REPO / str(cfg.data.path))
         )
-        train = load_splits(dataclasses.replace(cfg.data, path=path)).train
+        train = load_splits(dataclasses.replace(cfg.data, path=path, storage="memory")).train
+        assert isinstance(train, ImageSet)
         return train.subset(torch.arange(min(n, len(train))))
     print("(CIFAR-10 folder not found: using random images)")
     return ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8))
@@ -73,13 +84,11 @@ class _Timer(L.Callback):
 
 def siamkit_end_to_end(cfg: RunConfig, images: ImageSet, steps: int, warmup: int) -> float:
     """(a): images/s of the real Lightning loop from uint8 images."""
-    from siamkit.data.datasets import as_batch, batch_dataset
-
     timer = _Timer(warmup)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
-        precision=resolve_precision(cfg, "cpu"),  # type: ignore[arg-type]
+        precision=resolve_precision(cfg.train.precision, "cpu"),  # type: ignore[arg-type]
         max_steps=steps + warmup,
         callbacks=[timer],
         logger=False,
@@ -87,14 +96,8 @@ def siamkit_end_to_end(cfg: RunConfig, images: ImageSet, steps: int, warmup: int
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    module = PretrainModule(cfg, steps_per_epoch=steps + warmup)
-    loader = torch.utils.data.DataLoader(
-        batch_dataset(images),
-        batch_size=cfg.optim.batch_size,
-        shuffle=True,
-        drop_last=True,
-        collate_fn=as_batch,
-    )
+    module = _module(cfg, steps + warmup)
+    loader = make_loader(images, module.views.specs, cfg.optim.batch_size, train=True)
     trainer.fit(module, loader)
     return cfg.optim.batch_size / statistics.median(timer.times)
 
@@ -113,7 +116,7 @@ def compute_bound(
     weight gradient, which siamkit uses only where it helps (``train.patch_conv: auto``), is
     flipped to the other choice.
     """
-    module = PretrainModule(cfg, steps_per_epoch=steps + warmup)
+    module = _module(cfg, steps + warmup)
     method = module.method
     if flip_patch_conv:
         patched = [m for m in method.modules() if isinstance(m, PatchGradConv2d)]
@@ -129,7 +132,7 @@ def compute_bound(
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     else:
         method.to(memory_format=torch.contiguous_format)
-    bf16 = bf16 and resolve_precision(cfg, "cpu") == "bf16-mixed"
+    bf16 = bf16 and resolve_precision(cfg.train.precision, "cpu") == "bf16-mixed"
     times = []
     for i in range(steps + warmup):
         t = time.perf_counter()
@@ -239,7 +242,7 @@ def main() -> None:
         f"SimSiam, {cfg.backbone.name} width {cfg.backbone.width}"
         f"{' CIFAR stem' if cfg.backbone.cifar_stem else ''}, batch {args.batch_size}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"precision {resolve_precision(cfg, 'cpu')}, {args.rounds} rounds"
+        f"precision {resolve_precision(cfg.train.precision, 'cpu')}, {args.rounds} rounds"
     )
     best: dict[str, float] = {}
     patch_on = patch_conv_helps(cfg.train.patch_conv)

@@ -10,6 +10,7 @@ pickled) and return tensors or plain Python objects.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import tempfile
@@ -29,6 +30,9 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str, fn: Callable[..., Any], args: Any) -> None:
+    # A spawned process starts its own children by spawn too; DataLoader workers of a real run
+    # (Lightning's launcher starts fresh processes) fork, in a fraction of a second.
+    multiprocessing.set_start_method("fork", force=True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)

@@ -558,3 +558,37 @@ def test_two_process_ddp_pretrain_runs_to_completion(tmp_path, method):
     assert (out / "checkpoints" / "last.ckpt").is_file()
     metrics = (out / "metrics.csv").read_text()
     assert "val/knn_top1" in metrics and "train/collapse_std" in metrics
+
+
+def test_pack_then_a_two_process_pretrain_reads_its_own_part_of_the_shards(tmp_path):
+    """`siamkit pack` writes shards of a labelled folder; a 2-process DDP `siamkit pretrain`
+    from them finishes, says it reads shards, and checkpoints once."""
+    rng = np.random.default_rng(0)
+    for i in range(80):
+        path = tmp_path / "photos" / f"c{i % 2}" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
+    shards = tmp_path / "shards"
+    proc = _subprocess(
+        ["pack", "--data", str(tmp_path / "photos"), "--output", str(shards), "--workers", "1"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train: 64 images (0 unreadable)" in proc.stdout
+    assert "test: 16 images" in proc.stdout
+    out = tmp_path / "run"
+    proc = _subprocess(
+        [
+            "pretrain", *TINY[2:],
+            "--data", str(shards),
+            "--output", str(out),
+            "--batch-size", "16",
+            "--workers", "1",
+            "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+        ],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "data shards:" in proc.stderr and "x2" in proc.stderr
+    assert proc.stdout.count("kNN top-1:") == 1, proc.stdout
+    assert (out / "checkpoints" / "last.ckpt").is_file()

@@ -9,6 +9,7 @@
     siamkit report --run runs/simsiam-digits
     siamkit export --checkpoint runs/simsiam-digits --output backbone.safetensors
     siamkit embed --checkpoint runs/simsiam-digits --data my_images/ --output emb.npy
+    siamkit pack --data /data/imagenet --output /data/imagenet-shards
 
 Errors from bad input print one line and exit with the error's code (2 config, 3 data,
 4 diverged training, 5 checkpoint), without a traceback.
@@ -43,9 +44,13 @@ def _pretrain(args: argparse.Namespace) -> int:
         "optim.base_lr": args.lr,
         "train.output_dir": args.output,
         "train.devices": args.devices,
+        "train.num_nodes": args.num_nodes,
         "train.strategy": args.strategy,
         "train.accelerator": args.accelerator,
         "train.progress_bar": False if args.no_progress else None,
+        "train.max_steps": args.max_steps,
+        "data.storage": args.storage,
+        "data.num_workers": args.workers,
     }
     values = {k: v for k, v in flags.items() if v is not None}
     if (
@@ -62,20 +67,32 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _data_override(args: argparse.Namespace) -> Any:
-    """A DataConfig from --data/--dataset, or None to use the checkpoint's own data."""
-    if not args.data and not args.dataset:
+    """A DataConfig from --data/--dataset/--storage/--workers, or None for the checkpoint's."""
+    if not args.data and not args.dataset and not args.storage and args.workers is None:
         return None
-    from siamkit.config import DataConfig
+    import dataclasses
+
     from siamkit.train import read_checkpoint
 
     base = read_checkpoint(args.checkpoint).config.data
-    return DataConfig(
-        dataset=args.dataset or ("folder" if base.dataset == "digits" else base.dataset),
-        path=args.data or base.path,
-        decode_size=base.decode_size,
-        cache_dir=base.cache_dir,
-        strict=args.strict,
-    )
+    changes: dict[str, Any] = {"strict": args.strict or base.strict}
+    if args.data or args.dataset:
+        changes["dataset"] = args.dataset or (
+            "folder" if base.dataset == "digits" else base.dataset
+        )
+        changes["path"] = args.data or base.path
+    if args.storage:
+        changes["storage"] = args.storage
+    if args.workers is not None:
+        changes["num_workers"] = args.workers
+    return dataclasses.replace(base, **changes)
+
+
+def _device(args: argparse.Namespace) -> Any:
+    """The evaluation device from --accelerator/--devices (a GPU when there is one)."""
+    from siamkit.runtime import resolve_device
+
+    return resolve_device(args.accelerator or "auto", args.devices or "auto")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -85,7 +102,12 @@ def _eval(args: argparse.Namespace) -> int:
     where = "g(h), after the projector" if args.features == "projection" else "h, the backbone"
     if args.protocol == "knn":
         result = knn_eval(
-            args.checkpoint, data, k=args.k, temperature=args.temperature, features=args.features
+            args.checkpoint,
+            data,
+            k=args.k,
+            temperature=args.temperature,
+            features=args.features,
+            device=_device(args),
         )
         print(
             f"kNN top-1: {result['top1']:.2f}% (k={result['k']}, T={result['temperature']:g}; "
@@ -103,6 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             augment_copies=args.augment_copies,
             seed=args.seed,
+            device=_device(args),
         )
         print(
             f"linear probe: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}% "
@@ -126,6 +149,7 @@ def _finetune(args: argparse.Namespace) -> int:
         label_fraction=args.label_fraction,
         seed=args.seed,
         from_head_layers=args.from_head_layers,
+        device=str(_device(args)),
     )
     run = read_checkpoint(args.checkpoint).config
     data = _data_override(args) or run.data
@@ -172,6 +196,7 @@ def _distill(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         alpha=args.alpha,
         seed=args.seed,
+        device=str(_device(args)),
     )
     _, info = load_classifier(args.teacher)
     student = info.backbone
@@ -193,7 +218,11 @@ def _metrics(args: argparse.Namespace) -> int:
     from siamkit.eval.representation import representation_metrics
 
     result = representation_metrics(
-        args.checkpoint, _data_override(args), max_images=args.max_images, seed=args.seed
+        args.checkpoint,
+        _data_override(args),
+        max_images=args.max_images,
+        seed=args.seed,
+        device=_device(args),
     )
     print(f"{result['num_images']} {result['split']} images")
     print("        dim   collapse std   RankMe   alignment   uniformity")
@@ -211,7 +240,9 @@ def _metrics(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from siamkit.eval.report import write_report
 
-    out = write_report(args.run, tsne_images=args.tsne_images, max_images=args.max_images)
+    out = write_report(
+        args.run, tsne_images=args.tsne_images, max_images=args.max_images, device=_device(args)
+    )
     print(f"wrote {out} (PNGs beside it)")
     return 0
 
@@ -229,17 +260,63 @@ def _export(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace) -> int:
     from siamkit.eval.protocols import embed_folder
 
-    out = embed_folder(args.checkpoint, args.data, args.output, strict=args.strict)
+    out = embed_folder(
+        args.checkpoint,
+        args.data,
+        args.output,
+        strict=args.strict,
+        device=_device(args),
+        num_workers=args.workers,
+    )
     print(f"wrote {out} (row order in {out.name}.paths.txt)")
     return 0
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from siamkit.data.shards import pack
+    from siamkit.runtime import default_num_workers
+
+    meta = pack(
+        args.data,
+        args.output,
+        max_side=args.max_side,
+        test_fraction=args.test_fraction,
+        num_workers=args.workers or default_num_workers(),
+        strict=args.strict,
+        overwrite=args.overwrite,
+    )
+    for name, split in meta["splits"].items():
+        print(f"{name}: {split['num_images']} images ({len(split['unreadable'])} unreadable)")
+    print(f"wrote {args.output}; train with --data {args.output}")
+    return 0
+
+
+def _add_device_args(parser: argparse.ArgumentParser) -> None:
+    """--accelerator and --devices, as ``pretrain`` takes them."""
+    parser.add_argument("--accelerator", help="cpu, gpu or auto (default: a GPU when there is one)")
+    parser.add_argument(
+        "--devices", help="GPU count or indices, e.g. 1 or 0,1 (evaluation uses the first)"
+    )
+
+
+def _add_storage_args(parser: argparse.ArgumentParser) -> None:
+    """--storage and --workers: how the images are held and read."""
+    parser.add_argument(
+        "--storage",
+        choices=["auto", "memory", "stream", "shards"],
+        help="data.storage: decode once into memory, stream files, or read packed shards",
+    )
+    parser.add_argument("--workers", type=int, help="DataLoader workers per process")
+
+
 def _add_eval_data_args(parser: argparse.ArgumentParser, data_help: str) -> None:
-    """The data and output flags every ``eval`` command on a checkpoint shares."""
+    """The data, device and output flags every ``eval`` command on a checkpoint shares."""
     parser.add_argument("--data", help=f"{data_help} (default: the checkpoint's data)")
     parser.add_argument("--dataset", choices=["digits", "cifar10", "folder"])
     parser.add_argument("--strict", action="store_true", help="fail on unreadable images")
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
+    _add_storage_args(parser)
+    _add_device_args(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data folder (image folder or CIFAR-10 folder)")
     p.add_argument("--epochs", type=int, help="training epochs")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget for training")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     p.add_argument("--batch-size", type=int, help="images per step over all processes")
     p.add_argument("--lr", type=float, help="base learning rate (for batch 256)")
     p.add_argument("--output", help="run folder (checkpoints, logs, results.json)")
@@ -275,9 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run's checkpoints")
     p.add_argument("--strict", action="store_true", help="fail on unreadable images")
     p.add_argument("--devices", help="Lightning devices, e.g. 2")
+    p.add_argument("--num-nodes", type=int, help="machines of a multi-node run (Lightning)")
     p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
     p.add_argument("--accelerator", help="cpu, gpu or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_storage_args(p)
     p.add_argument(
         "--set",
         action="extend",
@@ -383,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--seed", type=int, default=0, help="seed of the student")
     d.add_argument("--json", action="store_true", help="also print the result as JSON")
+    _add_device_args(d)
     d.set_defaults(func=_distill)
 
     r = esub.add_parser(
@@ -403,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run", required=True, help="run folder of siamkit pretrain")
     rep.add_argument("--tsne-images", type=int, default=2000, help="points in the t-SNE map")
     rep.add_argument("--max-images", type=int, default=5000, help="images for the metrics")
+    _add_device_args(rep)
     rep.set_defaults(func=_report)
 
     x = sub.add_parser(
@@ -417,7 +499,30 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--data", required=True, help="folder of images")
     m.add_argument("--output", required=True, help="output .npy file")
     m.add_argument("--strict", action="store_true", help="fail on unreadable images")
+    m.add_argument("--workers", type=int, help="DataLoader workers decoding the images")
+    _add_device_args(m)
     m.set_defaults(func=_embed)
+
+    k = sub.add_parser(
+        "pack",
+        help="pack an image folder into litdata shards (data.storage: shards)",
+        description="Write an image folder once as litdata shards: images keep their bytes "
+        "unless their shorter side exceeds --max-side, labels come from class folders. Train "
+        "and evaluate from them with --data SHARDS (a local folder or an object-store URL).",
+    )
+    k.add_argument("--data", required=True, help="image folder (any layout pretrain reads)")
+    k.add_argument("--output", required=True, help="local folder for the shards")
+    k.add_argument("--max-side", type=int, default=512, help="largest shorter side kept (512)")
+    k.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="held-out share of a root/<class>/* folder, fixed at packing (0.2)",
+    )
+    k.add_argument("--workers", type=int, help="processes reading and encoding")
+    k.add_argument("--strict", action="store_true", help="fail on unreadable images")
+    k.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    k.set_defaults(func=_pack)
     return parser
 
 

@@ -32,28 +32,50 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------------------------
 @dataclass
 class DataConfig:
-    """Where the images come from (pipeline step 1, the data half).
+    """Where the images come from and how they are held (pipeline step 1, the data half).
 
     Attributes:
         dataset: ``digits`` (scikit-learn's bundled 8x8 digits, upsampled; works on any machine),
             ``cifar10`` (an image folder with ``train/`` and ``test/``, or torchvision's download
             when ``path`` is empty and ``download`` is set), or ``folder`` (any image folder,
-            labelled ``root/<class>/*`` or flat).
-        path: Root folder for ``cifar10`` and ``folder``.
+            labelled ``root/<class>/*`` or flat, or ImageNet's ``train/`` + ``val/``).
+            ``path`` may also name shards written by ``siamkit pack``.
+        path: Root folder for ``cifar10`` and ``folder``, or packed shards (a folder or an
+            object-store URL such as ``s3://bucket/imagenet``).
         download: Let torchvision download CIFAR-10 into ``path`` (needs a network).
-        decode_size: Side of the square uint8 images kept in memory. ``None``: 32 for digits and
-            CIFAR-10, 256 for folders (resize shorter side, centre crop), the usual ImageNet size.
+        storage: ``auto`` (shards for packed data; memory when the decoded folder fits
+            ``memory_budget_gb`` and its images share one shape; stream otherwise), ``memory``
+            (decode once into RAM; refused before decoding when it would not fit), ``stream``
+            (decode per batch in DataLoader workers; memory bounded by the batch), or
+            ``shards`` (litdata shards of ``siamkit pack``).
+        num_workers: DataLoader worker processes per training process for ``stream`` and
+            ``shards``. ``None``: the cores each process gets, less one, at most 16.
+        decode: Where streamed and sharded JPEGs of training views are decoded: ``workers``
+            (PIL in the DataLoader workers) or ``device`` (``torchvision.io.decode_jpeg`` on
+            the training device in whole batches, nvJPEG on a GPU; the workers only read bytes
+            and draw the crops). Other formats and evaluation views use the workers.
+        memory_budget_gb: Largest decoded set ``auto`` and ``memory`` keep in RAM. ``None``: a
+            quarter of the machine's memory.
+        decode_size: Shorter side of the images kept in memory (their aspect ratio is kept).
+            ``None``: the images' own side, at most 256 (a folder of 28x28 images stays
+            28x28); 32 for digits and CIFAR-10's torchvision files. Streamed images are decoded
+            whole (JPEGs at a reduced scale when every crop allows it).
         test_fraction: For a labelled folder without ``train/``/``test/``: the fraction held out
             (stratified, fixed seed) for the kNN monitor and evaluation.
         cache_dir: Where decoded arrays are cached (keyed by path, size and mtime of every file).
             ``None``: ``$SIAMKIT_CACHE`` or ``~/.cache/siamkit``.
         strict: Fail on the first unreadable image instead of skipping it with a counted warning.
-        num_decode_workers: Processes decoding images on the first run (the cache serves later).
+        num_decode_workers: Processes decoding a folder into memory on the first run (the cache
+            serves later).
     """
 
     dataset: Literal["digits", "cifar10", "folder"] = "digits"
     path: str | None = None
     download: bool = False
+    storage: Literal["auto", "memory", "stream", "shards"] = "auto"
+    num_workers: int | None = None
+    decode: Literal["workers", "device"] = "workers"
+    memory_budget_gb: float | None = None
     decode_size: int | None = None
     test_fraction: float = 0.2
     cache_dir: str | None = None
@@ -71,6 +93,12 @@ class DataConfig:
             raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.num_decode_workers < 1:
             raise ConfigError("data.num_decode_workers must be at least 1")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise ConfigError(
+                f"data.memory_budget_gb must be positive, got {self.memory_budget_gb}"
+            )
 
 
 @dataclass
@@ -259,6 +287,11 @@ class TrainConfig:
     Attributes:
         epochs: Passes over the training images (100 for the ImageNet recipe).
         max_minutes: Optional wall-clock budget; training stops when it is spent.
+        max_steps: Optional cap on optimiser steps (a short check of a recipe, a benchmark);
+            the schedule ends at it.
+        checkpoint_every_steps: Also checkpoint every this many optimiser steps, inside epochs
+            (the loader's position included, so a resumed run continues at the next batch);
+            ``None``: at epoch ends only.
         output_dir: Run folder: checkpoints, CSV and TensorBoard logs, results.json.
         seed: Seed for weights, data order and augmentation.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32),
@@ -271,6 +304,8 @@ class TrainConfig:
             was faster, 102.7 against 95.7 images/s), ``on``, ``off``. Same gradients either way.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         devices: Lightning devices (``auto`` or a count).
+        num_nodes: Machines of a multi-node run (Lightning's ``num_nodes``; the cluster's launcher,
+            e.g. SLURM or torchrun, starts the processes).
         strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn`` ...).
         sync_batchnorm: Synchronise BatchNorm statistics across processes.
         knn_k: Neighbours of the weighted kNN monitor (200, as in InstDisc/the SimSiam code).
@@ -292,6 +327,8 @@ class TrainConfig:
 
     epochs: int = 100
     max_minutes: float | None = None
+    max_steps: int | None = None
+    checkpoint_every_steps: int | None = None
     output_dir: str = "runs/simsiam"
     seed: int = 0
     precision: Literal["auto", "bf16-mixed", "32-true"] = "auto"
@@ -300,6 +337,7 @@ class TrainConfig:
     patch_conv: Literal["auto", "on", "off"] = "auto"
     accelerator: str = "auto"
     devices: str = "auto"
+    num_nodes: int = 1
     strategy: str = "auto"
     sync_batchnorm: bool = False
     knn_k: int = 200
@@ -318,6 +356,13 @@ class TrainConfig:
             raise ConfigError(f"train.epochs must be at least 1, got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"train.max_minutes must be positive, got {self.max_minutes}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"train.max_steps must be at least 1, got {self.max_steps}")
+        every = self.checkpoint_every_steps
+        if every is not None and every < 1:
+            raise ConfigError(f"train.checkpoint_every_steps must be at least 1, got {every}")
+        if self.num_nodes < 1:
+            raise ConfigError(f"train.num_nodes must be at least 1, got {self.num_nodes}")
         if self.knn_k < 1 or self.knn_temperature <= 0:
             raise ConfigError("train.knn_k must be >= 1 and train.knn_temperature > 0")
         if self.knn_every < 0:

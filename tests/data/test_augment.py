@@ -33,13 +33,20 @@ from siamkit.data.augment import (
     torchvision_views,
 )
 from siamkit.errors import ConfigError
+from tests.data.view_stats import (
+    P_MIN,
+    UNIT,
+    assert_same_colour_distribution,
+    colour_stats,
+    coordinate_image,
+    crop_stats,
+    random_uint8,
+)
 
 # torchvision's tensor rgb_to_grayscale weighs red by 0.2989, not ITU-R 601's 0.299 that siamkit
 # uses (a difference of at most 1e-4; see test_grayscale_weights_match_torchvision). The op parity
 # tests patch siamkit's weights to torchvision's so that they check the algorithms to 1e-5.
 _TORCHVISION_LUMA = (0.2989, 0.587, 0.114)
-_UNIT = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # views stay in [0, 1]
-_P_MIN = 1e-3  # KS p-value below which two samples are called different
 CUDA = pytest.param(
     "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 )
@@ -274,26 +281,21 @@ def test_crop_boxes_match_torchvision_get_params_in_distribution() -> None:
     assert 0.1 < fallback[1] < 0.9
     assert abs(fallback[0] - fallback[1]) < 0.05
     for name, i in [("left", 0), ("top", 1)]:
-        assert ks_2samp(ours[:, i], theirs[:, i]).pvalue > _P_MIN, name
+        assert ks_2samp(ours[:, i], theirs[:, i]).pvalue > P_MIN, name
     for name, a, b in [
         ("width", ours[:, 2] - ours[:, 0], w),
         ("height", ours[:, 3] - ours[:, 1], h),
     ]:
-        assert ks_2samp(a, b).pvalue > _P_MIN, name
+        assert ks_2samp(a, b).pvalue > P_MIN, name
 
 
 # --------------------------------------------------------------------------------------------
 # BatchViews: contract
 # --------------------------------------------------------------------------------------------
-def _random_uint8(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 3, height, width), dtype=torch.uint8, generator=g)
-
-
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_batch_views_shape_dtype_device(device: str) -> None:
     """uint8 ``(B, 3, H, W)`` in (any H, W); float32 ``(B, 3, S, S)`` out, on the same device."""
-    images = _random_uint8(5, 24, 40).to(device)
+    images = random_uint8(5, 24, 40).to(device)
     out = BatchViews(AugmentConfig(size=16))(images)
     assert out.shape == (5, 3, 16, 16)
     assert out.dtype == torch.float32
@@ -311,7 +313,7 @@ def test_batch_views_normalise_with_config_mean_and_std() -> None:
         grayscale_prob=0.0,
         flip_prob=0.0,
     )
-    images = _random_uint8(3, 16, 16)
+    images = random_uint8(3, 16, 16)
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     expected = (images.float() / 255 - mean) / std
@@ -322,7 +324,7 @@ def test_batch_views_normalise_with_config_mean_and_std() -> None:
 def test_batch_views_generator_makes_views_reproducible() -> None:
     """The same seed gives the same views; another seed and the two calls of a pair differ."""
     views = BatchViews(AugmentConfig(size=16))
-    images = _random_uint8(8, 20, 20)
+    images = random_uint8(8, 20, 20)
     a = views(images, generator=torch.Generator().manual_seed(3))
     b = views(images, generator=torch.Generator().manual_seed(3))
     c = views(images, generator=torch.Generator().manual_seed(4))
@@ -360,7 +362,7 @@ def test_blur_is_applied_only_when_effective_blur_prob_is_positive(
     monkeypatch.setattr(augment, "gaussian_blur", spy)
     cfg = AugmentConfig(size=size, blur_prob=blur_prob)
     n = 32
-    BatchViews(cfg)(_random_uint8(n, size, size), generator=torch.Generator().manual_seed(0))
+    BatchViews(cfg)(random_uint8(n, size, size), generator=torch.Generator().manual_seed(0))
     if not blurred:
         assert calls == []
     elif cfg.effective_blur_prob == 1.0:
@@ -377,24 +379,24 @@ def test_blur_is_applied_only_when_effective_blur_prob_is_positive(
 
 def test_eval_views_centre_crop_224_of_256() -> None:
     """Eval input: a 256 image gives its central 224 pixels; other sizes are resized to 256."""
-    cfg = AugmentConfig(size=224, **_UNIT)
-    images = _random_uint8(1, 256, 256)
+    cfg = AugmentConfig(size=224, **UNIT)
+    images = random_uint8(1, 256, 256)
     out = eval_views(images, cfg)
     torch.testing.assert_close(out, images[..., 16:240, 16:240].float() / 255, atol=1e-6, rtol=0)
-    assert eval_views(_random_uint8(2, 300, 300), cfg).shape == (2, 3, 224, 224)
+    assert eval_views(random_uint8(2, 300, 300), cfg).shape == (2, 3, 224, 224)
 
 
 def test_eval_views_use_eval_size_when_set() -> None:
     """Trained on 24-pixel crops, tested on the whole 32-pixel image, untouched."""
-    images = _random_uint8(2, 32, 32)
-    cfg = AugmentConfig(size=24, eval_size=32, **_UNIT)
+    images = random_uint8(2, 32, 32)
+    cfg = AugmentConfig(size=24, eval_size=32, **UNIT)
     torch.testing.assert_close(eval_views(images, cfg), images.float() / 255, atol=1e-6, rtol=0)
     assert BatchViews(cfg)(images).shape == (2, 3, 24, 24)  # training views keep ``size``
-    assert eval_views(images, AugmentConfig(size=24, **_UNIT)).shape == (2, 3, 24, 24)
+    assert eval_views(images, AugmentConfig(size=24, **UNIT)).shape == (2, 3, 24, 24)
 
 
 def test_crop_flip_recipe_trains_the_evaluation_protocols_at_the_evaluation_size() -> None:
-    cfg = AugmentConfig(size=16, eval_size=32, **_UNIT)
+    cfg = AugmentConfig(size=16, eval_size=32, **UNIT)
     recipe = augment.crop_flip_recipe(cfg, (0.08, 1.0))
     assert (recipe.size, recipe.eval_size, recipe.crop_scale) == (32, None, (0.08, 1.0))
     assert recipe.jitter_prob == recipe.grayscale_prob == recipe.effective_blur_prob == 0.0
@@ -424,59 +426,18 @@ def _torchvision_outputs(
         return torch.stack([transform(image).as_subclass(torch.Tensor) for _ in range(n)])
 
 
-def _coordinate_image(size: int) -> torch.Tensor:
-    """uint8 ``(3, size, size)``: R = 8 x, G = 8 y, B = 0 (exact in uint8 for size <= 32)."""
-    ramp = torch.arange(size, dtype=torch.float32) * 8
-    r = ramp.view(1, -1).expand(size, -1)
-    g = ramp.view(-1, 1).expand(-1, size)
-    return torch.stack([r, g, torch.zeros(size, size)]).to(torch.uint8)
-
-
-def _estimate_boxes(views: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Crop box of each view of the coordinate image, from the ramps in its interior.
-
-    Output column j of a crop (left, width w) resized to S samples source x =
-    left + (j + 0.5) w / S - 0.5; a line fitted over the central half of the columns gives w
-    and left (the border is left out: there clamping differs, and it is not what is compared).
-    """
-    size = views.shape[-1]
-    j = torch.arange(size // 4, 3 * size // 4, dtype=torch.float64)
-    out = {}
-    for name, coords in (("x", views[:, 0].mean(dim=1)), ("y", views[:, 1].mean(dim=2))):
-        v = coords.double()[:, size // 4 : 3 * size // 4] * 255 / 8  # (N, S/2) source coordinate
-        jc = j - j.mean()
-        slope = (jc * (v - v.mean(1, keepdim=True))).sum(1) / (jc**2).sum()
-        intercept = v.mean(1) - slope * j.mean()
-        out["w" if name == "x" else "h"] = slope * size
-        out["left" if name == "x" else "top"] = intercept - 0.5 * slope + 0.5
-    return out
-
-
 def test_batch_views_crops_match_torchvision_views_in_distribution() -> None:
     """Crop area fraction, aspect ratio and position: KS tests over 1000 views each."""
     size, n = 32, 1000
-    cfg = AugmentConfig(size=size, jitter_prob=0.0, grayscale_prob=0.0, flip_prob=0.0, **_UNIT)
-    image = _coordinate_image(size)
-    ours = _estimate_boxes(_batch_outputs(cfg, image, n, seed=0))
-    theirs = _estimate_boxes(_torchvision_outputs(cfg, image, n, seed=0))
-    stats = {}
-    for name, est in (("siamkit", ours), ("torchvision", theirs)):
-        for key, value in est.items():
-            # Both produce crops of integer boxes; the estimate recovers them.
-            assert (value - value.round()).abs().max() < 0.02, (name, key)
-        w, h = est["w"].round(), est["h"].round()
-        assert (est["left"] >= -0.02).all() and (est["left"] + w <= size + 0.02).all()
-        stats[name] = {
-            "area": w * h / size**2,
-            "log_aspect": (w / h).log(),
-            "left": est["left"].round(),
-            "top": est["top"].round(),
-        }
-    assert stats["siamkit"]["area"].min() >= 0.2 - 0.05
-    assert stats["siamkit"]["area"].max() > 0.9
-    for key in stats["siamkit"]:
-        p = ks_2samp(stats["siamkit"][key], stats["torchvision"][key]).pvalue
-        assert p > _P_MIN, (key, p)
+    cfg = AugmentConfig(size=size, jitter_prob=0.0, grayscale_prob=0.0, flip_prob=0.0, **UNIT)
+    image = coordinate_image(size)
+    ours = crop_stats(_batch_outputs(cfg, image, n, seed=0))
+    theirs = crop_stats(_torchvision_outputs(cfg, image, n, seed=0))
+    assert ours["area"].min() >= 0.2 - 0.05
+    assert ours["area"].max() > 0.9
+    for key in ours:
+        p = ks_2samp(ours[key], theirs[key]).pvalue
+        assert p > P_MIN, (key, p)
 
 
 def test_batch_views_colour_matches_torchvision_views_in_distribution(
@@ -491,34 +452,12 @@ def test_batch_views_colour_matches_torchvision_views_in_distribution(
     monkeypatch.setattr(augment, "_LUMA", _TORCHVISION_LUMA)
     size, n = 32, 1000
     cfg = AugmentConfig(
-        size=size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, **_UNIT
+        size=size, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_prob=0.0, **UNIT
     )
-    image = _random_uint8(1, size, size, seed=5)[0]
-    results = {}
-    for name, views in (
-        ("siamkit", _batch_outputs(cfg, image, n, seed=1)),
-        ("torchvision", _torchvision_outputs(cfg, image, n, seed=1)),
-    ):
-        assert views.min() >= 0 and views.max() <= 1
-        gray = (views[:, 0] == views[:, 1]).all(dim=(1, 2)) & (views[:, 1] == views[:, 2]).all(
-            dim=(1, 2)
-        )
-        results[name] = {
-            "gray": gray.float().mean().item(),
-            "mean_r": views[:, 0].mean(dim=(1, 2)),
-            "mean_g": views[:, 1].mean(dim=(1, 2)),
-            "mean_b": views[:, 2].mean(dim=(1, 2)),
-            "std": views.std(dim=(1, 2, 3)),
-            "chroma": (views.amax(dim=1) - views.amin(dim=1)).mean(dim=(1, 2)),
-        }
-    for name in results:
-        assert 0.15 < results[name]["gray"] < 0.25, (name, results[name]["gray"])
-    for key in ("mean_r", "mean_g", "mean_b", "std", "chroma"):
-        a, b = ((results[name][key].double() * 1e4).round() for name in results)
-        p = ks_2samp(a, b).pvalue
-        assert p > _P_MIN, (key, p)
-    # The jitter really varies the views (the test would be vacuous otherwise).
-    assert results["siamkit"]["std"].std() > 0.01
+    image = random_uint8(1, size, size, seed=5)[0]
+    ours = colour_stats(_batch_outputs(cfg, image, n, seed=1))
+    theirs = colour_stats(_torchvision_outputs(cfg, image, n, seed=1))
+    assert_same_colour_distribution(ours, theirs)
 
 
 def _hue_angle(views: torch.Tensor) -> torch.Tensor:
@@ -554,18 +493,18 @@ def test_each_jitter_op_draws_its_factor_like_torchvision(op: str) -> None:
         grayscale_prob=0.0,
         jitter_prob=1.0,
         **strengths,
-        **_UNIT,
+        **UNIT,
     )
     statistic, colour = _SINGLE_OP_STATS[op]
     if colour is None:
-        image = _random_uint8(1, size, size, seed=6)[0]
+        image = random_uint8(1, size, size, seed=6)[0]
     else:
         image = torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1).expand(3, size, size)
     ours = statistic(_batch_outputs(cfg, image, n, seed=4))
     theirs = statistic(_torchvision_outputs(cfg, image, n, seed=4))
     assert ours.std() > 1e-3  # the op varies the statistic
     p = ks_2samp((ours.double() * 1e4).round(), (theirs.double() * 1e4).round()).pvalue
-    assert p > _P_MIN, p
+    assert p > P_MIN, p
 
 
 def test_batch_views_flip_half_of_the_views() -> None:
@@ -577,9 +516,9 @@ def test_batch_views_flip_half_of_the_views() -> None:
         crop_ratio=(1.0, 1.0),
         jitter_prob=0.0,
         grayscale_prob=0.0,
-        **_UNIT,
+        **UNIT,
     )
-    image = _coordinate_image(size)
+    image = coordinate_image(size)
     ours = _batch_outputs(cfg, image, n, seed=2)
     theirs = _torchvision_outputs(cfg, image, n, seed=2)
     for views in (ours, theirs):
@@ -600,7 +539,7 @@ def test_solarize_matches_torchvision_and_the_batched_views_apply_it() -> None:
     ref = torch.stack([TF.solarize(img, threshold=0.5) for img in x])
     torch.testing.assert_close(augment.solarize(x), ref, atol=0, rtol=0)
 
-    images = _random_uint8(6, 16, 16)
+    images = random_uint8(6, 16, 16)
     plain = {
         "size": 16,
         "crop_scale": (1.0, 1.0),
@@ -609,7 +548,7 @@ def test_solarize_matches_torchvision_and_the_batched_views_apply_it() -> None:
         "grayscale_prob": 0.0,
         "blur_prob": 0.0,
         "flip_prob": 0.0,
-        **_UNIT,
+        **UNIT,
     }
     unit = images.float() / 255
     for prob, expected in ((1.0, augment.solarize(unit)), (0.0, unit)):
@@ -623,7 +562,7 @@ def test_solarize_matches_torchvision_and_the_batched_views_apply_it() -> None:
     assert len(solar) == 1 and solar[0].p == 0.2 and solar[0].threshold == 0.5
 
     # Probability 0.5: about half of a batch of views is solarised, per image.
-    many = _random_uint8(200, 16, 16)
+    many = random_uint8(200, 16, 16)
     cfg = AugmentConfig(**plain, solarize_prob=0.5)
     out = BatchViews(cfg)(many, generator=torch.Generator().manual_seed(1))
     solarised = (out - augment.solarize(many.float() / 255)).flatten(1).abs().amax(1) < 1e-5

@@ -16,17 +16,11 @@ import torch
 from PIL import Image
 
 from siamkit.config import DataConfig
-from siamkit.data import datasets
-from siamkit.data.datasets import (
-    as_batch,
-    batch_dataset,
-    decode_image,
-    load_digits,
-    load_folder,
-    load_splits,
-    require_labels,
-    stratified_split,
-)
+from siamkit.data import memory
+from siamkit.data.datasets import ImageSet, load_digits, load_splits, require_labels
+from siamkit.data.files import list_files, stratified_split
+from siamkit.data.loader import make_loader
+from siamkit.data.memory import FolderShape, decode_image, default_cache_dir
 from siamkit.errors import DataError
 
 # Solid colours per class, far apart so that lossy JPEG keeps them recognisable.
@@ -71,6 +65,12 @@ def _config(tmp_path: Path, root: Path | None = None, **kwargs: object) -> DataC
     return DataConfig(**options)  # type: ignore[arg-type]
 
 
+def load_folder(root: Path, side: int, cfg: DataConfig) -> ImageSet:
+    """Every image under ``root`` decoded into memory as ``side`` x ``side`` squares."""
+    shape = FolderShape(side, side, uniform=True, sampled=0)
+    return memory.load_folder(list_files(root), shape, cfg, default_cache_dir(cfg))
+
+
 def _mean_colours(images: torch.Tensor) -> torch.Tensor:
     return images.float().mean(dim=(2, 3))  # (N, 3)
 
@@ -101,7 +101,7 @@ def test_labelled_folder_split_is_stratified_and_disjoint(tmp_path: Path) -> Non
     """A labelled folder without train/test holds out ``test_fraction`` of every class."""
     root = _labelled_folder(tmp_path / "data", per_class=10)
     splits = load_splits(_config(tmp_path, test_fraction=0.2, decode_size=8))
-    assert splits.test is not None
+    assert isinstance(splits.train, ImageSet) and isinstance(splits.test, ImageSet)
     assert len(splits.train) == 24 and len(splits.test) == 6
     assert splits.train.labels is not None and splits.test.labels is not None
     assert torch.bincount(splits.train.labels).tolist() == [8, 8, 8]
@@ -110,7 +110,7 @@ def test_labelled_folder_split_is_stratified_and_disjoint(tmp_path: Path) -> Non
     assert not set(splits.train.paths) & set(splits.test.paths)
     assert len(set(splits.train.paths) | set(splits.test.paths)) == 30
     assert splits.train.classes == splits.test.classes == sorted(_COLOURS)
-    assert splits.train.images.shape[1:] == (3, 8, 8)
+    assert splits.train.images.shape[1:] == (3, 8, 11)  # 20 x 14 images, aspect ratio kept
     assert str(root) in splits.train.paths[0]
 
 
@@ -130,8 +130,8 @@ def test_flat_folder_is_unlabelled_without_test_split(tmp_path: Path) -> None:
     for i, (ext, _) in enumerate(_FORMATS):
         _write_image(root / f"img{i}.{ext}")
     splits = load_splits(_config(tmp_path, decode_size=12))
-    assert splits.test is None
-    assert splits.train.images.shape == (4, 3, 12, 12)
+    assert splits.test is None and isinstance(splits.train, ImageSet)
+    assert splits.train.images.shape == (4, 3, 12, 17)
     assert splits.train.labels is None and splits.train.classes is None
     with pytest.raises(DataError, match="needs labels"):
         require_labels(splits.train, "the linear probe")
@@ -146,13 +146,14 @@ def test_train_test_layout_uses_the_training_class_indices(tmp_path: Path) -> No
     _write_image(root / "test" / "cat" / "0.png", _COLOURS["cat"])  # no ant, no bee in test
     _write_image(root / "test" / "bee" / "0.png", _COLOURS["bee"])
     splits = load_splits(_config(tmp_path, decode_size=10))
+    assert isinstance(splits.train, ImageSet) and isinstance(splits.test, ImageSet)
     assert splits.train.classes == ["ant", "bee", "cat"]
     assert splits.test is not None and splits.test.classes == ["ant", "bee", "cat"]
     assert splits.test.labels is not None and splits.test.paths is not None
     names = [Path(p).parent.name for p in splits.test.paths]
     assert [splits.train.classes[int(i)] for i in splits.test.labels] == names
     assert sorted(splits.test.labels.tolist()) == [1, 2]
-    assert splits.test.images.shape == (2, 3, 10, 10)
+    assert splits.test.images.shape == (2, 3, 10, 14)
 
 
 def test_test_class_unknown_to_training_is_an_error(tmp_path: Path) -> None:
@@ -226,7 +227,7 @@ def test_unreadable_images_are_an_error_under_strict(tmp_path: Path) -> None:
     root = tmp_path / "data"
     _folder_with_bad_files(root)
     with pytest.raises(DataError, match=r"2 unreadable image\(s\)"):
-        load_splits(_config(tmp_path, strict=True, decode_size=8))
+        load_splits(_config(tmp_path, strict=True, decode_size=8, storage="memory"))
 
 
 def test_folder_of_only_unreadable_images_is_an_error(tmp_path: Path) -> None:
@@ -265,11 +266,13 @@ def test_parallel_decoding_equals_serial_and_maps_bad_files(tmp_path: Path) -> N
     for i in range(9):
         _write_image(root / f"{i}.png")
     (root / "7b.png").write_bytes(b"junk")  # sorts between 7.png and 8.png: a later chunk
-    files = datasets.list_images(root)
-    serial, bad_serial = datasets._decode_all(files, 8, workers=1)
-    parallel, bad_parallel = datasets._decode_all(files, 8, workers=2)
-    assert bad_serial == bad_parallel == [files.index(root / "7b.png")] == [8]
-    np.testing.assert_array_equal(serial, parallel)
+    files = list_files(root).paths.tolist()
+    serial, parallel = tmp_path / "serial.npy", tmp_path / "parallel.npy"
+    bad_serial = memory.decode_into(serial, files, 8, 10, workers=1)
+    bad_parallel = memory.decode_into(parallel, files, 8, 10, workers=2)
+    assert bad_serial == bad_parallel == [files.index(str(root / "7b.png"))] == [8]
+    np.testing.assert_array_equal(np.load(serial), np.load(parallel))
+    assert np.load(serial).shape == (10, 3, 8, 10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def test_cache_is_written_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     first = load_folder(root, 12, cfg)
     written = sorted(p.suffix for p in (tmp_path / "cache").iterdir())
     assert written == [".json", ".npy"]
-    monkeypatch.setattr(datasets, "_decode_all", _fail_decode)
+    monkeypatch.setattr(memory, "decode_into", _fail_decode)
     second = load_folder(root, 12, cfg)
     assert torch.equal(first.images, second.images)
     assert second.labels is not None and first.labels is not None
@@ -303,20 +306,20 @@ def test_cache_keeps_the_list_of_unreadable_files(
     cfg = _config(tmp_path)
     with pytest.warns(UserWarning, match="skipped 2"):
         load_folder(root, 8, cfg)
-    monkeypatch.setattr(datasets, "_decode_all", _fail_decode)
+    monkeypatch.setattr(memory, "decode_into", _fail_decode)
     with pytest.warns(UserWarning, match="skipped 2"):
         assert len(load_folder(root, 8, cfg)) == 3
 
 
 def _counting_decoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = datasets._decode_all
+    real = memory.decode_into
 
-    def counting(files: list[Path], size: int, workers: int) -> tuple[np.ndarray, list[int]]:
+    def counting(out: Path, files: list[str], height: int, width: int, workers: int) -> list[int]:
         calls.append(len(files))
-        return real(files, size, workers)
+        return real(out, files, height, width, workers)
 
-    monkeypatch.setattr(datasets, "_decode_all", counting)
+    monkeypatch.setattr(memory, "decode_into", counting)
     return calls
 
 
@@ -422,7 +425,7 @@ def test_cifar10_from_an_image_folder(tmp_path: Path) -> None:
         num_decode_workers=1,
     )
     splits = load_splits(cfg)
-    assert splits.test is not None
+    assert isinstance(splits.train, ImageSet) and isinstance(splits.test, ImageSet)
     assert splits.train.images.shape == (6, 3, 32, 32)
     assert splits.test.images.shape == (6, 3, 32, 32)
     assert splits.train.classes == ["airplane", "bird", "cat"]
@@ -443,23 +446,16 @@ def test_cifar10_without_a_usable_folder_is_a_data_error(tmp_path: Path, layout:
     assert str(root) in str(err.value)
 
 
-def test_batch_dataset_gathers_whole_batches() -> None:
-    """The DataLoader gets stacked ``(B, 3, S, S)`` uint8 and labels; -1 when unlabelled."""
+def test_memory_loader_gathers_whole_batches() -> None:
+    """A memory set's batches are stacked ``(B, 3, S, S)`` uint8 and labels; -1 unlabelled."""
     images = load_digits(8).test
     assert images.labels is not None
-    loader = torch.utils.data.DataLoader(
-        batch_dataset(images), batch_size=5, shuffle=False, collate_fn=as_batch
-    )
-    x, y, i = next(iter(loader))
-    assert i.tolist() == [0, 1, 2, 3, 4]
-    assert x.shape == (5, 3, 8, 8) and x.dtype == torch.uint8
-    assert torch.equal(x, images.images[:5]) and torch.equal(y, images.labels[:5])
-    unlabelled = type(images)(images.images[:3])
-    x, y, _ = next(
-        iter(
-            torch.utils.data.DataLoader(
-                batch_dataset(unlabelled), batch_size=3, collate_fn=as_batch
-            )
-        )
-    )
-    assert y.tolist() == [-1, -1, -1]
+    batch = next(iter(make_loader(images, [], 5, train=False)))
+    assert batch.indices.tolist() == [0, 1, 2, 3, 4]
+    assert isinstance(batch.images, torch.Tensor)
+    assert batch.images.shape == (5, 3, 8, 8) and batch.images.dtype == torch.uint8
+    assert torch.equal(batch.images, images.images[:5])
+    assert torch.equal(batch.labels, images.labels[:5])
+    assert not batch.unreadable.any()
+    unlabelled = ImageSet(images.images[:3])
+    assert next(iter(make_loader(unlabelled, [], 3, train=False))).labels.tolist() == [-1] * 3

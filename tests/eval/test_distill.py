@@ -167,7 +167,7 @@ def test_self_distillation_learns_from_a_fixed_teacher(teacher, splits, tmp_path
     student, info = load_classifier(tmp_path / "student")
     assert info.kind == "distill" and info.source == str(teacher / "classifier.pt")
     assert info.backbone == TEACHER and info.from_head_layers == 0
-    logits = predict_logits(student, splits.test.images, info.augment)
+    logits = predict_logits(student, splits.test, info.augment)
     assert topk_accuracy(logits, splits.test.labels) == pytest.approx(result.student_top1)
     assert (tmp_path / "student" / "results.json").is_file()
 

@@ -207,7 +207,7 @@ def test_finetune_beats_chance_and_writes_a_readable_classifier(
     assert info.kind == "finetune" and info.source == str(pretrained)
     assert info.backbone == BackboneConfig(name="small_cnn", width=0.5)
     assert torch.equal(info.label_indices, expected)
-    logits = predict_logits(model, splits.test.images, info.augment)
+    logits = predict_logits(model, splits.test, info.augment)
     assert topk_accuracy(logits, splits.test.labels) == pytest.approx(result.top1)
 
 
@@ -220,7 +220,7 @@ def test_finetune_from_head_layer_1_round_trips(pretrained, splits, tmp_path) ->
     model, info = load_classifier(tmp_path / "ft1" / "classifier.pt")
     assert info.from_head_layers == 1 and info.method is not None
     assert model.num_features == HIDDEN and model.fc.in_features == HIDDEN
-    logits = predict_logits(model, splits.test.images, info.augment)
+    logits = predict_logits(model, splits.test, info.augment)
     assert topk_accuracy(logits, splits.test.labels) == pytest.approx(result.top1)
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from scipy.spatial.distance import pdist
 
 from siamkit.config import AugmentConfig, BackboneConfig
-from siamkit.data.datasets import load_digits
+from siamkit.data.datasets import ImageSet, load_digits
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError
 from siamkit.eval.features import extract_features
@@ -136,8 +136,8 @@ def method() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return load_digits(32).test.images[:120]  # (120, 3, 32, 32) uint8
+def images() -> ImageSet:
+    return ImageSet(load_digits(32).test.images[:120])  # (120, 3, 32, 32) uint8
 
 
 def test_projection_features_are_the_projector_of_backbone_features_in_eval_mode(

@@ -9,8 +9,11 @@ import torch
 
 from siamkit.config import load_config
 from siamkit.data.datasets import ImageSet, Splits, load_digits
+from siamkit.data.loader import Batch
+from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError
 from siamkit.eval.online_probe import OnlineLinearProbe
+from siamkit.methods import create_method
 from siamkit.train import pretrain
 from siamkit.train.loop import PretrainModule
 from tests.train.test_loop import SMALL
@@ -48,9 +51,11 @@ def test_probe_does_not_change_the_encoders_gradients(tmp_path: Path) -> None:
             overrides=[*SMALL, f"train.output_dir={tmp_path}", f"train.online_probe={on}"]
         )
         torch.manual_seed(0)
-        module = PretrainModule(cfg, steps_per_epoch=10, num_classes=10)
+        method = create_method(create_backbone(cfg.backbone), cfg.method)
+        module = PretrainModule(cfg, method, steps_per_epoch=10, num_classes=10)
         torch.manual_seed(1)  # same augmentation draws in both runs
-        out = module.training_step((images, labels, torch.arange(64)), 0)
+        batch = Batch(images, labels, torch.arange(64), torch.zeros(64, dtype=torch.bool))
+        out = module.training_step(batch, 0)
         out["loss"].backward()
         grads[on] = {
             n: p.grad.clone() for n, p in module.method.named_parameters() if p.grad is not None

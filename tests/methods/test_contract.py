@@ -19,7 +19,7 @@ from siamkit.config import AugmentConfig, BackboneConfig, OptimConfig
 from siamkit.data.augment import BatchViews
 from siamkit.encoders import create_backbone
 from siamkit.methods import METHODS, Method, create_method
-from siamkit.train.schedules import build_optimizer
+from siamkit.train.schedules import StepSchedule, build_optimizer
 
 BATCH, NUM_IMAGES = 8, 32
 
@@ -73,7 +73,9 @@ def test_method_builds_steps_and_updates_its_state(name):
     grouped = [id(q) for g in groups for q in g["params"]]
     assert sorted(grouped) == sorted(id(q) for q in method.parameters() if q.requires_grad)
     # lr 1: one step must move the EMA targets (m = 0.999) by more than float32's resolution
-    optimizer, _ = build_optimizer(groups, OptimConfig(batch_size=256, base_lr=1.0), 10, 0)
+    optimizer, _ = build_optimizer(
+        groups, OptimConfig(batch_size=256, base_lr=1.0), StepSchedule(10)
+    )
 
     before = _state(method)
     method.train()

@@ -45,3 +45,23 @@ def test_constant_output_warns_once_and_logs_about_zero():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second collapsed epoch does not warn again
         _epoch(monitor, [constant])
+
+
+def test_throughput_counts_the_waits_for_data_between_steps(monkeypatch: pytest.MonkeyPatch):
+    """Three 1-s steps with 3-s waits between them (the wait for the epoch's first batch,
+    loader start-up, is not counted)."""
+    from siamkit.train import callbacks
+
+    clock = iter([0.0, 1.0, 4.0, 5.0, 8.0, 9.0])  # start/end of 3 steps, 3 s apart
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    monitor = callbacks.Throughput()
+    trainer, module = types.SimpleNamespace(world_size=2), _Module()
+    batch = types.SimpleNamespace(indices=torch.arange(4))
+    monitor.on_train_epoch_start(trainer, module)  # type: ignore[arg-type]
+    for _ in range(3):
+        monitor.on_train_batch_start(trainer)  # type: ignore[arg-type]
+        monitor.on_train_batch_end(trainer, module, None, batch, 0)  # type: ignore[arg-type]
+    monitor.on_train_epoch_end(trainer, module)  # type: ignore[arg-type]
+    # 3 batches x 4 images x 2 processes = 24 images over 3 s of steps + 6 s of waits.
+    assert module.logged["train/images_per_sec"] == pytest.approx(24 / 9)
+    assert module.logged["train/data_wait"] == pytest.approx(6 / 9)

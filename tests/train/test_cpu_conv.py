@@ -84,9 +84,12 @@ def test_patch_conv_auto_follows_amx_and_on_off_are_obeyed(monkeypatch, amx):
 @pytest.mark.parametrize(("mode", "patched"), [("on", True), ("off", False)])
 def test_training_module_uses_the_patch_gemm_as_configured(mode, patched):
     from siamkit.config import load_config
+    from siamkit.encoders import create_backbone
+    from siamkit.methods import create_method
     from siamkit.train.loop import PretrainModule
 
     cfg = load_config(None, values={"train.patch_conv": mode, "backbone.name": "small_cnn"})
-    module = PretrainModule(cfg, steps_per_epoch=1)
+    method = create_method(create_backbone(cfg.backbone), cfg.method)
+    module = PretrainModule(cfg, method, steps_per_epoch=1)
     kinds = {type(m) for m in module.method.modules() if isinstance(m, nn.Conv2d)}
     assert kinds == ({PatchGradConv2d} if patched else {nn.Conv2d})

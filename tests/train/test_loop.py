@@ -137,6 +137,43 @@ def test_load_method_returns_the_trained_weights(trained):
 # --------------------------------------------------------------------------------------------
 # Resume and overwrite
 # --------------------------------------------------------------------------------------------
+def _batches_seen(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Record the image indices of every training batch of the runs that follow."""
+    from siamkit.train.loop import PretrainModule
+
+    seen: list[list[int]] = []
+    step = PretrainModule.training_step
+
+    def recording(self: PretrainModule, batch, idx):  # type: ignore[no-untyped-def]
+        seen.append(batch.indices.tolist())
+        return step(self, batch, idx)
+
+    monkeypatch.setattr(PretrainModule, "training_step", recording)
+    return seen
+
+
+def test_a_run_stopped_inside_an_epoch_resumes_at_the_next_batch(
+    tmp_path: Path, splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step checkpoint holds the loader's position (epoch 0, 5 batches); the run resumed from
+    it trains on batches 6-9 of the uninterrupted run, not on a restart of the epoch."""
+    seen = _batches_seen(monkeypatch)
+    pretrain(small_config(tmp_path / "whole", "train.max_steps=9"), splits=splits)
+    whole = list(seen)
+    seen.clear()
+    out = tmp_path / "cut"
+    pretrain(
+        small_config(out, "train.max_steps=7", "train.checkpoint_every_steps=5"), splits=splits
+    )
+    step5 = out / "checkpoints" / "step0000005.ckpt"
+    raw = torch.load(step5, map_location="cpu", weights_only=False)
+    assert raw["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 5}]
+    assert seen == whole[:7]
+    seen.clear()
+    pretrain(small_config(out, "train.max_steps=9"), resume=str(step5), splits=splits)
+    assert seen == whole[5:9]
+
+
 def test_resume_continues_to_the_requested_epoch(tmp_path, splits):
     out = tmp_path / "run"
     first = pretrain(small_config(out), splits=splits)

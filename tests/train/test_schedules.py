@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from siamkit.config import OptimConfig
-from siamkit.train.schedules import LARS, build_optimizer, cosine_with_warmup
+from siamkit.train.schedules import LARS, StepSchedule, build_optimizer, cosine_with_warmup
 
 
 def test_cosine_start_half_end():
@@ -60,7 +60,7 @@ def _groups():
 
 def test_build_optimizer_is_sgd_with_the_scaled_lr():
     cfg = OptimConfig(batch_size=128, base_lr=0.05, momentum=0.9, weight_decay=5e-4)
-    optimizer, _ = build_optimizer(_groups(), cfg, total_steps=10, warmup_steps=0)
+    optimizer, _ = build_optimizer(_groups(), cfg, StepSchedule(10, 0))
     assert isinstance(optimizer, torch.optim.SGD)
     for group in optimizer.param_groups:
         assert group["lr"] == pytest.approx(cfg.lr)
@@ -73,7 +73,7 @@ def test_build_optimizer_is_sgd_with_the_scaled_lr():
 def test_fixed_lr_group_stays_constant_while_others_follow_the_schedule(warmup):
     cfg = OptimConfig(batch_size=256, base_lr=0.1)
     total = 12
-    optimizer, scheduler = build_optimizer(_groups(), cfg, total_steps=total, warmup_steps=warmup)
+    optimizer, scheduler = build_optimizer(_groups(), cfg, StepSchedule(total, warmup))
     seen = []
     for step in range(total):
         encoder_lr, predictor_lr = (g["lr"] for g in optimizer.param_groups)
@@ -91,7 +91,7 @@ def test_fixed_lr_group_stays_constant_while_others_follow_the_schedule(warmup):
 def test_fixed_lr_false_decays_too():
     groups = _groups()
     groups[1]["fixed_lr"] = False
-    optimizer, scheduler = build_optimizer(groups, OptimConfig(), total_steps=4, warmup_steps=0)
+    optimizer, scheduler = build_optimizer(groups, OptimConfig(), StepSchedule(4, 0))
     for _ in range(2):
         optimizer.step()
         scheduler.step()
@@ -117,7 +117,7 @@ def test_lars_matches_the_algorithm_and_skips_biases():
     w0, b0 = weight.detach().clone(), bias.detach().clone()
     gw, gb = torch.randn(4, 3), torch.randn(4)
     cfg = OptimConfig(batch_size=256, base_lr=0.5, weight_decay=0.1, optimizer="lars")
-    opt, _ = build_optimizer([{"params": [weight, bias]}], cfg, total_steps=10, warmup_steps=0)
+    opt, _ = build_optimizer([{"params": [weight, bias]}], cfg, StepSchedule(10, 0))
     assert isinstance(opt, LARS)
     for _ in range(2):
         weight.grad, bias.grad = gw.clone(), gb.clone()
@@ -132,7 +132,5 @@ def test_lars_matches_the_algorithm_and_skips_biases():
 def test_adamw_and_sgd_are_selectable():
     p = torch.nn.Parameter(torch.randn(3))
     for name, cls in (("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
-        opt, _ = build_optimizer(
-            [{"params": [p]}], OptimConfig(optimizer=name), total_steps=5, warmup_steps=0
-        )
+        opt, _ = build_optimizer([{"params": [p]}], OptimConfig(optimizer=name), StepSchedule(5, 0))
         assert isinstance(opt, cls)

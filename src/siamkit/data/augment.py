@@ -237,14 +237,28 @@ class BatchViews:
         """
         cfg, dev = self.cfg, images.device
         n, _, height, width = images.shape
+        x = images.float().div_(255)
+        # 1. RandomResizedCrop (the flip follows in finish(); a flip commutes with the rest).
+        boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, dev, generator)
+        return self.finish(resized_crop(x, boxes, cfg.size), generator)
+
+    @torch.no_grad()
+    def finish(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Everything after the crop: flip, colour jitter, grayscale, blur, solarisation and
+        normalisation, for crops cut elsewhere (DataLoader workers of streamed data).
+
+        Args:
+            x: ``(B, 3, size, size)`` float32 crops in [0, 1] (modified in place).
+            generator: Optional RNG on the crops' device.
+
+        Returns:
+            ``(B, 3, size, size)`` float32 views, normalised.
+        """
+        cfg, dev, n = self.cfg, x.device, x.shape[0]
 
         def rand(*shape: int) -> torch.Tensor:
             return torch.rand(*shape, device=dev, generator=generator)
 
-        x = images.float().div_(255)
-        # 1. RandomResizedCrop + horizontal flip (a flip commutes with every later step).
-        boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, dev, generator)
-        x = resized_crop(x, boxes, cfg.size)  # (B, 3, S, S)
         flip = rand(n) < cfg.flip_prob
         x = torch.where(_per_image(flip), x.flip(-1), x)
 
@@ -289,8 +303,11 @@ class BatchViews:
 def eval_views(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     """Deterministic evaluation input: centre crop (ImageNet's 224-of-256 rule) and normalise.
 
+    The shorter side is resized to ``round(S x 256/224)`` (left alone when it already equals
+    ``S``), then the centre ``S x S`` is cut, as torchvision's ``Resize`` + ``CenterCrop`` do.
+
     Args:
-        images: ``(B, 3, H, W)`` uint8 square images.
+        images: ``(B, 3, H, W)`` uint8 images.
         cfg: The augmentation config (its ``eval_size`` or else ``size``, ``mean`` and ``std``).
 
     Returns:
@@ -298,13 +315,22 @@ def eval_views(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     """
     x = images.float().div_(255)
     size = cfg.effective_eval_size
-    if x.shape[-1] != size:
-        resize_to = round(size * 256 / 224)
-        if x.shape[-1] != resize_to:
-            x = F.interpolate(x, size=(resize_to, resize_to), mode="bilinear", antialias=True)
-        offset = (resize_to - size) // 2
-        x = x[..., offset : offset + size, offset : offset + size]
+    height, width = x.shape[-2:]
+    if min(height, width) != size:
+        side = round(size * 256 / 224)
+        if (height, width) != (side, side) and min(height, width) != side:
+            scale = side / min(height, width)
+            height, width = max(side, round(height * scale)), max(side, round(width * scale))
+            x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True)
+    top, left = (height - size) // 2, (width - size) // 2
+    x = x[..., top : top + size, left : left + size]
     return normalize(x, cfg.mean, cfg.std)
+
+
+def finish_crops(crops: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Normalised float32 input from ``(B, 3, S, S)`` uint8 crops cut by workers (the centre
+    views of streamed data, already at the evaluation size)."""
+    return normalize(crops.float().div_(255), cfg.mean, cfg.std)
 
 
 def crop_flip_recipe(cfg: AugmentConfig, crop_scale: tuple[float, float]) -> AugmentConfig:

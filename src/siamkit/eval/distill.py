@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 from siamkit.config import BackboneConfig, DataConfig
 from siamkit.config import to_dict as config_to_dict
 from siamkit.data.datasets import Splits, load_splits
+from siamkit.data.device_decode import to_device
+from siamkit.data.loader import Batch, ImageData
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError
 from siamkit.eval.finetune import (
@@ -47,6 +50,7 @@ from siamkit.eval.finetune import (
     predict_logits,
     resolve_device,
     save_classifier,
+    sgd_loader,
     topk_accuracy,
     train_sgd,
     use_bf16,
@@ -209,8 +213,8 @@ def distill(
     splits = splits or load_splits(data)
     test = labelled_test(splits, "distillation's evaluation")
     assert test.labels is not None
-    images = splits.train.images  # (N, 3, S, S) uint8; the labels are not used
-    labelled: tuple[torch.Tensor, torch.Tensor] | None = None
+    images = splits.train  # every training image; the labels are not used
+    labelled: ImageData | None = None
     if cfg.alpha < 1.0:
         labelled = _labelled_subset(splits, info)
 
@@ -228,31 +232,35 @@ def distill(
     # 3. Train the student on the teacher's soft targets (and the labels, alpha < 1).
     views = crop_flip_views(info.augment, cfg.crop_scale)
     view_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    label_gen = torch.Generator().manual_seed(cfg.seed + 1)
-
-    def view(batch: torch.Tensor) -> torch.Tensor:
-        x = views(batch.to(device, non_blocking=True), view_gen)
-        return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-
-    def step(idx: torch.Tensor) -> torch.Tensor:
-        x = view(images[idx])
-        with torch.no_grad():  # the teacher is fixed [Sec. 2]
-            teacher_logits = teacher_model(x)
-        loss = soft_target_cross_entropy(student(x), teacher_logits, cfg.temperature)  # Eq. 2
-        if labelled is None:
-            return loss
-        # Eq. 3: a batch of the labelled subset adds its cross-entropy with weight 1 - alpha.
-        lab_images, lab_labels = labelled
-        pick = torch.randperm(len(lab_labels), generator=label_gen)[: len(idx)]
-        logits = student(view(lab_images[pick])).float()
-        ce = F.cross_entropy(logits, lab_labels[pick].to(device))
-        return cfg.alpha * loss + (1.0 - cfg.alpha) * ce
-
     run = SGDRun(
         cfg.epochs, cfg.batch_size, cfg.peak_lr, cfg.momentum, cfg.nesterov, cfg.weight_decay
     )
-    order_gen = torch.Generator().manual_seed(cfg.seed)
-    losses = train_sgd(student, len(images), step, run, order_gen, bf16, device, "distillation")
+    loader = sgd_loader(images, views, run.batch_size, cfg.seed)
+    # Eq. 3's labelled batches: an endless stream over the teacher's labelled subset.
+    labelled_batches = (
+        _endless(sgd_loader(labelled, views, run.batch_size, cfg.seed + 1))
+        if (labelled is not None)
+        else None
+    )
+
+    def view(batch: Batch) -> torch.Tensor:
+        x = views(to_device(batch, device).images, view_gen)[0]
+        return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+    def step(batch: Batch) -> torch.Tensor:
+        x = view(batch)
+        with torch.no_grad():  # the teacher is fixed [Sec. 2]
+            teacher_logits = teacher_model(x)
+        loss = soft_target_cross_entropy(student(x), teacher_logits, cfg.temperature)  # Eq. 2
+        if labelled_batches is None:
+            return loss
+        # Eq. 3: a batch of the labelled subset adds its cross-entropy with weight 1 - alpha.
+        lab = next(labelled_batches)
+        logits = student(view(lab)).float()
+        ce = F.cross_entropy(logits, lab.labels.to(device))
+        return cfg.alpha * loss + (1.0 - cfg.alpha) * ce
+
+    losses = train_sgd(student, loader, step, run, bf16, device, "distillation")
 
     # 4. Evaluate teacher and student on the held-out split.
     logits_of = functools.partial(
@@ -262,8 +270,8 @@ def distill(
         bf16=bf16,
         channels_last=cfg.channels_last,
     )
-    t_logits = logits_of(teacher_model, test.images)
-    s_logits = logits_of(student, test.images)
+    t_logits = logits_of(teacher_model, test)
+    s_logits = logits_of(student, test)
     result = DistillResult(
         teacher_top1=topk_accuracy(t_logits, test.labels, 1),
         teacher_top5=topk_accuracy(t_logits, test.labels, 5),
@@ -305,8 +313,8 @@ def distill(
     return result
 
 
-def _labelled_subset(splits: Splits, info: ClassifierInfo) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels of the teacher's labelled subset, checked against this data."""
+def _labelled_subset(splits: Splits, info: ClassifierInfo) -> ImageData:
+    """The teacher's labelled subset of the training images, checked against this data."""
     labels = splits.train.labels
     if labels is None or info.label_indices is None:
         raise DataError(
@@ -319,8 +327,16 @@ def _labelled_subset(splits: Splits, info: ClassifierInfo) -> tuple[torch.Tensor
             f"training split (labels {labels_hash(labels)}); distil on the teacher's data or "
             "use alpha 1"
         )
-    idx = info.label_indices
-    return splits.train.images[idx], labels[idx]
+    return splits.train.subset(info.label_indices)
+
+
+def _endless(loader: Any) -> Iterator[Batch]:
+    """The batches of ``loader``, epoch after epoch."""
+    epoch = 0
+    while True:
+        loader.epoch_sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
 
 
 __all__ = ["DistillConfig", "DistillResult", "distill"]

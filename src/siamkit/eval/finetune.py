@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,10 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from siamkit import runtime
 from siamkit.config import AugmentConfig, BackboneConfig, DataConfig, MethodConfig, from_dict
 from siamkit.config import to_dict as config_to_dict
-from siamkit.data.augment import BatchViews, crop_flip_recipe
-from siamkit.data.datasets import ImageSet, Splits, load_splits, require_labels
+from siamkit.data.augment import crop_flip_recipe
+from siamkit.data.datasets import Splits, load_splits, require_labels
+from siamkit.data.device_decode import to_device
+from siamkit.data.loader import Batch, ImageData, ResumableLoader, make_loader
+from siamkit.data.views import Views
 from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from siamkit.eval.features import extract_features
@@ -278,9 +282,7 @@ def resolve_device(name: str) -> torch.device:
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether to run under bf16 autocast for ``precision`` on ``device``."""
     if precision == "auto":
-        from siamkit.train.loop import fast_bf16_available  # late: train imports eval
-
-        return fast_bf16_available(device.type)
+        return runtime.fast_bf16_available(device.type)
     return precision == "bf16-mixed"
 
 
@@ -291,29 +293,29 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     return contextlib.nullcontext()
 
 
-def crop_flip_views(augment: AugmentConfig, crop_scale: tuple[float, float]) -> BatchViews:
-    """Batched RandomResizedCrop + horizontal flip at the evaluation size, nothing else: the
+def crop_flip_views(augment: AugmentConfig, crop_scale: tuple[float, float]) -> Views:
+    """RandomResizedCrop + horizontal flip at the evaluation size, nothing else: the
     fine-tuning and distillation augmentation (:func:`~siamkit.data.augment.crop_flip_recipe`)."""
-    return BatchViews(crop_flip_recipe(augment, crop_scale))
+    return Views([crop_flip_recipe(augment, crop_scale)])
 
 
 def predict_logits(
     model: Classifier,
-    images: torch.Tensor,
+    images: ImageData,
     augment: AugmentConfig,
     batch_size: int = 512,
     device: torch.device | str | None = None,
     bf16: bool = False,
     channels_last: bool = False,
 ) -> torch.Tensor:
-    """Logits of uint8 images, centre view (:func:`~siamkit.data.augment.eval_views`), eval mode.
+    """Logits of centre views (:func:`~siamkit.data.augment.eval_views`), eval mode.
 
     The frozen-feature pass of evaluation (:func:`~siamkit.eval.features.extract_features`) with
     the classifier's kept head layers and linear layer as its head.
 
     Args:
         model: A classifier, ``(B, 3, S, S)`` -> ``(B, C)``.
-        images: ``(N, 3, H, W)`` uint8.
+        images: Any storage.
         augment: View size and normalisation.
         batch_size: Images per forward pass.
         device: Where to compute (default: the model's device).
@@ -357,33 +359,28 @@ class SGDRun:
     weight_decay: float
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """One epoch of index batches: a fresh permutation, the last partial batch dropped (but at
-    least one batch; BatchNorm in train mode needs every batch to hold two images or more)."""
-    batch = min(batch_size, n)
-    order = torch.randperm(n, generator=generator)
-    for i in range(max(1, n // batch)):
-        yield order[i * batch : (i + 1) * batch]
+def sgd_loader(data: ImageData, views: Views, batch_size: int, seed: int) -> ResumableLoader:
+    """Shuffled batches of ``data`` for :func:`train_sgd`: incomplete batches dropped, but at
+    least one batch (BatchNorm in train mode needs every batch to hold two images or more)."""
+    return make_loader(data, views.specs, min(batch_size, len(data)), train=True, seed=seed)
 
 
 def train_sgd(
     model: nn.Module,
-    num_items: int,
-    step: Callable[[torch.Tensor], torch.Tensor],
+    loader: ResumableLoader,
+    step: Callable[[Batch], torch.Tensor],
     run: SGDRun,
-    generator: torch.Generator,
     bf16: bool,
     device: torch.device,
     what: str,
 ) -> list[float]:
-    """Optimise ``model`` with SGD over ``run.epochs`` passes through ``num_items`` items.
+    """Optimise ``model`` with SGD over ``run.epochs`` passes of ``loader``.
 
     Args:
         model: The trainable module (kept in train mode, so BatchNorm uses batch statistics).
-        num_items: Items to draw batches of indices from.
-        step: ``(B,)`` CPU indices -> scalar float32 loss (the caller augments and forwards).
+        loader: Batches of the training images (:func:`sgd_loader`).
+        step: A CPU batch -> scalar float32 loss (the caller augments and forwards).
         run: Optimiser settings.
-        generator: CPU generator of the batch order.
         bf16: Call ``step`` under bf16 autocast.
         device: The model's device.
         what: Name of the run for the divergence message.
@@ -404,16 +401,16 @@ def train_sgd(
         nesterov=run.nesterov,
         weight_decay=run.weight_decay,
     )
-    steps_per_epoch = max(1, num_items // min(run.batch_size, num_items))
-    total = run.epochs * steps_per_epoch
+    total = run.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, 0))
     model.train()
     history = []
     for epoch in range(run.epochs):
+        loader.epoch_sampler.set_epoch(epoch)
         losses = []
-        for idx in _batches(num_items, run.batch_size, generator):
+        for batch in loader:
             with autocast(device, bf16):
-                loss = step(idx)
+                loss = step(batch)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"{what} loss became {float(loss)} in epoch {epoch + 1}; lower the learning "
@@ -653,7 +650,7 @@ def num_classes_of(splits: Splits) -> int:
     return int(max(int(y.max()) for y in labels)) + 1
 
 
-def labelled_test(splits: Splits, what: str) -> ImageSet:
+def labelled_test(splits: Splits, what: str) -> ImageData:
     """The held-out split, which must exist and have labels."""
     if splits.test is None:
         raise DataError(
@@ -736,7 +733,7 @@ def finetune(
         test = labelled_test(splits, "fine-tuning")
         assert test.labels is not None
         if augment is None:
-            augment = AugmentConfig(size=int(splits.train.images.shape[-1]))
+            augment = AugmentConfig(size=_image_side(splits.train))
         name = dataset_name(data)
         indices = subset_indices(y_train, cfg.label_fraction, cfg.seed, index_file, name)
         num_classes = num_classes_of(splits)
@@ -747,22 +744,23 @@ def finetune(
     bf16 = use_bf16(cfg.precision, device)
 
     # 3. Train on crop + flip views of the labelled images.
-    images, labels = splits.train.images[indices], y_train[indices]
+    labelled = splits.train.subset(indices)
+    labels = y_train[indices]
     views = crop_flip_views(augment, cfg.crop_scale)
     view_gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    def step(idx: torch.Tensor) -> torch.Tensor:
-        x = views(images[idx].to(device, non_blocking=True), view_gen)
+    def step(batch: Batch) -> torch.Tensor:
+        x = views(to_device(batch, device).images, view_gen)[0]
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = model(x).float()  # the loss in float32
-        return F.cross_entropy(logits, labels[idx].to(device), label_smoothing=cfg.label_smoothing)
+        return F.cross_entropy(logits, batch.labels.to(device), label_smoothing=cfg.label_smoothing)
 
     run = SGDRun(
         cfg.num_epochs, cfg.batch_size, cfg.peak_lr, cfg.momentum, cfg.nesterov, cfg.weight_decay
     )
-    order_gen = torch.Generator().manual_seed(cfg.seed)
-    losses = train_sgd(model, len(indices), step, run, order_gen, bf16, device, "fine-tuning")
+    loader = sgd_loader(labelled, views, run.batch_size, cfg.seed)
+    losses = train_sgd(model, loader, step, run, bf16, device, "fine-tuning")
 
     # 4. Evaluate.
     logits_of = functools.partial(
@@ -772,8 +770,8 @@ def finetune(
         bf16=bf16,
         channels_last=cfg.channels_last,
     )
-    test_logits = logits_of(model, test.images)
-    train_logits = logits_of(model, images)
+    test_logits = logits_of(model, test)
+    train_logits = logits_of(model, labelled)
     result = FinetuneResult(
         top1=topk_accuracy(test_logits, test.labels, 1),
         top5=topk_accuracy(test_logits, test.labels, 5),
@@ -818,6 +816,16 @@ def finetune(
     return result
 
 
+def _image_side(data: ImageData) -> int:
+    """The side of a memory set's images (the default view size of a scratch baseline)."""
+    images = getattr(data, "images", None)
+    if images is None:
+        raise ConfigError(
+            "a from-scratch baseline on streamed images needs the view size: pass augment"
+        )
+    return int(images.shape[-1])
+
+
 def write_results(path: Path, results: dict[str, Any]) -> Path:
     """Write ``results`` as indented JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -839,6 +847,7 @@ __all__ = [
     "load_classifier",
     "predict_logits",
     "save_classifier",
+    "sgd_loader",
     "topk_accuracy",
     "train_sgd",
     "trunk_from_method",

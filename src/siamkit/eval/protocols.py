@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,15 +11,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from siamkit.config import AugmentConfig, DataConfig
-from siamkit.data.augment import BatchViews, crop_flip_recipe
-from siamkit.data.datasets import load_folder, load_splits, require_labels
+from siamkit import runtime
+from siamkit.config import AugmentConfig, DataConfig, RunConfig
+from siamkit.data.augment import crop_flip_recipe
+from siamkit.data.datasets import load_splits, require_labels
+from siamkit.data.files import list_files
+from siamkit.data.stream import StreamSet
+from siamkit.data.views import Views
 from siamkit.errors import ConfigError, DataError
-from siamkit.eval.features import extract_features
+from siamkit.eval.features import extract_features, iter_features
 from siamkit.eval.knn import knn_accuracy
 from siamkit.eval.linear import linear_probe
 from siamkit.train.checkpoint import load_backbone, load_method, read_checkpoint
-from siamkit.train.loop import resolve_precision
 
 #: Which representation an evaluation reads: h (backbone output) or g(h) (after the projector).
 Features = Literal["backbone", "projection"]
@@ -31,6 +34,18 @@ def linear_eval_views(augment: AugmentConfig) -> AugmentConfig:
     return crop_flip_recipe(augment, (0.08, 1.0))
 
 
+def run_extract_options(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+    """Feature-extraction options that reproduce a run's own figures on ``device``: its
+    precision (bf16 autocast where it trained with it, as its kNN monitor did) and memory
+    format."""
+    precision = runtime.resolve_precision(cfg.train.precision, device.type)
+    return {
+        "device": device,
+        "bf16": precision == "bf16-mixed",
+        "channels_last": cfg.train.channels_last != "off",
+    }
+
+
 def _labelled_features(
     checkpoint: str | Path,
     data: DataConfig | None,
@@ -38,6 +53,7 @@ def _labelled_features(
     features: Features = "backbone",
     augment_copies: int = 0,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train/test features and labels of ``data`` (default: the checkpoint's own data).
 
@@ -50,7 +66,9 @@ def _labelled_features(
         )
     if augment_copies < 0:
         raise ConfigError(f"augment copies must be >= 0, got {augment_copies}")
+    device = device or torch.device("cpu")
     cfg, method = load_method(checkpoint)
+    method.to(device)
     backbone: nn.Module = method.backbone  # type: ignore[assignment]
     projector: nn.Module = method.projector  # type: ignore[assignment]  # every method has g
     head = projector if features == "projection" else None
@@ -62,27 +80,28 @@ def _labelled_features(
         )
     y_train = require_labels(splits.train, what)
     y_test = require_labels(splits.test, what)
-    images = splits.train.images
-    # The run's own precision and memory format (bf16 autocast where the run trained with it,
-    # as its kNN monitor did), so that `eval knn` reproduces the run's reported figure.
-    extract = functools.partial(
-        extract_features,
-        bf16=resolve_precision(cfg, "cpu") == "bf16-mixed",
-        channels_last=cfg.train.channels_last != "off",
-    )
+    options = {"head": head, **run_extract_options(cfg, device)}
     if augment_copies:
-        views = BatchViews(linear_eval_views(cfg.augment))
-        g = torch.Generator().manual_seed(seed)
+        views = Views([linear_eval_views(cfg.augment)])
+        g = torch.Generator(device).manual_seed(seed)
         x_train = torch.cat(
             [
-                extract(backbone, images, cfg.augment, head=head, views=lambda x: views(x, g))
-                for _ in range(augment_copies)
+                extract_features(
+                    backbone,
+                    splits.train,
+                    cfg.augment,
+                    views=views,
+                    generator=g,
+                    seed=seed + c,
+                    **options,
+                )
+                for c in range(augment_copies)
             ]
         )
         y_train = y_train.repeat(augment_copies)
     else:
-        x_train = extract(backbone, images, cfg.augment, head=head)
-    x_test = extract(backbone, splits.test.images, cfg.augment, head=head)
+        x_train = extract_features(backbone, splits.train, cfg.augment, **options)
+    x_test = extract_features(backbone, splits.test, cfg.augment, **options)
     return x_train, y_train, x_test, y_test
 
 
@@ -92,6 +111,7 @@ def knn_eval(
     k: int | None = None,
     temperature: float | None = None,
     features: Features = "backbone",
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Weighted kNN top-1 (%) of a checkpoint's h (or g(h)) on the held-out split.
 
@@ -104,7 +124,9 @@ def knn_eval(
     temperature = run.knn_temperature if temperature is None else temperature
     if k < 1 or not temperature > 0:
         raise ConfigError(f"kNN needs k >= 1 and temperature > 0, got k={k}, T={temperature}")
-    x_tr, y_tr, x_te, y_te = _labelled_features(checkpoint, data, "kNN evaluation", features)
+    x_tr, y_tr, x_te, y_te = _labelled_features(
+        checkpoint, data, "kNN evaluation", features, device=device
+    )
     top1 = knn_accuracy(x_tr, y_tr, x_te, y_te, k, temperature)
     return {
         "protocol": "knn",
@@ -126,6 +148,7 @@ def linear_eval(
     weight_decay: float = 0.0,
     augment_copies: int = 0,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Linear probe top-1/top-5 (%) on frozen features of a checkpoint.
 
@@ -142,6 +165,7 @@ def linear_eval(
         augment_copies: 0: centre views, features computed once; n > 0: n random crop + flip
             views of each training image, computed once.
         seed: Seed of the probe and of the augmented views.
+        device: Where features are computed (default: the CPU).
     """
     if epochs < 1 or not lr > 0 or batch_size < 1 or weight_decay < 0:
         raise ConfigError(
@@ -151,7 +175,7 @@ def linear_eval(
     if optimizer not in ("sgd", "lbfgs"):
         raise ConfigError(f"linear probe optimizer must be 'sgd' or 'lbfgs', got {optimizer!r}")
     x_tr, y_tr, x_te, y_te = _labelled_features(
-        checkpoint, data, "linear evaluation", features, augment_copies, seed
+        checkpoint, data, "linear evaluation", features, augment_copies, seed, device
     )
     result = linear_probe(
         x_tr,
@@ -178,22 +202,40 @@ def linear_eval(
 
 
 def embed_folder(
-    checkpoint: str | Path, folder: str | Path, output: str | Path, strict: bool = False
+    checkpoint: str | Path,
+    folder: str | Path,
+    output: str | Path,
+    strict: bool = False,
+    device: torch.device | None = None,
+    num_workers: int | None = None,
 ) -> Path:
     """Write backbone features of every image under ``folder`` to ``output`` (.npy).
 
-    The row order is written beside it, one source path a line, in ``<output>.paths.txt``.
+    Images are streamed (any folder size fits) and given the run's evaluation centre view. The
+    row order is written beside it, one source path a line, in ``<output>.paths.txt``;
+    unreadable images are left out of both (an error under ``strict``).
     """
+    device = device or torch.device("cpu")
     cfg, backbone = load_backbone(checkpoint)
-    data = dataclasses.replace(cfg.data, dataset="folder", path=str(folder), strict=strict)
-    # Decode as training did; small views are used whole, large ones centre-cropped 224/256.
-    view = cfg.augment.effective_eval_size
-    size = cfg.data.decode_size or (view if view <= 64 else round(view * 256 / 224))
-    images = load_folder(Path(folder), size, data)
-    feats = extract_features(backbone, images.images, cfg.augment)
+    backbone.to(device)
+    files = list_files(Path(folder))
+    data = StreamSet(
+        files, num_workers if num_workers is not None else runtime.default_num_workers()
+    )
+    options = run_extract_options(cfg, device)
+    rows, paths, skipped = [], [], 0
+    for batch in iter_features(backbone, data, cfg.augment, strict=strict, **options):
+        keep = ~batch.unreadable
+        rows.append(batch.values[keep])
+        paths += [files.paths[i] for i in batch.indices[keep].tolist()]
+        skipped += int(batch.unreadable.sum())
+    if skipped:
+        warnings.warn(
+            f"skipped {skipped} unreadable image(s) of {len(files)} under {folder}",
+            stacklevel=2,
+        )
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, feats.numpy())
-    paths = out.with_name(out.name + ".paths.txt")
-    paths.write_text("\n".join(images.paths or []) + "\n")
+    np.save(out, torch.cat(rows).numpy())
+    out.with_name(out.name + ".paths.txt").write_text("\n".join(paths) + "\n")
     return out

@@ -111,6 +111,7 @@ def write_report(
     tsne_images: int = 2000,
     max_images: int = 5000,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> Path:
     """Write ``<run_dir>/report/report.html``, a self-contained report of a pretraining run.
 
@@ -126,6 +127,7 @@ def write_report(
         tsne_images: Points in the t-SNE map (a seeded random subset).
         max_images: Images for the representation metrics.
         seed: Seed of the subsets, the augmented views and t-SNE.
+        device: Where features are computed (default: the CPU).
 
     Returns:
         The path of report.html.
@@ -158,14 +160,16 @@ def write_report(
 
     # 2. Representation metrics of h and g(h), and a t-SNE map of h.
     cfg, method = load_method(run)
+    method.to(device or torch.device("cpu"))
     images, split = metric_images(data or cfg.data, max(max_images, tsne_images), seed)
-    metrics = method_metrics(method, images.images[:max_images], cfg.augment, seed)
+    first = torch.arange(min(max_images, len(images)))
+    metrics = method_metrics(method, images.subset(first), cfg.augment, seed)
     metrics["split"] = split
     (out / "representation.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    subset = slice(0, tsne_images)
+    shown = images.subset(torch.arange(min(tsne_images, len(images))))
     backbone: nn.Module = method.backbone  # type: ignore[assignment]
-    h = extract_features(backbone, images.images[subset], cfg.augment)
-    labels = None if images.labels is None else images.labels[subset]
+    h = extract_features(backbone, shown, cfg.augment)
+    labels = shown.labels
     tsne = tsne_plot(h, labels, images.classes, max_points=tsne_images, seed=seed)
     pngs[f"t-SNE of h ({split} images)"] = save_png(tsne, out / "tsne.png")
 

@@ -8,7 +8,6 @@ augmented views (the run's own recipe) of the same images.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,9 @@ import torch
 from torch import nn
 
 from siamkit.config import AugmentConfig, DataConfig
-from siamkit.data.augment import BatchViews
-from siamkit.data.datasets import ImageSet, load_splits
+from siamkit.data.datasets import load_splits
+from siamkit.data.loader import ImageData
+from siamkit.data.views import Views
 from siamkit.errors import ConfigError
 from siamkit.eval.features import extract_features
 from siamkit.eval.metrics import alignment, output_std, rankme, uniformity
@@ -25,13 +25,13 @@ from siamkit.train.checkpoint import load_method
 
 
 def projection_features(
-    method: nn.Module, images: torch.Tensor, augment: AugmentConfig, batch_size: int = 512
+    method: nn.Module, images: ImageData, augment: AugmentConfig, batch_size: int | None = None
 ) -> torch.Tensor:
-    """Projections g(h) of centre views of uint8 images, in eval mode.
+    """Projections g(h) of centre views of images, in eval mode.
 
     Args:
         method: A method (``.backbone``, ``.projector``).
-        images: ``(N, 3, H, W)`` uint8.
+        images: Any storage.
         augment: Gives the view size and normalisation.
         batch_size: Images per forward pass.
 
@@ -43,7 +43,7 @@ def projection_features(
         images,
         augment,
         batch_size=batch_size,
-        head=method.projector,  # type: ignore[arg-type]
+        head=method.projector,
     )
 
 
@@ -86,16 +86,16 @@ def output_metrics(
 
 def method_metrics(
     method: nn.Module,
-    images: torch.Tensor,
+    images: ImageData,
     augment: AugmentConfig,
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """:func:`output_metrics` of h and g(h) of a loaded method on ``images``.
 
     Args:
         method: A method (``.backbone``, ``.projector``).
-        images: ``(N, 3, H, W)`` uint8, N >= 2.
+        images: Any storage, N >= 2.
         augment: The run's view recipe (centre views and the two augmented views).
         seed: Seed of the augmented views.
         batch_size: Images per forward pass.
@@ -106,29 +106,31 @@ def method_metrics(
     backbone, projector = method.backbone, method.projector
     device = next(method.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
-    views = BatchViews(augment)
 
-    def features(make_views: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    def features(views: Views | None, crop_seed: int = 0) -> torch.Tensor:
         return extract_features(
             backbone,  # type: ignore[arg-type]
             images,
             augment,
             batch_size=batch_size,
-            views=make_views,
+            views=views,
+            generator=generator,
+            seed=crop_seed,
         )
 
     h = features(None)  # centre views
-    h1 = features(lambda x: views(x, generator))
-    h2 = features(lambda x: views(x, generator))  # the generator has moved on: other views
-    g, g1, g2 = (project(projector, x, batch_size) for x in (h, h1, h2))  # type: ignore[arg-type]
+    augmented = Views([augment])
+    h1 = features(augmented, seed)
+    h2 = features(augmented, seed + 1)  # the generators have moved on: other views
+    g, g1, g2 = (project(projector, x) for x in (h, h1, h2))  # type: ignore[arg-type]
     return {
         "h": output_metrics(h, h1, h2),
         "g": output_metrics(g, g1, g2),
-        "num_images": int(images.shape[0]),
+        "num_images": len(images),
     }
 
 
-def metric_images(data: DataConfig, max_images: int, seed: int = 0) -> tuple[ImageSet, str]:
+def metric_images(data: DataConfig, max_images: int, seed: int = 0) -> tuple[ImageData, str]:
     """Up to ``max_images`` images of the test split (else of train) in a random order.
 
     The order is a permutation drawn with ``seed``, so every prefix is a random subset too (a
@@ -148,6 +150,7 @@ def representation_metrics(
     data: DataConfig | None = None,
     max_images: int = 5000,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Collapse std, RankMe, uniformity and alignment of a checkpoint's h and g(h).
 
@@ -158,6 +161,7 @@ def representation_metrics(
         max_images: At most this many images (a seeded random subset); uniformity costs
             ``N^2 / 2`` pairs.
         seed: Seed of the subset and of the augmented views.
+        device: Where to compute (default: the CPU).
 
     Returns:
         ``{"h": {...}, "g": {...}, "num_images": N, "split": "test" | "train"}``, each of
@@ -172,5 +176,6 @@ def representation_metrics(
     if max_images < 2:
         raise ConfigError(f"max_images must be at least 2 (pairs of images), got {max_images}")
     cfg, method = load_method(checkpoint)
+    method.to(device or torch.device("cpu"))
     images, split = metric_images(data or cfg.data, max_images, seed)
-    return {**method_metrics(method, images.images, cfg.augment, seed), "split": split}
+    return {**method_metrics(method, images, cfg.augment, seed), "split": split}

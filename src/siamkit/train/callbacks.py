@@ -10,9 +10,8 @@ import lightning as L
 import torch
 
 from siamkit.config import AugmentConfig, TrainConfig
-from siamkit.data.datasets import ImageSet
-from siamkit.eval.features import extract_features
-from siamkit.eval.knn import knn_accuracy
+from siamkit.data.loader import ImageData
+from siamkit.eval.knn import knn_top1
 from siamkit.eval.metrics import output_std
 
 
@@ -55,18 +54,20 @@ class KNNMonitor(L.Callback):
     """Weighted kNN top-1 on a held-out split every ``every`` epochs (``val/knn_top1``).
 
     Args:
-        bank: Labelled training images (the feature bank).
+        bank: Labelled training images (the feature bank), any storage.
         queries: Held-out labelled images to classify.
         augment: View size and normalisation for the centre-crop features.
         k: Neighbours (200).
         temperature: Vote temperature (0.1).
         every: Epoch interval.
+        bf16: Extract features under bf16 autocast (as the run trains).
+        channels_last: Feed channels-last tensors.
     """
 
     def __init__(
         self,
-        bank: ImageSet,
-        queries: ImageSet,
+        bank: ImageData,
+        queries: ImageData,
         augment: AugmentConfig,
         k: int = 200,
         temperature: float = 0.1,
@@ -82,16 +83,15 @@ class KNNMonitor(L.Callback):
 
     def evaluate(self, backbone: torch.nn.Module) -> float:
         """kNN top-1 (%) of ``backbone``'s features."""
-        bf16, cl = self.bf16, self.channels_last
-        bank = extract_features(
-            backbone, self.bank.images, self.augment, bf16=bf16, channels_last=cl
-        )
-        queries = extract_features(
-            backbone, self.queries.images, self.augment, bf16=bf16, channels_last=cl
-        )
-        assert self.bank.labels is not None and self.queries.labels is not None
-        return knn_accuracy(
-            bank, self.bank.labels, queries, self.queries.labels, self.k, self.temperature
+        return knn_top1(
+            backbone,
+            self.bank,
+            self.queries,
+            self.augment,
+            self.k,
+            self.temperature,
+            bf16=self.bf16,
+            channels_last=self.channels_last,
         )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -106,26 +106,51 @@ class KNNMonitor(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Logs ``train/images_per_sec``: source images per second of training steps, epoch mean
-    (the monitors' time excluded)."""
+    """Training throughput and the share of time spent waiting for data, per epoch.
+
+    Logs ``train/images_per_sec`` (source images per second of wall-clock time between the first
+    and the last batch of the epoch: steps and the waits for data between them; the monitors'
+    time at the epoch's end is excluded) and ``train/data_wait`` (the share of that time spent
+    waiting for the next batch: near 0 when the loader keeps up, the fraction lost otherwise).
+    """
 
     def __init__(self) -> None:
         self.images = 0
-        self.seconds = 0.0
-        self._t = 0.0
+        self.step_seconds = 0.0
+        self.wait_seconds = 0.0
+        self._start = 0.0
+        self._last_end: float | None = None
         self.last: float | None = None
+        self.data_wait: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_end = None  # the wait for an epoch's first batch is loader start-up
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self._t = time.perf_counter()
+        self._start = time.perf_counter()
+        if self._last_end is not None:
+            self.wait_seconds += self._start - self._last_end
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        self.seconds += time.perf_counter() - self._t
-        self.images += int(batch[0].shape[0]) * trainer.world_size
+        self._last_end = time.perf_counter()
+        self.step_seconds += self._last_end - self._start
+        self.images += len(batch.indices) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.seconds > 0:
-            self.last = self.images / self.seconds
-            pl_module.log("train/images_per_sec", self.last, rank_zero_only=True)
-        self.images, self.seconds = 0, 0.0
+        self._finish(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.images:  # a run stopped inside an epoch (max_steps, max_minutes)
+            self._finish(None)
+
+    def _finish(self, pl_module: L.LightningModule | None) -> None:
+        seconds = self.step_seconds + self.wait_seconds
+        if seconds > 0:
+            self.last = self.images / seconds
+            self.data_wait = self.wait_seconds / seconds
+            if pl_module is not None:
+                pl_module.log("train/images_per_sec", self.last, rank_zero_only=True)
+                pl_module.log("train/data_wait", self.data_wait, rank_zero_only=True)
+        self.images, self.step_seconds, self.wait_seconds = 0, 0.0, 0.0

@@ -1,10 +1,11 @@
 """The one training loop, for every method, on PyTorch Lightning.
 
-Per step: (1) uint8 images arrive on the device; (2) the view recipe makes ``num_views`` batched
-views; (3-5) the method encodes them, extracts representations, compares them and returns its
-loss; (6) the optimiser steps; (7) the method updates its per-step state (EMA, queues).
-Methods supply the step; the loop owns precision, memory format, schedule, logging, checkpoints,
-resume and the monitors.
+Per step: (1) a batch arrives on the device: whole uint8 images (memory storage) or uint8 view
+crops cut by DataLoader workers (stream, shards); (2) the view recipe finishes ``num_views``
+batched views; (3-5) the method encodes them, extracts representations, compares them and
+returns its loss; (6) the optimiser steps; (7) the method updates its per-step state (EMA,
+queues). Methods supply the step; the loop owns precision, memory format, schedule, logging,
+checkpoints, resume and the monitors.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -24,58 +26,56 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
+from siamkit import runtime
 from siamkit.config import RunConfig, TrainConfig, to_dict
-from siamkit.data.augment import BatchViews
-from siamkit.data.datasets import Batch, ImageSet, Splits, as_batch, batch_dataset, load_splits
+from siamkit.data.datasets import Splits, load_splits
+from siamkit.data.decode import ViewSpec
+from siamkit.data.device_decode import to_device
+from siamkit.data.loader import Batch, ImageData, make_loader
+from siamkit.data.views import Views
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError, TrainingDivergedError
 from siamkit.eval.features import extract_features
+from siamkit.eval.knn import knn_top1
 from siamkit.eval.online_probe import OnlineLinearProbe
-from siamkit.methods import METHODS, create_method
+from siamkit.methods import METHODS, Method, create_method
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput
 from siamkit.train.checkpoint import CONFIG_KEY, read_checkpoint
-from siamkit.train.cpu_conv import cpu_has_amx, patch_conv_helps, use_patch_grad_convs
-from siamkit.train.schedules import build_optimizer
-
-
-def fast_bf16_available(device_type: str) -> bool:
-    """Whether bf16 autocast is faster than fp32 here (AMX/AVX512-BF16 CPUs, Ampere+ GPUs)."""
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    cpu = torch.backends.cpu
-    capability = cpu.get_cpu_capability() if hasattr(cpu, "get_cpu_capability") else ""
-    amx = cpu_has_amx()
-    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return bool(amx or avx512_bf16) and capability != "DEFAULT"
-
-
-def resolve_precision(cfg: RunConfig, device_type: str) -> str:
-    """The Lightning precision string for ``train.precision``."""
-    if cfg.train.precision != "auto":
-        return cfg.train.precision
-    return "bf16-mixed" if fast_bf16_available(device_type) else "32-true"
+from siamkit.train.cpu_conv import patch_conv_helps, use_patch_grad_convs
+from siamkit.train.schedules import StepSchedule, build_optimizer
 
 
 class PretrainModule(L.LightningModule):
-    """Wraps any registered method for the Lightning trainer.
+    """Wraps a method for the Lightning trainer.
 
     Args:
         cfg: The run config.
-        steps_per_epoch: Optimiser steps per epoch (for the schedule).
+        method: The method, built once by the caller (its backbone included).
+        steps_per_epoch: Optimiser steps per epoch (an estimate; the loader's real length is
+            taken once training starts).
         num_classes: Classes of the online linear probe (``train.online_probe``).
+        data: The training images (to name unreadable files in messages).
     """
 
-    def __init__(self, cfg: RunConfig, steps_per_epoch: int, num_classes: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        method: Method,
+        steps_per_epoch: int,
+        num_classes: int = 0,
+        data: ImageData | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.method = create_method(create_backbone(cfg.backbone), cfg.method)
+        self.method = method
+        self.data = data
         # One batched view recipe per view (the method derives them from the run's recipe).
-        self.views = [BatchViews(recipe) for recipe in self.method.view_recipes(cfg.augment)]
+        self.views = Views(method.view_recipes(cfg.augment))
         # Same convolutions, faster weight gradient for small maps on AMX CPUs (see cpu_conv).
         if patch_conv_helps(cfg.train.patch_conv):
             use_patch_grad_convs(self.method)
-        self.steps_per_epoch = steps_per_epoch
-        self.total_steps = steps_per_epoch * cfg.train.epochs
+        warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
+        self.schedule = StepSchedule(self.total_steps_for(steps_per_epoch), warmup)
         self.channels_last = cfg.train.channels_last != "off"
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -86,16 +86,22 @@ class PretrainModule(L.LightningModule):
         if cfg.train.online_probe:
             width = int(self.method.backbone.num_features)  # type: ignore[arg-type]
             self.probe = OnlineLinearProbe(width, num_classes, cfg.train.online_probe_lr)
+        self.unreadable = 0
+
+    def total_steps_for(self, steps_per_epoch: int) -> int:
+        """Optimiser steps of the run for ``steps_per_epoch`` (``train.max_steps`` caps it)."""
+        total = steps_per_epoch * self.cfg.train.epochs
+        return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
 
     def training_step(self, batch: Batch, idx: int) -> dict[str, Any]:
-        images, labels, indices = batch  # (B, 3, H, W) uint8; (B,) labels (-1: none), positions
-        # 1. Views, in fp32 whatever the autocast.
-        with torch.autocast(images.device.type, enabled=False):
-            views = [make_view(images) for make_view in self.views]
+        self._check_readable(batch)
+        # 1. Views, in fp32 whatever the autocast: (B, 3, S_v, S_v) per view.
+        with torch.autocast(batch.labels.device.type, enabled=False):
+            views = self.views(batch.images)
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         # 2-5. Encode, project/predict, compare, loss: the method's step.
-        out: dict[str, Any] = self.method.training_step(views, indices)
+        out: dict[str, Any] = self.method.training_step(views, batch.indices)
         loss = out["loss"]
         if not torch.isfinite(loss.detach()):
             raise TrainingDivergedError(
@@ -104,8 +110,21 @@ class PretrainModule(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True)
         if self.probe is not None:
-            self._update_probe(views[0], labels)
+            self._update_probe(views[0], batch.labels)
         return out
+
+    def _check_readable(self, batch: Batch) -> None:
+        """Count images no worker could decode; stop under ``data.strict``."""
+        if not bool(batch.unreadable.any()):
+            return
+        bad = batch.indices[batch.unreadable].tolist()
+        if self.cfg.data.strict:
+            where = self.data.describe(bad[0]) if self.data is not None else f"image {bad[0]}"
+            raise DataError(
+                f"unreadable image {where}; remove or replace it, or drop --strict to skip "
+                "unreadable images with a warning"
+            )
+        self.unreadable += len(bad)
 
     def _update_probe(self, view: torch.Tensor, labels: torch.Tensor) -> None:
         """One step of the online probe on backbone features of ``view`` (eval mode, no grad)."""
@@ -120,6 +139,11 @@ class PretrainModule(L.LightningModule):
             self.log("train/online_probe_top1", stats["top1"], on_step=False, on_epoch=True)
 
     def on_train_start(self) -> None:
+        # The loader's real length (litdata's per-rank split may drop a few batches).
+        batches = self.trainer.num_training_batches
+        if isinstance(batches, int) and batches > 0:
+            self.schedule.total_steps = self.total_steps_for(batches)
+            self.schedule.warmup_steps = round(self.cfg.optim.warmup_epochs * batches)
         if self.trainer.world_size > 1 and self.trainer.is_global_zero:
             # Say which BatchNorm the run really has (Lightning converts it for sync_batchnorm).
             n_sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in self.method.modules())
@@ -129,17 +153,23 @@ class PretrainModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.method.on_epoch_start(self.current_epoch)
 
+    def on_train_epoch_end(self) -> None:
+        if self.unreadable and self.trainer.is_global_zero:
+            warnings.warn(
+                f"{self.unreadable} unreadable image(s) were skipped in epoch "
+                f"{self.current_epoch + 1} (another image of the batch stood in); use --strict "
+                "to make this an error",
+                stacklevel=1,
+            )
+        self.unreadable = 0
+
     def on_train_batch_end(self, outputs: Any, batch: Any, idx: int) -> None:
         # 7. Per-step state of the method (EMA targets, queues), with progress in [0, 1].
-        self.method.on_step_end(self.global_step / max(1, self.total_steps))
+        self.method.on_step_end(self.global_step / max(1, self.schedule.total_steps))
 
     def configure_optimizers(self) -> Any:
-        warmup = round(self.cfg.optim.warmup_epochs * self.steps_per_epoch)
         optimizer, scheduler = build_optimizer(
-            self.method.param_groups(),
-            self.cfg.optim,
-            self.total_steps,
-            warmup,
+            self.method.param_groups(), self.cfg.optim, self.schedule
         )
         return {
             "optimizer": optimizer,
@@ -148,6 +178,49 @@ class PretrainModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = to_dict(self.cfg)
+
+
+class TrainData(L.LightningDataModule):
+    """The training loader, built inside ``fit`` when every process knows its rank.
+
+    Args:
+        data: The training images (any storage).
+        specs: The views workers cut.
+        batch_size: Images per batch of one process.
+        seed: Seed of the order and of the crops.
+        pin_memory: Pin batches (training on a GPU).
+    """
+
+    def __init__(
+        self, data: ImageData, specs: list[ViewSpec], batch_size: int, seed: int, pin_memory: bool
+    ) -> None:
+        super().__init__()
+        self.data, self.specs, self.batch_size = data, specs, batch_size
+        self.seed, self.pin_memory = seed, pin_memory
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:
+        # Encoded JPEGs (data.decode: device) stay on the CPU and are decoded on the device.
+        return to_device(batch, device)
+
+    def train_dataloader(self) -> Any:
+        # litdata splits shards between ranks and workers itself; other storages use the
+        # epoch sampler, this process's share of every epoch.
+        native = getattr(self.data, "streaming_loader", None)
+        loader = native(self.specs, self.batch_size, self.seed, self.pin_memory) if native else None
+        if loader is not None:
+            return loader
+        assert self.trainer is not None
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return make_loader(
+            self.data,
+            self.specs,
+            self.batch_size,
+            train=True,
+            seed=self.seed,
+            rank=rank,
+            world=world,
+            pin_memory=self.pin_memory,
+        )
 
 
 @dataclass
@@ -162,9 +235,12 @@ class PretrainResult:
         random_init_knn_top1: The same for the backbone at its random initialisation.
         collapse_std: Final collapse metric (about 1 healthy, 0 collapsed).
         collapse_threshold: Below this the run is reported as collapsing.
-        images_per_sec: Training throughput of the last epoch.
+        images_per_sec: Training throughput of the last epoch (steps and waits for data).
+        data_wait: Share of that time spent waiting for data (0 when the loader keeps up).
+        minutes: Wall-clock time of the whole call.
         knn_history: ``(epoch, top-1)`` of the monitor.
         online_probe_top1: Held-out top-1 (%) of the online linear probe, if it was on.
+        storage: How the training images were held, and why.
     """
 
     output_dir: str
@@ -175,22 +251,11 @@ class PretrainResult:
     collapse_std: float | None = None
     collapse_threshold: float = TrainConfig.collapse_threshold
     images_per_sec: float | None = None
+    data_wait: float | None = None
     minutes: float = 0.0
     knn_history: list[tuple[int, float]] = field(default_factory=list)
     online_probe_top1: float | None = None
-
-
-def _monitor_splits(splits: Splits, cfg: RunConfig) -> tuple[ImageSet, ImageSet] | None:
-    """Bank and queries of the kNN monitor (subsampled with a fixed seed if configured)."""
-    train, test = splits.train, splits.test
-    if train.labels is None or test is None or test.labels is None:
-        return None
-    g = torch.Generator().manual_seed(0)
-
-    def sub(s: ImageSet, n: int) -> ImageSet:
-        return s if n <= 0 or n >= len(s) else s.subset(torch.randperm(len(s), generator=g)[:n])
-
-    return sub(train, cfg.train.knn_bank_size), sub(test, cfg.train.knn_query_size)
+    storage: str = ""
 
 
 def pretrain(
@@ -212,26 +277,130 @@ def pretrain(
         Figures of the run; ``results.json`` in the run folder holds the same.
 
     Raises:
+        ConfigError: Settings this machine cannot run (a GPU where there is none, SyncBatchNorm
+            on CPU processes).
         DataError: Data problems (missing, empty, fewer images than one batch).
         CheckpointError: ``resume`` cannot be read or belongs to another model.
         TrainingDivergedError: The loss became NaN/inf (the last good checkpoint is kept).
     """
     start = time.perf_counter()
-    on_gpu = cfg.train.accelerator in ("gpu", "cuda") or (
-        cfg.train.accelerator == "auto" and torch.cuda.is_available()
-    )
-    if cfg.train.sync_batchnorm and not on_gpu:
+    # 1. The machine: device, precision, processes. Settings it cannot run fail here.
+    train = cfg.train
+    runtime.check_accelerator(train.accelerator)
+    kind = runtime.device_type(train.accelerator)
+    if train.sync_batchnorm and kind != "cuda":
         raise ConfigError(
             "train.sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel); on "
             "CPU processes leave it off (BatchNorm per process), or use moco_v2's bn: shuffle"
         )
+    precision = runtime.resolve_precision(train.precision, kind)
     resume_path = read_checkpoint(resume, expect=cfg).path if resume else None
-    splits = splits or load_splits(cfg.data)
-    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    # 2. The data, in the storage data.storage picks.
+    splits = splits or load_splits(
+        cfg.data, runtime.local_processes(train.accelerator, train.devices)
+    )
+
+    # 3. The run folder.
+    out_dir = _run_folder(cfg, resume is not None, overwrite)
+
+    # 4. The method, built once; a copy of its backbone is the random-init baseline.
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    method = create_method(create_backbone(cfg.backbone), cfg.method)
+    method.setup(len(splits.train))
+    random_init = copy.deepcopy(method.backbone)
+
+    # 5. The trainer and its monitors.
+    trainer, monitors = _trainer(cfg, precision, out_dir, splits)
+    world = trainer.world_size
+    per_device = _per_process_batch(cfg, world, len(splits.train))
+    num_classes = _probe_classes(cfg, splits)
+
+    # 6. The module and this process's loader.
+    module = PretrainModule(
+        cfg, method, len(splits.train) // (per_device * world), num_classes, splits.train
+    )
+    data = TrainData(splits.train, module.views.specs, per_device, train.seed, kind == "cuda")
+    if trainer.is_global_zero:
+        n_params = sum(p.numel() for p in module.parameters())
+        print(
+            f"siamkit: {cfg.method.name} | {cfg.backbone.name} (width {cfg.backbone.width}"
+            f"{', CIFAR stem' if cfg.backbone.cifar_stem else ''}) {n_params / 1e6:.1f}M params"
+            f" | {len(splits.train)} images, batch {cfg.optim.batch_size}, lr {cfg.optim.lr:g}"
+            f" | {train.epochs} epochs | {precision} on {kind} x{world} | run folder {out_dir}"
+            f"\nsiamkit: data {splits.note}",
+            file=sys.stderr,
+        )
+
+    # 7. Train.
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume_path)
+    except TrainingDivergedError as err:
+        raise TrainingDivergedError(f"{err}; {_diverged_hint(out_dir)}") from None
+
+    # 8. Final figures on the whole held-out split, against the same encoder at random init.
+    knn, collapse, throughput = monitors
+    last = out_dir / "checkpoints" / "last.ckpt"
+    result = PretrainResult(
+        output_dir=str(out_dir),
+        checkpoint=str(last) if last.is_file() else None,
+        epochs=trainer.current_epoch,
+        collapse_std=collapse.last,
+        collapse_threshold=train.collapse_threshold,
+        images_per_sec=throughput.last,
+        data_wait=throughput.data_wait,
+        knn_history=knn.history if knn else [],
+        storage=splits.note,
+    )
+    if trainer.is_global_zero:
+        if knn is not None:
+            result.knn_top1, result.random_init_knn_top1 = final_knn(
+                method.backbone, random_init.to(module.device), splits, cfg, knn
+            )
+        test = splits.test
+        if module.probe is not None and test is not None and test.labels is not None:
+            h = extract_features(method.backbone, test, cfg.augment)
+            result.online_probe_top1 = module.probe.cpu().accuracy(h, test.labels)
+        result.minutes = (time.perf_counter() - start) / 60
+        (out_dir / "results.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
+    result.minutes = (time.perf_counter() - start) / 60
+    return result
+
+
+def final_knn(
+    trained: torch.nn.Module,
+    random_init: torch.nn.Module,
+    splits: Splits,
+    cfg: RunConfig,
+    monitor: KNNMonitor,
+) -> tuple[float, float]:
+    """kNN top-1 (%) of the trained and the random-init backbone on the whole held-out split,
+    with every training image in the bank (streamed, so any size fits)."""
+    assert splits.test is not None
+    figures = []
+    for backbone in (trained, random_init):
+        figures.append(
+            knn_top1(
+                backbone,
+                splits.train,
+                splits.test,
+                cfg.augment,
+                cfg.train.knn_k,
+                cfg.train.knn_temperature,
+                bf16=monitor.bf16,
+                channels_last=monitor.channels_last,
+            )
+        )
+    return figures[0], figures[1]
+
+
+def _run_folder(cfg: RunConfig, resuming: bool, overwrite: bool) -> Path:
+    """The run folder with ``config.yaml`` written; an earlier run's checkpoints are an error
+    unless resuming, or removed with ``overwrite``."""
     out_dir = Path(cfg.train.output_dir)
     ckpt_dir = out_dir / "checkpoints"
     old = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
-    if old and not resume:
+    if old and not resuming:
         if not overwrite:
             raise ConfigError(
                 f"run folder {str(out_dir)!r} already holds checkpoints of an earlier run; "
@@ -242,18 +411,18 @@ def pretrain(
             f.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
+    return out_dir
 
-    accelerator = cfg.train.accelerator
-    device_type = (
-        "cuda"
-        if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
-    precision = resolve_precision(cfg, device_type)
-    collapse = CollapseMonitor(cfg.train.collapse_threshold)
+
+def _trainer(
+    cfg: RunConfig, precision: str, out_dir: Path, splits: Splits
+) -> tuple[L.Trainer, tuple[KNNMonitor | None, CollapseMonitor, Throughput]]:
+    """The Lightning trainer with checkpoints, loggers and the monitors."""
+    train = cfg.train
+    collapse = CollapseMonitor(train.collapse_threshold)
     throughput = Throughput()
     checkpoints = ModelCheckpoint(
-        dirpath=ckpt_dir,
+        dirpath=out_dir / "checkpoints",
         filename="epoch{epoch:03d}",
         auto_insert_metric_name=False,
         every_n_epochs=1,
@@ -263,23 +432,25 @@ def pretrain(
         mode="max",
     )
     callbacks: list[L.Callback] = [collapse, throughput, checkpoints]
-    monitor_data = _monitor_splits(splits, cfg)
-    knn: KNNMonitor | None = None
-    if monitor_data and cfg.train.knn_every:
-        knn = KNNMonitor(
-            *monitor_data,
-            cfg.augment,
-            cfg.train.knn_k,
-            cfg.train.knn_temperature,
-            cfg.train.knn_every,
-            bf16=precision == "bf16-mixed",
-            channels_last=cfg.train.channels_last != "off",
+    if train.checkpoint_every_steps:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=out_dir / "checkpoints",
+                filename="step{step:07d}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=train.checkpoint_every_steps,
+                save_last=True,  # last.ckpt is always the newest state
+                save_top_k=2,
+                monitor="step",
+                mode="max",
+            )
         )
+    knn = _knn_monitor(cfg, precision, splits)
+    if knn is not None:
         callbacks.insert(0, knn)
-    if cfg.train.progress_bar:
+    if train.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
-
-    strategy: str | DDPStrategy = cfg.train.strategy
+    strategy: str | DDPStrategy = train.strategy
     if strategy == "ddp":
         strategy = DDPStrategy(
             # SwAV's prototypes get no gradient while frozen
@@ -293,109 +464,91 @@ def pretrain(
             timeout=timedelta(minutes=30),
         )
     trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=cfg.train.devices if cfg.train.devices == "auto" else int(cfg.train.devices),
+        accelerator=train.accelerator,
+        devices=train.devices if train.devices == "auto" else int(train.devices),
+        num_nodes=train.num_nodes,
         strategy=strategy,
         precision=precision,  # type: ignore[arg-type]
-        max_epochs=cfg.train.epochs,
-        max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
-        sync_batchnorm=cfg.train.sync_batchnorm,
+        max_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        max_time=timedelta(minutes=train.max_minutes) if train.max_minutes else None,
+        sync_batchnorm=train.sync_batchnorm,
         callbacks=callbacks,
         logger=[
             CSVLogger(str(out_dir), name="", version=""),
             TensorBoardLogger(str(out_dir), name="tensorboard", version=""),
         ],
-        log_every_n_steps=cfg.train.log_every_n_steps,
-        enable_progress_bar=cfg.train.progress_bar,
+        log_every_n_steps=train.log_every_n_steps,
+        enable_progress_bar=train.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=False,
+        use_distributed_sampler=False,  # every loader splits its own epochs between ranks
     )
-    world = trainer.world_size
+    return trainer, (knn, collapse, throughput)
+
+
+def _knn_monitor(cfg: RunConfig, precision: str, splits: Splits) -> KNNMonitor | None:
+    """The per-epoch kNN monitor on (subsampled, fixed-seed) bank and queries, if labelled."""
+    train, test = splits.train, splits.test
+    if not cfg.train.knn_every or train.labels is None or test is None or test.labels is None:
+        return None
+    g = torch.Generator().manual_seed(0)
+
+    def sub(s: ImageData, n: int) -> ImageData:
+        return s if n <= 0 or n >= len(s) else s.subset(torch.randperm(len(s), generator=g)[:n])
+
+    return KNNMonitor(
+        sub(train, cfg.train.knn_bank_size),
+        sub(test, cfg.train.knn_query_size),
+        cfg.augment,
+        cfg.train.knn_k,
+        cfg.train.knn_temperature,
+        cfg.train.knn_every,
+        bf16=precision == "bf16-mixed",
+        channels_last=cfg.train.channels_last != "off",
+    )
+
+
+def _per_process_batch(cfg: RunConfig, world: int, num_images: int) -> int:
+    """``optim.batch_size`` split over ``world`` processes, checked against the data."""
     per_device = cfg.optim.batch_size // world
-    steps_per_epoch = len(splits.train) // (per_device * world)
     if per_device < 2:
         raise DataError(
             f"batch size {cfg.optim.batch_size} over {world} processes leaves {per_device} image "
             "per process; BatchNorm needs at least 2: raise --batch-size"
         )
-    if steps_per_epoch < 1:
+    if num_images // (per_device * world) < 1:
         raise DataError(
-            f"only {len(splits.train)} training images, fewer than one batch of "
+            f"only {num_images} training images, fewer than one batch of "
             f"{cfg.optim.batch_size}; lower --batch-size or add images"
         )
-    num_classes = 0
-    if cfg.train.online_probe:
-        if splits.train.labels is None:
-            raise DataError(
-                "train.online_probe needs labelled training images (root/<class>/* or a "
-                "labelled dataset); turn it off for unlabelled data"
-            )
-        num_classes = int(splits.train.labels.max()) + 1
-    module = PretrainModule(cfg, steps_per_epoch, num_classes)
-    module.method.setup(len(splits.train))
-    random_init = copy.deepcopy(module.method.backbone).cpu()  # kNN baseline at random init
-    loader = torch.utils.data.DataLoader(
-        batch_dataset(splits.train),
-        batch_size=per_device,
-        shuffle=True,
-        drop_last=True,
-        num_workers=0,  # the data are already decoded tensors in memory
-        collate_fn=as_batch,  # type: ignore[arg-type]
-    )
-    if trainer.is_global_zero:
-        n_params = sum(p.numel() for p in module.parameters())
-        print(
-            f"siamkit: {cfg.method.name} | {cfg.backbone.name} (width {cfg.backbone.width}"
-            f"{', CIFAR stem' if cfg.backbone.cifar_stem else ''}) {n_params / 1e6:.1f}M params"
-            f" | {len(splits.train)} images, batch {cfg.optim.batch_size}, lr {cfg.optim.lr:g}"
-            f" | {cfg.train.epochs} epochs | {precision} on {device_type} x{world}"
-            f" | run folder {out_dir}",
-            file=sys.stderr,
+    return per_device
+
+
+def _probe_classes(cfg: RunConfig, splits: Splits) -> int:
+    """Classes of the online probe (0 when it is off)."""
+    if not cfg.train.online_probe:
+        return 0
+    if splits.train.labels is None:
+        raise DataError(
+            "train.online_probe needs labelled training images (root/<class>/* or a "
+            "labelled dataset); turn it off for unlabelled data"
         )
-    try:
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume_path)
-    except TrainingDivergedError as err:
-        last = ckpt_dir / "last.ckpt"
-        hint = (
+    return int(splits.train.labels.max()) + 1
+
+
+def _diverged_hint(out_dir: Path) -> str:
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return (
             f"the last good checkpoint is {last}; resume with `siamkit pretrain ... --resume "
             f"{last}` and a lower learning rate (--set optim.base_lr=...)"
-            if last.is_file()
-            else "no epoch had finished, so there is no checkpoint; lower the learning rate "
-            "(--set optim.base_lr=...) and start again"
         )
-        raise TrainingDivergedError(f"{err}; {hint}") from None
-
-    result = PretrainResult(
-        output_dir=str(out_dir),
-        checkpoint=str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").is_file() else None,
-        epochs=trainer.current_epoch,
-        collapse_std=collapse.last,
-        collapse_threshold=cfg.train.collapse_threshold,
-        images_per_sec=throughput.last,
-        knn_history=knn.history if knn else [],
+    return (
+        "no epoch had finished, so there is no checkpoint; lower the learning rate "
+        "(--set optim.base_lr=...) and start again"
     )
-    if knn is not None and trainer.is_global_zero:
-        # Final figures on the whole held-out split, against the same encoder at random init.
-        final = KNNMonitor(
-            splits.train,
-            splits.test,  # type: ignore[arg-type]
-            cfg.augment,
-            cfg.train.knn_k,
-            cfg.train.knn_temperature,
-            bf16=knn.bf16,
-            channels_last=knn.channels_last,
-        )
-        result.knn_top1 = final.evaluate(module.method.backbone)
-        result.random_init_knn_top1 = final.evaluate(random_init.to(module.device))
-    test = splits.test
-    if module.probe is not None and trainer.is_global_zero and test and test.labels is not None:
-        h = extract_features(module.method.backbone, test.images, cfg.augment)
-        result.online_probe_top1 = module.probe.cpu().accuracy(h, test.labels)
-    result.minutes = (time.perf_counter() - start) / 60
-    if trainer.is_global_zero:
-        (out_dir / "results.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
-    return result
 
 
 def _yaml(tree: dict[str, Any]) -> str:
@@ -409,6 +562,8 @@ def format_result(result: PretrainResult) -> str:
     lines = [f"epochs: {result.epochs}   time: {result.minutes:.1f} min"]
     if result.images_per_sec:
         lines[0] += f"   throughput: {result.images_per_sec:.0f} images/s"
+        if result.data_wait is not None and result.data_wait >= 0.05:
+            lines[0] += f" ({result.data_wait:.0%} of it waiting for data)"
     if result.collapse_std is not None:
         state = "collapsing" if result.collapse_std < result.collapse_threshold else "healthy"
         lines.append(f"collapse metric (std x sqrt(d)): {result.collapse_std:.3f} ({state})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +22,23 @@ def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int) -> float:
         return (step + 1) / warmup_steps
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+@dataclass
+class StepSchedule:
+    """Length of a run in optimiser steps, read at every step by the schedule.
+
+    The training loop estimates it from the data before training and sets the loader's real
+    batch count once training starts (litdata's per-rank split can drop a few batches), so the
+    cosine always ends at the last step.
+
+    Attributes:
+        total_steps: Optimiser steps of the whole run.
+        warmup_steps: Steps of linear warm-up.
+    """
+
+    total_steps: int
+    warmup_steps: int = 0
 
 
 class LARS(torch.optim.Optimizer):
@@ -85,7 +103,7 @@ def _split_for_lars(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build_optimizer(
-    param_groups: list[dict[str, Any]], cfg: OptimConfig, total_steps: int, warmup_steps: int
+    param_groups: list[dict[str, Any]], cfg: OptimConfig, schedule: StepSchedule
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """``cfg.optimizer`` at ``cfg.lr`` with a per-step cosine schedule; ``fixed_lr`` groups stay
     constant.
@@ -93,8 +111,7 @@ def build_optimizer(
     Args:
         param_groups: From the method's ``param_groups()``.
         cfg: Optimiser config.
-        total_steps: Optimiser steps of the whole run.
-        warmup_steps: Steps of linear warm-up.
+        schedule: Steps of the run and of the warm-up (read at every step).
     """
     if cfg.optimizer == "lars":
         param_groups = _split_for_lars(param_groups)
@@ -121,7 +138,7 @@ def build_optimizer(
         return 1.0
 
     def decayed(step: int) -> float:
-        return cosine_with_warmup(step, total_steps, warmup_steps)
+        return cosine_with_warmup(step, schedule.total_steps, schedule.warmup_steps)
 
     lambdas: list[Callable[[int], float]] = [
         constant if g.get("fixed_lr") else decayed for g in param_groups

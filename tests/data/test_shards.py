@@ -1,0 +1,166 @@
+"""Tests for packed shards (litdata): pack, read back, train, and split between processes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from siamkit.config import DataConfig
+from siamkit.data.datasets import load_splits
+from siamkit.data.decode import ViewSpec
+from siamkit.data.files import list_files
+from siamkit.data.loader import make_loader
+from siamkit.data.shards import META_FILE, ShardSet, pack
+from siamkit.data.stream import StreamSet
+from siamkit.errors import DataError
+from tests.ddp import run_ddp
+
+SPECS = [ViewSpec(8, (0.3, 1.0)), ViewSpec(8, (0.3, 1.0))]
+
+
+def _photos(root: Path, n: int, size: tuple[int, int] = (24, 18), classes: int = 2) -> Path:
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        path = root / f"k{i % classes}" / f"{i:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        w, h = size
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path, quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A labelled folder of 40 small JPEGs (one large), packed once: (folder, shards)."""
+    base = tmp_path_factory.mktemp("shards")
+    folder = _photos(base / "photos", 40)
+    big = folder / "k0" / "000.jpg"
+    Image.fromarray(np.full((100, 60, 3), 128, dtype=np.uint8)).save(big, quality=90)
+    pack(folder, base / "packed", max_side=32, test_fraction=0.2, num_workers=2)
+    return folder, base / "packed"
+
+
+def test_pack_keeps_order_labels_and_bytes(packed: tuple[Path, Path]) -> None:
+    """Item i of a split is image i; labels and classes in the metadata; small images keep
+    their bytes, a large one is resized to the max side."""
+    from litdata import StreamingDataset
+
+    folder, shards = packed
+    meta = json.loads((shards / META_FILE).read_text())
+    assert meta["classes"] == ["k0", "k1"]
+    assert meta["splits"]["train"]["num_images"] == 32 and meta["splits"]["test"]["num_images"] == 8
+    splits = load_splits(DataConfig(dataset="folder", path=str(folder), storage="stream"))
+    train = StreamingDataset(str(shards / "train"))
+    assert [int(train[i]["index"]) for i in range(len(train))] == list(range(32))
+    assert splits.train.labels is not None
+    assert meta["splits"]["train"]["labels"] == splits.train.labels.tolist()
+    for i in range(32):
+        source = Path(splits.train.describe(i))
+        stored = bytes(train[i]["image"])
+        if source.name == "000.jpg":
+            with Image.open(io.BytesIO(stored)) as im:
+                assert min(im.size) == 32  # 60 x 100 resized to a shorter side of 32
+        else:
+            assert stored == source.read_bytes()
+
+
+def test_shards_give_the_same_evaluation_batches_as_the_stream(packed: tuple[Path, Path]) -> None:
+    """Random access by index: same labels, indices and (same bytes) the same crops."""
+    folder, shards = packed
+    from_shards = load_splits(DataConfig(dataset="folder", path=str(shards), num_workers=0))
+    from_files = load_splits(
+        DataConfig(dataset="folder", path=str(folder), storage="stream", num_workers=0)
+    )
+    assert isinstance(from_shards.train, ShardSet) and from_shards.note.startswith("shards:")
+    for a_set, b_set in (
+        (from_shards.train, from_files.train),
+        (from_shards.test, from_files.test),
+    ):
+        assert a_set is not None and b_set is not None
+        a = next(iter(make_loader(a_set, SPECS, 8, train=False, seed=4)))
+        b = next(iter(make_loader(b_set, SPECS, 8, train=False, seed=4)))
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.indices, b.indices)
+        same = [i for i in range(8) if Path(b_set.describe(i)).name != "000.jpg"]
+        for x, y in zip(a.images, b.images, strict=True):
+            assert torch.equal(x[same], y[same])
+
+
+def test_a_subset_of_shards_reads_its_own_images(packed: tuple[Path, Path]) -> None:
+    _, shards = packed
+    train = load_splits(DataConfig(dataset="folder", path=str(shards), num_workers=0)).train
+    assert train.labels is not None
+    pick = torch.tensor([5, 2, 30])
+    sub = train.subset(pick)
+    batch = next(iter(make_loader(sub, SPECS, 3, train=False)))
+    assert batch.indices.tolist() == [0, 1, 2]
+    assert torch.equal(batch.labels, train.labels[pick])
+    full = next(iter(make_loader(train.subset(torch.arange(32)), SPECS, 32, train=False)))
+    assert torch.equal(batch.images[0][0], full.images[0][5])  # crops seeded by the image
+
+
+def test_training_from_shards_visits_every_image_once_per_epoch(packed: tuple[Path, Path]) -> None:
+    _, shards = packed
+    train = load_splits(DataConfig(dataset="folder", path=str(shards), num_workers=1)).train
+    assert isinstance(train, ShardSet)
+    loader = train.streaming_loader(SPECS, 4, seed=0)
+    assert loader is not None
+    seen = [i for batch in loader for i in batch.indices.tolist()]
+    assert sorted(seen) == list(range(32))
+    first = next(iter(loader))
+    assert [tuple(x.shape) for x in first.images] == [(4, 3, 8, 8)] * 2
+
+
+def test_unreadable_images_are_packed_as_counted_placeholders_or_refused(tmp_path: Path) -> None:
+    folder = _photos(tmp_path / "photos", 6)
+    (folder / "k1" / "zz.jpg").write_bytes(b"broken")
+    with pytest.warns(UserWarning, match=r"1 unreadable image\(s\) of \d+ in"):
+        meta = pack(folder, tmp_path / "p", test_fraction=0.2, num_workers=1)
+    assert sum(len(s["unreadable"]) for s in meta["splits"].values()) == 1
+    with pytest.raises(DataError, match="unreadable"):
+        pack(folder, tmp_path / "strict", num_workers=1, strict=True)
+    assert not (tmp_path / "strict").exists()
+    with pytest.raises(DataError, match="--overwrite"):
+        pack(folder, tmp_path / "p", num_workers=1)
+    with pytest.raises(DataError, match="local folder"):
+        pack(folder, "s3://bucket/data")
+
+
+def _rank_indices(folder: str, shards: str) -> dict[str, list[int]]:
+    """One epoch's training indices of this process from the folder streamed and from its
+    shards (run under a 2-process group)."""
+    import torch.distributed as dist
+
+    out = {}
+    for name, root in (("stream", folder), ("shards", shards)):
+        storage = "stream" if name == "stream" else "auto"
+        cfg = DataConfig(dataset="folder", path=root, storage=storage, num_workers=1)
+        train = load_splits(cfg).train
+        native = getattr(train, "streaming_loader", None)
+        loader = native(SPECS, 4, 0) if native else None
+        if loader is None:
+            loader = make_loader(train, SPECS, 4, train=True, rank=dist.get_rank(), world=2)
+        out[name] = [i for batch in loader for i in batch.indices.tolist()]
+    return out
+
+
+def test_two_processes_see_disjoint_images_that_cover_the_epoch(packed: tuple[Path, Path]) -> None:
+    """Streamed (the epoch sampler) and sharded (litdata's split): 16 images each, together
+    the 32 training images."""
+    folder, shards = packed
+    ranks = run_ddp(_rank_indices, 2, str(folder), str(shards))
+    for storage in ("stream", "shards"):
+        a, b = ranks[0][storage], ranks[1][storage]
+        assert len(a) == len(b) == 16, storage  # 32 training images, 20% of 40 held out
+        assert not set(a) & set(b), storage
+        assert set(a) | set(b) == set(range(32)), storage
+
+
+def test_stream_set_lists_every_file(packed: tuple[Path, Path]) -> None:
+    folder, _ = packed
+    data = StreamSet(list_files(folder))
+    assert len(data) == 40 and data.classes == ["k0", "k1"]
