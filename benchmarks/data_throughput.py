@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from siamkit.config import load_config
 from siamkit.data.datasets import load_splits
 from siamkit.data.loader import make_loader
 from siamkit.data.views import Views
+from siamkit.recipes import load_config
 from siamkit.runtime import machine_summary
 from siamkit.train import pretrain
 

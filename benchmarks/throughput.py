@@ -34,12 +34,13 @@ import lightning as L
 import torch
 from torch import nn
 
-from siamkit.config import RunConfig, load_config
+from siamkit.config import RunConfig
 from siamkit.data.augment import BatchViews
 from siamkit.data.datasets import ImageSet, load_splits
 from siamkit.data.loader import make_loader
 from siamkit.encoders import create_backbone
 from siamkit.methods import create_method
+from siamkit.recipes import load_config
 from siamkit.runtime import resolve_precision
 from siamkit.train.cpu_conv import PatchGradConv2d, patch_conv_helps, use_patch_grad_convs
 from siamkit.train.loop import PretrainModule

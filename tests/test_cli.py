@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
+from siamkit.checkpoints import load_backbone, read_checkpoint
 from siamkit.cli import main
 from siamkit.methods import METHODS
-from siamkit.train import load_backbone, read_checkpoint
 
 # Lightning's notes about a reused run folder are expected in the overwrite test.
 pytestmark = pytest.mark.filterwarnings("ignore:.*exists and is not empty.*")
@@ -592,3 +592,31 @@ def test_pack_then_a_two_process_pretrain_reads_its_own_part_of_the_shards(tmp_p
     assert "data shards:" in proc.stderr and "x2" in proc.stderr
     assert proc.stdout.count("kNN top-1:") == 1, proc.stdout
     assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_finetune_and_distill_run_in_two_ddp_processes(run_dir, tmp_path):
+    """`eval finetune` and `eval distill` on the engine of pretraining: 2 CPU processes (DDP,
+    gloo), one report from rank 0, the classifier written once."""
+    ddp = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    ft = tmp_path / "ft"
+    proc = _subprocess(
+        [
+            "eval", "finetune", "--checkpoint", str(run_dir), "--label-fraction", "0.2",
+            "--epochs", "2", "--batch-size", "16", "--output", str(ft), *ddp,
+        ],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("fine-tuned on") == 1, proc.stdout
+    assert (ft / "classifier.pt").is_file() and (ft / "checkpoints" / "last.ckpt").is_file()
+    student = tmp_path / "student"
+    proc = _subprocess(
+        [
+            "eval", "distill", "--teacher", str(ft), "--epochs", "1", "--batch-size", "16",
+            "--output", str(student), *ddp,
+        ],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("distilled student top-1") == 1, proc.stdout
+    assert (student / "classifier.pt").is_file()

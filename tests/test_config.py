@@ -7,17 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from siamkit.config import (
-    AugmentConfig,
-    OptimConfig,
-    RunConfig,
-    from_dict,
-    load_config,
-    parse_override,
-    to_dict,
-)
+from siamkit.config import AugmentConfig, OptimConfig, RunConfig
 from siamkit.errors import ConfigError, SiamkitError
 from siamkit.methods import METHODS, SimSiamConfig
+from siamkit.recipes import config_from_dict, load_config, parse_override
+from siamkit.strict import to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("**/*.yaml"))
@@ -224,7 +218,7 @@ def test_every_recipe_loads(recipe):
     cfg = load_config(recipe)
     assert isinstance(cfg, RunConfig)
     # A recipe is strict YAML of the same tree: reloading its dict gives the same config.
-    assert from_dict(RunConfig, to_dict(cfg)) == cfg
+    assert config_from_dict(to_dict(cfg)) == cfg
 
 
 def test_digits_recipe_values():
@@ -294,7 +288,7 @@ def test_to_dict_round_trips_through_from_dict():
     tree = to_dict(cfg)
     assert tree["augment"]["crop_scale"] == [0.5, 0.75]  # YAML-safe: tuples become lists
     assert tree["method"]["name"] == "simsiam"
-    back = from_dict(RunConfig, tree)
+    back = config_from_dict(tree)
     assert back == cfg
     assert isinstance(back.method, SimSiamConfig)
     assert back.augment.crop_scale == (0.5, 0.75)

@@ -2,14 +2,15 @@
 
 The five-step pipeline, one subpackage each:
 
-1. :mod:`siamkit.data`: datasets as uint8 tensors, batched view recipes;
+1. :mod:`siamkit.data`: image sources and their storage (memory, stream, shards), view recipes;
 2. :mod:`siamkit.encoders`: backbones behind one contract;
 3. :mod:`siamkit.heads`: projection and prediction MLPs;
 4. :mod:`siamkit.similarity`: cosine and friends;
 5. :mod:`siamkit.losses`: pure loss functions;
 
-composed per method in :mod:`siamkit.methods`, trained by the one loop in :mod:`siamkit.train`,
-evaluated by :mod:`siamkit.eval`.
+composed per method in :mod:`siamkit.methods`, trained by the one engine in :mod:`siamkit.train`,
+measured by :mod:`siamkit.eval`; :mod:`siamkit.protocols` builds fine-tuning, distillation, the
+report and export on them.
 
 Example:
     >>> from siamkit import load_config, pretrain
@@ -17,9 +18,11 @@ Example:
     >>> result.knn_top1, result.random_init_knn_top1
 """
 
-from siamkit.config import RunConfig, load_config
+from siamkit.checkpoints import load_backbone, load_method
+from siamkit.config import RunConfig
 from siamkit.errors import SiamkitError
-from siamkit.train import load_backbone, load_method, pretrain
+from siamkit.recipes import load_config
+from siamkit.train import pretrain
 
 __version__ = "0.1.0"
 

@@ -1,10 +1,11 @@
 """Typed, strict run configuration.
 
-A run is described by one :class:`RunConfig`, a tree of dataclasses. YAML recipes under
-``configs/`` map onto it key for key: an unknown key is an error that lists the valid ones, a value
-of the wrong type is an error that names the expected type, and each section's ``__post_init__``
-rejects impossible values. Command-line flags and ``--set section.key=value`` overrides are applied
-to the same tree before validation, so a recipe and its overrides are checked alike.
+A run is described by one :class:`RunConfig`, a tree of dataclasses (the schema). YAML recipes
+under ``configs/`` map onto it key for key (:mod:`siamkit.recipes` loads them): an unknown key is an
+error that lists the valid ones, a value of the wrong type is an error that names the expected type,
+and each section's ``__post_init__`` rejects impossible values (:mod:`siamkit.strict` maps plain
+trees onto it). This module imports nothing of siamkit but its errors: a method's own config
+dataclass is chosen by the recipe loader, from the method registry.
 
 Defaults are the SimSiam paper's ImageNet recipe (Chen & He, arXiv:2011.10566, Sec. 4.1 and
 Appendix A) unless a docstring says otherwise; the CIFAR settings come from its Appendix D and are
@@ -13,18 +14,10 @@ set by the CIFAR recipes.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
-
-import yaml
+from typing import Literal
 
 from siamkit.errors import ConfigError
-
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +378,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    method: MethodConfig = field(default_factory=lambda: _method_config_class("simsiam")())
+    # A bare MethodConfig names a method and stands for its defaults (the registry, above this
+    # module, turns it into that method's own config: siamkit.recipes).
+    method: MethodConfig = field(default_factory=lambda: MethodConfig(name="simsiam"))
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -399,191 +394,6 @@ class RunConfig:
             )
 
 
-# --------------------------------------------------------------------------------------------
-# Strict loading
-# --------------------------------------------------------------------------------------------
 def _check_probability(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
-
-
-def _method_config_class(name: str) -> type[MethodConfig]:
-    from siamkit.methods import METHODS  # late import: methods depend on this module
-
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
-    return METHODS[name].config_class
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Convert a YAML/CLI value to ``annotation``, or raise a ConfigError naming ``where``."""
-    origin = get_origin(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        choices = get_args(annotation)
-        if value not in choices:
-            raise ConfigError(
-                f"{where} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
-            )
-        return value
-    if origin is tuple:
-        items = get_args(annotation)
-        if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            raise ConfigError(f"{where} must be a list of {len(items)} values, got {value!r}")
-        pairs = enumerate(zip(value, items, strict=True))
-        return tuple(_coerce(v, t, f"{where}[{i}]") for i, (v, t) in pairs)
-    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return from_dict(annotation, value, where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if annotation is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
-
-
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
-
-    Args:
-        cls: The dataclass to build.
-        data: Keys and values, e.g. a parsed YAML section.
-        where: Dotted path of this section, for error messages.
-
-    Returns:
-        The dataclass instance (its ``__post_init__`` has validated the values).
-
-    Raises:
-        ConfigError: On an unknown key, a wrong type or an impossible value.
-    """
-    if cls is MethodConfig:  # the method section picks its own dataclass by name
-        data = dict(data)
-        cls = typing.cast(type[T], _method_config_class(str(data.get("name", "simsiam"))))
-        data["name"] = data.get("name", "simsiam")
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in valid:
-            raise ConfigError(
-                f"unknown config key {path!r}; valid keys{' in ' + where if where else ''}: "
-                f"{', '.join(valid)}"
-            )
-        kwargs[key] = _coerce(value, hints[key], path)
-    try:
-        return cls(**kwargs)
-    except TypeError as err:  # pragma: no cover - every field has a default
-        raise ConfigError(f"{where or cls.__name__}: {err}") from err
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A plain, YAML-safe dict of a config tree (tuples become lists)."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return typing.cast(dict[str, Any], plain(dataclasses.asdict(config)))
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``section.key=value`` (the value as YAML) into a key path and a value."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
-
-
-def set_in(tree: dict[str, Any], keys: list[str], value: Any) -> None:
-    """Set ``tree[k0][k1]... = value``, creating sections as needed."""
-    node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {'.'.join(keys)}: {key!r} is not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | None = None,
-    values: dict[str, Any] | None = None,
-) -> RunConfig:
-    """Load a recipe, apply overrides, validate.
-
-    Args:
-        path: A YAML recipe, or ``None`` for the defaults.
-        overrides: ``section.key=value`` strings (``--set``), applied in order.
-        values: Dotted keys to values (from dedicated CLI flags), applied last.
-
-    Returns:
-        The validated :class:`RunConfig`.
-
-    Raises:
-        ConfigError: The file is missing or not a mapping, or any key or value is invalid.
-    """
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found; recipes live under configs/")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from err
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must be a mapping of sections")
-        tree = loaded
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        set_in(tree, keys, value)
-    for dotted, value in (values or {}).items():
-        if dotted == "method.name" and tree.get("method", {}).get("name", "simsiam") != value:
-            # Another method than the recipe's: the recipe's method keys belong to that other
-            # method, so start from the new method's defaults (its own --set keys still apply).
-            tree["method"] = {}
-            for text in overrides or []:
-                keys, override = parse_override(text)
-                if keys[0] == "method":
-                    set_in(tree, keys, override)
-        set_in(tree, dotted.split("."), value)
-    return from_dict(RunConfig, tree)

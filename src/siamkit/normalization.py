@@ -40,6 +40,7 @@ class WSConv2d(nn.Conv2d):
     """A convolution whose weight is standardised per output channel in every forward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve with the standardised weight."""
         return self._conv_forward(x, standardize_weight(self.weight), self.bias)
 
 
@@ -47,13 +48,17 @@ class WSLinear(nn.Linear):
     """A linear layer whose weight is standardised per output unit in every forward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the standardised weight."""
         return F.linear(x, standardize_weight(self.weight), self.bias)
 
 
 def num_groups(channels: int, max_groups: int = MAX_GROUPS) -> int:
-    """The most groups (at most ``max_groups``) that divide ``channels`` into equal groups of at
-    least :data:`MIN_GROUP_SIZE` channels; 32 for the usual widths, fewer for narrow layers
-    (16 channels: 8 groups of 2), 1 when ``channels`` is too small to split."""
+    """The most groups (at most ``max_groups``) that split ``channels`` evenly.
+
+    Each group holds at least :data:`MIN_GROUP_SIZE` channels: 32 groups for the usual widths,
+    fewer for narrow layers (16 channels: 8 groups of 2), 1 when ``channels`` is too small to
+    split.
+    """
     for groups in range(min(max_groups, channels // MIN_GROUP_SIZE), 0, -1):
         if channels % groups == 0:
             return groups
@@ -61,8 +66,10 @@ def num_groups(channels: int, max_groups: int = MAX_GROUPS) -> int:
 
 
 def group_norm(channels: int, affine: bool = True) -> nn.GroupNorm:
-    """GroupNorm over ``channels`` with :func:`num_groups` groups; works on ``(B, C)`` and
-    ``(B, C, H, W)``."""
+    """GroupNorm over ``channels`` with :func:`num_groups` groups.
+
+    Works on ``(B, C)`` and ``(B, C, H, W)``.
+    """
     return nn.GroupNorm(num_groups(channels), channels, affine=affine)
 
 

@@ -120,8 +120,10 @@ def cpu_count() -> int:
 
 
 def default_num_workers(processes: int = 1) -> int:
-    """DataLoader workers per process: the cores left to each process after its main thread,
-    at least 1 and at most 16."""
+    """DataLoader workers per process.
+
+    The cores left to each process after its main thread, at least 1 and at most 16.
+    """
     return max(1, min(16, cpu_count() // max(1, processes) - 1))
 
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from siamkit.config import DataConfig, load_config
+from siamkit.config import DataConfig
 from siamkit.data import memory
 from siamkit.data.datasets import ImageSet, load_splits
 from siamkit.data.stream import StreamSet
 from siamkit.errors import DataError
-from siamkit.eval.protocols import knn_eval
+from siamkit.protocols.evaluate import knn_eval
+from siamkit.recipes import load_config
 from siamkit.train import pretrain
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

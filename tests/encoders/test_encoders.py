@@ -47,6 +47,31 @@ def test_backbone_follows_the_encoder_contract(name: str, cifar_stem: bool) -> N
         torch.testing.assert_close(encoder(x), encoder.forward_features(x))
 
 
+def test_encoder_base_dispatches_forward_to_the_subclass_and_adds_no_state() -> None:
+    """``Encoder`` is an ``nn.Module`` whose ``forward`` is the subclass's ``forward_features``."""
+
+    class Mean(Encoder):
+        num_features = 3
+
+        def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))
+
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(Mean()(x), x.mean(dim=(2, 3)))
+    assert isinstance(Mean(), nn.Module) and not Mean().state_dict()
+    with pytest.raises(NotImplementedError):
+        Encoder()(x)
+
+
+def test_state_dict_keys_are_those_of_the_layers_alone() -> None:
+    """The base class adds no keys, so checkpoints and exports keep loading."""
+    cnn = SmallCNN(width=0.25)
+    assert list(cnn.state_dict()) == [f"features.{k}" for k in cnn.features.state_dict()]
+    resnet = ResNetEncoder("resnet18", width=0.25, cifar_stem=True)
+    reference = torchvision_resnet("resnet18", width=0.25, cifar_stem=True).state_dict()
+    assert list(resnet.state_dict()) == [f"model.{k}" for k in reference if not k.startswith("fc.")]
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_create_backbone_builds_every_registered_name(name: str) -> None:
     """The config path reaches every registry entry with the requested width."""

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from siamkit.config import load_config
 from siamkit.data.datasets import ImageSet, Splits, load_digits
 from siamkit.data.loader import Batch
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError
 from siamkit.eval.online_probe import OnlineLinearProbe
 from siamkit.methods import create_method
+from siamkit.recipes import load_config
 from siamkit.train import pretrain
 from siamkit.train.loop import PretrainModule
 from tests.train.test_loop import SMALL

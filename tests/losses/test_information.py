@@ -29,25 +29,9 @@ from siamkit.losses import barlow_twins, vicreg, vicreg_terms, wmse
 from siamkit.losses.information import off_diagonal
 from siamkit.similarity import covariance, cross_correlation
 from tests.ddp import run_ddp
+from tests.losses.conftest import assert_all_close, shifted_randn, value_and_grads
 
 SHAPES = [(8, 4), (32, 16), (64, 48)]
-
-
-def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=g, dtype=dtype) * 2 + 0.5).requires_grad_()
-
-
-def _value_and_grads(fn, *inputs: torch.Tensor):
-    loss = fn(*inputs)
-    grads = torch.autograd.grad(loss, list(inputs))
-    return (loss.detach().double(), *(g.double() for g in grads))
-
-
-def _assert_all_close(mine, theirs, rtol=1e-4, atol=1e-6):
-    assert len(mine) == len(theirs)
-    for a, b in zip(mine, theirs, strict=True):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,8 +47,8 @@ def _eq2_cross_correlation(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor
 
 def test_cross_correlation_is_eq2_and_pearson_correlation():
     z_a, z_b = (
-        _randn(32, 6, seed=0, dtype=torch.float64),
-        _randn(32, 6, seed=1, dtype=torch.float64),
+        shifted_randn(32, 6, seed=0, dtype=torch.float64),
+        shifted_randn(32, 6, seed=1, dtype=torch.float64),
     )
     c = cross_correlation(z_a, z_b, eps=0.0)
     assert c.shape == (6, 6) and c.dtype == torch.float32
@@ -77,7 +61,7 @@ def test_cross_correlation_is_eq2_and_pearson_correlation():
 
 
 def test_covariance_is_unbiased_sample_covariance():
-    z = _randn(20, 5, seed=2, dtype=torch.float64)
+    z = shifted_randn(20, 5, seed=2, dtype=torch.float64)
     cov = covariance(z)
     assert cov.shape == (5, 5) and cov.dtype == torch.float32
     torch.testing.assert_close(cov.double(), torch.cov(z.T).detach(), rtol=1e-5, atol=1e-6)
@@ -108,21 +92,21 @@ def _barlow_twins_paper(z_a: torch.Tensor, z_b: torch.Tensor, lam: float) -> tor
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("lam", [5e-3, 0.5])
 def test_barlow_twins_matches_lightly_value_and_gradient(shape, lam):
-    z_a, z_b = _randn(*shape, seed=3), _randn(*shape, seed=4)
-    mine = _value_and_grads(lambda a, b: barlow_twins(a, b, lambda_offdiag=lam), z_a, z_b)
-    oracle = _value_and_grads(BarlowTwinsLoss(lambda_param=lam), z_a, z_b)
-    _assert_all_close(mine, oracle)
+    z_a, z_b = shifted_randn(*shape, seed=3), shifted_randn(*shape, seed=4)
+    mine = value_and_grads(lambda a, b: barlow_twins(a, b, lambda_offdiag=lam), z_a, z_b)
+    oracle = value_and_grads(BarlowTwinsLoss(lambda_param=lam), z_a, z_b)
+    assert_all_close(mine, oracle)
 
 
 @pytest.mark.parametrize("shape", SHAPES[:2])
 def test_barlow_twins_matches_paper_equations(shape):
     z_a, z_b = (
-        _randn(*shape, seed=5, dtype=torch.float64),
-        _randn(*shape, seed=6, dtype=torch.float64),
+        shifted_randn(*shape, seed=5, dtype=torch.float64),
+        shifted_randn(*shape, seed=6, dtype=torch.float64),
     )
-    mine = _value_and_grads(lambda a, b: barlow_twins(a, b, 5e-3, eps=0.0), z_a, z_b)
-    ref = _value_and_grads(lambda a, b: _barlow_twins_paper(a, b, 5e-3), z_a, z_b)
-    _assert_all_close(mine, ref)
+    mine = value_and_grads(lambda a, b: barlow_twins(a, b, 5e-3, eps=0.0), z_a, z_b)
+    ref = value_and_grads(lambda a, b: _barlow_twins_paper(a, b, 5e-3), z_a, z_b)
+    assert_all_close(mine, ref)
 
 
 def _decorrelated(n: int, d: int, seed: int) -> torch.Tensor:
@@ -142,7 +126,7 @@ def test_barlow_twins_is_zero_for_identical_decorrelated_views():
 
 
 def test_barlow_twins_is_symmetric_in_the_views():
-    z_a, z_b = _randn(16, 6, seed=8), _randn(16, 6, seed=9)
+    z_a, z_b = shifted_randn(16, 6, seed=8), shifted_randn(16, 6, seed=9)
     torch.testing.assert_close(barlow_twins(z_a, z_b), barlow_twins(z_b, z_a))
 
 
@@ -169,17 +153,18 @@ def _vicreg_paper(z_a, z_b, lam, mu, nu, gamma=1.0, eps=1e-4):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_vicreg_matches_lightly_with_doubled_variance_weight(shape):
     # lightly (like the authors' code) averages the two variance terms; Eq. 6 sums them.
-    z_a, z_b = _randn(*shape, seed=10) * 0.3, _randn(*shape, seed=11) * 0.3  # std < 1: hinge active
-    mine = _value_and_grads(vicreg, z_a, z_b)
-    oracle = _value_and_grads(VICRegLoss(lambda_param=25.0, mu_param=50.0, nu_param=1.0), z_a, z_b)
-    _assert_all_close(mine, oracle)
+    # std < 1: hinge active
+    z_a, z_b = shifted_randn(*shape, seed=10) * 0.3, shifted_randn(*shape, seed=11) * 0.3
+    mine = value_and_grads(vicreg, z_a, z_b)
+    oracle = value_and_grads(VICRegLoss(lambda_param=25.0, mu_param=50.0, nu_param=1.0), z_a, z_b)
+    assert_all_close(mine, oracle)
     lightly_same_mu = VICRegLoss(lambda_param=25.0, mu_param=25.0, nu_param=1.0)(z_a, z_b)
     assert not torch.allclose(mine[0], lightly_same_mu.double())
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_vicreg_terms_match_lightly_terms(shape):
-    z_a, z_b = _randn(*shape, seed=12) * 0.3, _randn(*shape, seed=13) * 0.3
+    z_a, z_b = shifted_randn(*shape, seed=12) * 0.3, shifted_randn(*shape, seed=13) * 0.3
 
     def pick(k):
         return lambda a, b: vicreg_terms(a, b)[k]
@@ -190,22 +175,22 @@ def test_vicreg_terms_match_lightly_terms(shape):
         lambda a, b: covariance_loss(a) + covariance_loss(b),
     ]
     for k, oracle in enumerate(oracles):
-        _assert_all_close(_value_and_grads(pick(k), z_a, z_b), _value_and_grads(oracle, z_a, z_b))
+        assert_all_close(value_and_grads(pick(k), z_a, z_b), value_and_grads(oracle, z_a, z_b))
 
 
 @pytest.mark.parametrize("coeffs", [(25.0, 25.0, 1.0), (1.0, 0.0, 0.0), (0.0, 3.0, 0.5)])
 def test_vicreg_matches_paper_equations(coeffs):
-    z_a = _randn(16, 8, seed=14, dtype=torch.float64) * 0.4
-    z_b = _randn(16, 8, seed=15, dtype=torch.float64) * 0.4
-    mine = _value_and_grads(lambda a, b: vicreg(a, b, *coeffs), z_a, z_b)
-    ref = _value_and_grads(lambda a, b: _vicreg_paper(a, b, *coeffs), z_a, z_b)
-    _assert_all_close(mine, ref)
+    z_a = shifted_randn(16, 8, seed=14, dtype=torch.float64) * 0.4
+    z_b = shifted_randn(16, 8, seed=15, dtype=torch.float64) * 0.4
+    mine = value_and_grads(lambda a, b: vicreg(a, b, *coeffs), z_a, z_b)
+    ref = value_and_grads(lambda a, b: _vicreg_paper(a, b, *coeffs), z_a, z_b)
+    assert_all_close(mine, ref)
 
 
 def test_vicreg_gamma_and_eps_enter_the_variance_hinge():
     z_a, z_b = (
-        _randn(16, 8, seed=16, dtype=torch.float64),
-        _randn(16, 8, seed=17, dtype=torch.float64),
+        shifted_randn(16, 8, seed=16, dtype=torch.float64),
+        shifted_randn(16, 8, seed=17, dtype=torch.float64),
     )
     for gamma, eps in [(2.0, 1e-4), (1.0, 0.5)]:
         mine = vicreg(z_a, z_b, gamma=gamma, eps=eps)
@@ -213,12 +198,29 @@ def test_vicreg_gamma_and_eps_enter_the_variance_hinge():
         torch.testing.assert_close(mine.double(), ref.detach(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("coeffs", [(25.0, 25.0, 1.0), (0.0, 3.0, 0.5)])
+def test_vicreg_returns_the_loss_and_its_unweighted_terms_in_one_pass(coeffs):
+    z_a = shifted_randn(16, 8, seed=20, dtype=torch.float64) * 0.4
+    z_b = shifted_randn(16, 8, seed=21, dtype=torch.float64) * 0.4
+    loss, terms = vicreg(z_a, z_b, *coeffs, return_terms=True)
+    torch.testing.assert_close(loss, vicreg(z_a, z_b, *coeffs), rtol=0, atol=0)
+    for got, expected in zip(terms, vicreg_terms(z_a, z_b), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    lam, mu, nu = coeffs
+    ref = _vicreg_paper(z_a, z_b, lam, mu, nu)  # Eq. 6 written out
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+    # The same graph: the gradient through the returned loss is the paper's.
+    (g_mine,) = torch.autograd.grad(loss, [z_a], retain_graph=True)
+    (g_ref,) = torch.autograd.grad(ref, [z_a])
+    torch.testing.assert_close(g_mine.double(), g_ref, rtol=1e-4, atol=1e-6)
+
+
 def test_vicreg_invariance_is_zero_for_identical_views_and_terms_switch_off():
-    z = _randn(32, 8, seed=18)
+    z = shifted_randn(32, 8, seed=18)
     t = vicreg_terms(z, z)
     assert t.invariance.item() == 0.0
     # With every coefficient but one at 0, the loss is that one weighted term.
-    z_b = _randn(32, 8, seed=19)
+    z_b = shifted_randn(32, 8, seed=19)
     t = vicreg_terms(z, z_b)
     torch.testing.assert_close(vicreg(z, z_b, 2.0, 0.0, 0.0), 2.0 * t.invariance)
     torch.testing.assert_close(vicreg(z, z_b, 0.0, 3.0, 0.0), 3.0 * t.variance)
@@ -239,73 +241,8 @@ def test_vicreg_variance_and_covariance_vanish_for_spread_decorrelated_views():
 
 
 # --------------------------------------------------------------------------------------------
-# Whitening and W-MSE
+# W-MSE (its whitening step is tested in tests/heads/test_whitening.py)
 # --------------------------------------------------------------------------------------------
-def test_whitened_batch_has_zero_mean_and_identity_covariance():
-    z = _randn(256, 16, seed=21) @ _randn(16, 16, seed=22)  # strongly correlated dimensions
-    w = whiten(z, eps=0.0)
-    assert w.shape == z.shape and w.dtype == torch.float32
-    torch.testing.assert_close(w.mean(0), torch.zeros(16), atol=1e-4, rtol=0)
-    torch.testing.assert_close(torch.cov(w.T), torch.eye(16), atol=1e-3, rtol=0)
-    # With a ridge r = eps tr(Sigma)/D the covariance is I - r L^{-1} L^{-T} (L L^T = Sigma + r I),
-    # whose eigenvalues are lambda / (lambda + r): identity up to r / lambda_min.
-    eps = 1e-2
-    cov_eps = torch.cov(whiten(z, eps=eps).T).double()
-    sigma = torch.cov(z.T.double()).detach()
-    r = eps * torch.diagonal(sigma).mean()
-    eye = torch.eye(16, dtype=torch.float64)
-    l_inv = torch.linalg.inv(torch.linalg.cholesky(sigma + r * eye))
-    torch.testing.assert_close(cov_eps, eye - r * l_inv @ l_inv.T, atol=1e-3, rtol=0)
-    lam = torch.linalg.eigvalsh(sigma)
-    torch.testing.assert_close(
-        torch.linalg.eigvalsh(cov_eps), (lam / (lam + r)).sort().values, atol=1e-3, rtol=0
-    )
-
-
-def test_default_ridge_still_whitens_a_direction_shrunk_ten_thousandfold():
-    """Regression: with a ridge of 1e-4 of the mean variance (float32), a direction whose variance
-    training had shrunk below the ridge came out near 0 instead of unit variance, so the loss no
-    longer saw it and W-MSE collapsed on CIFAR-10. The default must whiten it."""
-    z = _randn(256, 16, seed=28).detach()
-    z[:, 3] *= 1e-2  # variance 1e-4 of the others
-    cov = torch.cov(whiten(z).T)
-    torch.testing.assert_close(cov, torch.eye(16), atol=1e-3, rtol=0)
-    old = torch.cov(whiten(z, eps=1e-4).T)  # the former default
-    assert old[3, 3] < 0.6  # lambda / (lambda + r) = 1e-4 / (1e-4 + ~1e-4): about half
-
-
-def test_whitening_and_its_ridge_do_not_depend_on_the_scale_of_z():
-    z = _randn(64, 8, seed=26).detach()
-    for eps in (0.0, 1e-3):
-        torch.testing.assert_close(whiten(1e3 * z, eps), whiten(z, eps), rtol=1e-4, atol=1e-4)
-    # rank-deficient (fewer samples than dimensions) and large: the ridge keeps it defined
-    w = whiten(1e4 * _randn(12, 32, seed=27).detach(), eps=1e-4)
-    assert torch.isfinite(w).all()
-
-
-def test_whiten_matches_inverse_cholesky_formula_value_and_gradient():
-    z = _randn(40, 6, seed=23, dtype=torch.float64)
-    weights = _randn(40, 6, seed=24, dtype=torch.float64).detach()
-
-    def formula(x):  # Eq. 4-5: W (x - mu), W = L^{-1}, L L^T = Sigma + r I, r = eps tr(Sigma)/D
-        xc = x - x.mean(0)
-        sigma = xc.T @ xc / (x.shape[0] - 1)
-        sigma = sigma + 1e-3 * torch.trace(sigma) / 6 * torch.eye(6, dtype=x.dtype)
-        w = torch.linalg.inv(torch.linalg.cholesky(sigma))
-        return xc @ w.T
-
-    mine = _value_and_grads(lambda x: (whiten(x, 1e-3) * weights).sum(), z)
-    ref = _value_and_grads(lambda x: (formula(x) * weights).sum(), z)
-    _assert_all_close(mine, ref, rtol=1e-4, atol=1e-5)
-
-
-def test_whiten_computes_in_float32_from_bf16():
-    z = _randn(64, 8, seed=25).detach().bfloat16()
-    w = whiten(z)
-    assert w.dtype == torch.float32
-    torch.testing.assert_close(w, whiten(z.float()))
-
-
 def _wmse_paper(views, subsets, eps=0.0):
     """Eq. 6 over given sub-batches: mean over images and pairs of ||zhat_j - zhat_k||^2."""
     n = views[0].shape[0]
@@ -329,32 +266,32 @@ def _wmse_paper(views, subsets, eps=0.0):
 @pytest.mark.parametrize("num_positives", [2, 4])
 @pytest.mark.parametrize("w_iter", [1, 3])
 def test_wmse_matches_lightly_value_and_gradient(num_positives, w_iter):
-    views = [_randn(64, 8, seed=30 + i) for i in range(num_positives)]
+    views = [shifted_randn(64, 8, seed=30 + i) for i in range(num_positives)]
     torch.manual_seed(0)  # both draw their permutations from the global RNG
-    mine = _value_and_grads(lambda *v: wmse(list(v), w_size=16, w_iter=w_iter, eps=0.0), *views)
+    mine = value_and_grads(lambda *v: wmse(list(v), w_size=16, w_iter=w_iter, eps=0.0), *views)
     torch.manual_seed(0)
     oracle_fn = WMSELoss(
         embedding_dim=8, eps=0.0, track_running_stats=False, w_iter=w_iter, w_size=16,
         num_samples=num_positives,
     )  # fmt: skip
-    oracle = _value_and_grads(lambda *v: oracle_fn(torch.cat(v)), *views)
-    _assert_all_close(mine, oracle, rtol=1e-4, atol=1e-5)
+    oracle = value_and_grads(lambda *v: oracle_fn(torch.cat(v)), *views)
+    assert_all_close(mine, oracle, rtol=1e-4, atol=1e-5)
 
 
 def test_wmse_matches_paper_equations_with_its_sub_batches():
-    views = [_randn(48, 6, seed=40 + i, dtype=torch.float64) for i in range(3)]
+    views = [shifted_randn(48, 6, seed=40 + i, dtype=torch.float64) for i in range(3)]
     perm = torch.randperm(48, generator=torch.Generator().manual_seed(5))
     subsets = perm.tensor_split(3)  # w_size 16 -> 3 sub-batches
-    mine = _value_and_grads(
+    mine = value_and_grads(
         lambda *v: wmse(list(v), w_size=16, eps=1e-3, generator=torch.Generator().manual_seed(5)),
         *views,
     )
-    ref = _value_and_grads(lambda *v: _wmse_paper(list(v), subsets, eps=1e-3), *views)
-    _assert_all_close(mine, ref, rtol=1e-4, atol=1e-5)
+    ref = value_and_grads(lambda *v: _wmse_paper(list(v), subsets, eps=1e-3), *views)
+    assert_all_close(mine, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_wmse_of_many_positives_is_the_mean_over_pairs():
-    views = [_randn(64, 8, seed=50 + i) for i in range(4)]
+    views = [shifted_randn(64, 8, seed=50 + i) for i in range(4)]
     kw = {"w_size": 32, "w_iter": 2}
     full = wmse(views, generator=torch.Generator().manual_seed(1), **kw)
     pairs = [
@@ -366,15 +303,15 @@ def test_wmse_of_many_positives_is_the_mean_over_pairs():
 
 
 def test_wmse_is_zero_for_identical_views_and_bounded():
-    z = _randn(64, 8, seed=60)
+    z = shifted_randn(64, 8, seed=60)
     assert wmse([z, z.clone()], w_size=32).item() == pytest.approx(0.0, abs=1e-6)
     loss = wmse([z, -z], w_size=32)  # whitening is linear: opposite views stay opposite
     assert loss.item() == pytest.approx(4.0, rel=1e-5)
-    assert 0.0 <= wmse([z, _randn(64, 8, seed=61)], w_size=32).item() <= 4.0
+    assert 0.0 <= wmse([z, shifted_randn(64, 8, seed=61)], w_size=32).item() <= 4.0
 
 
 def test_wmse_small_batch_is_whitened_whole_and_needs_two_views():
-    views = [_randn(12, 4, seed=62), _randn(12, 4, seed=63)]
+    views = [shifted_randn(12, 4, seed=62), shifted_randn(12, 4, seed=63)]
     whole = _wmse_paper([v.double() for v in views], [torch.arange(12)], eps=1e-4)
     torch.testing.assert_close(
         wmse(views, w_size=128).double(), whole.detach(), rtol=1e-4, atol=1e-5
@@ -413,7 +350,10 @@ def _two_process_losses(full_a: torch.Tensor, full_b: torch.Tensor) -> dict[str,
 
 
 def test_gathering_losses_in_two_processes_equal_one_process():
-    full_a, full_b = _randn(32, 12, seed=70).detach() * 0.5, _randn(32, 12, seed=71).detach() * 0.5
+    full_a, full_b = (
+        shifted_randn(32, 12, seed=70).detach() * 0.5,
+        shifted_randn(32, 12, seed=71).detach() * 0.5,
+    )
     out = run_ddp(_two_process_losses, 2, full_a, full_b)
     halves = [slice(0, 16), slice(16, 32)]
     references: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -451,8 +391,8 @@ def test_gathering_losses_in_two_processes_equal_one_process():
 def test_statistics_and_losses_are_float32_under_bf16_autocast():
     """Under autocast a float32 matmul runs in bf16 unless autocast is turned off; a bf16
     covariance of 128 x 64 embeddings is indefinite often enough to break W-MSE's Cholesky."""
-    z_a, z_b = _randn(128, 64, seed=80).detach(), _randn(128, 64, seed=81).detach()
-    z_a = z_a @ _randn(64, 64, seed=82).detach()  # correlated: ill-conditioned covariance
+    z_a, z_b = shifted_randn(128, 64, seed=80).detach(), shifted_randn(128, 64, seed=81).detach()
+    z_a = z_a @ shifted_randn(64, 64, seed=82).detach()  # correlated: ill-conditioned covariance
     fns = {
         "cross_correlation": lambda: cross_correlation(z_a, z_b),
         "covariance": lambda: covariance(z_a),

@@ -11,21 +11,9 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 
 from siamkit.losses import NEGATIVE_SIMILARITY_LOSSES, cross_entropy, negative_cosine
+from tests.losses.conftest import assert_all_close, random_pair, value_and_grads
 
 SHAPES = [(1, 3), (8, 16), (32, 64)]
-
-
-def _pair(shape: tuple[int, int], seed: int, dtype: torch.dtype = torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    p = torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
-    z = torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
-    return p, z
-
-
-def _value_and_grads(fn, p: torch.Tensor, z: torch.Tensor):
-    loss = fn(p, z)
-    gp, gz = torch.autograd.grad(loss, [p, z])
-    return loss.detach().double(), gp.double(), gz.double()
 
 
 def _cosine_formula(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -47,20 +35,18 @@ def _cross_entropy_formula(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_negative_cosine_matches_lightly_value_and_gradient(shape, seed):
     # float32 in: siamkit computes in float32 whatever the input; compare at float32 tolerance.
-    p, z = _pair(shape, seed, torch.float32)
-    mine = _value_and_grads(negative_cosine, p, z)
-    oracle = _value_and_grads(NegativeCosineSimilarity(), p, z)
-    for a, b in zip(mine, oracle, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    p, z = random_pair(shape, seed, torch.float32)
+    mine = value_and_grads(negative_cosine, p, z)
+    oracle = value_and_grads(NegativeCosineSimilarity(), p, z)
+    assert_all_close(mine, oracle, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_negative_cosine_matches_paper_formula(shape):
-    p, z = _pair(shape, 2)
-    mine = _value_and_grads(negative_cosine, p, z)
-    ref = _value_and_grads(_cosine_formula, p, z)
-    for a, b in zip(mine, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    p, z = random_pair(shape, 2)
+    mine = value_and_grads(negative_cosine, p, z)
+    ref = value_and_grads(_cosine_formula, p, z)
+    assert_all_close(mine, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_negative_cosine_of_known_pairs():
@@ -80,7 +66,7 @@ def test_negative_cosine_of_identical_inputs_is_minus_one():
 
 
 def test_negative_cosine_returns_scalar():
-    p, z = _pair((8, 4), 3, torch.float32)
+    p, z = random_pair((8, 4), 3, torch.float32)
     loss = negative_cosine(p, z)
     assert loss.shape == ()
 
@@ -88,11 +74,10 @@ def test_negative_cosine_returns_scalar():
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cross_entropy_matches_paper_formula_value_and_gradient(shape, seed):
-    p, z = _pair(shape, seed)
-    mine = _value_and_grads(cross_entropy, p, z)
-    ref = _value_and_grads(_cross_entropy_formula, p, z)
-    for a, b in zip(mine, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    p, z = random_pair(shape, seed)
+    mine = value_and_grads(cross_entropy, p, z)
+    ref = value_and_grads(_cross_entropy_formula, p, z)
+    assert_all_close(mine, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_cross_entropy_is_entropy_of_target_when_inputs_agree():
@@ -106,7 +91,7 @@ def test_cross_entropy_is_entropy_of_target_when_inputs_agree():
 
 
 def test_cross_entropy_is_not_symmetric():
-    p, z = _pair((8, 16), 5)
+    p, z = random_pair((8, 16), 5)
     assert not torch.allclose(cross_entropy(p, z), cross_entropy(z, p))
 
 
@@ -117,7 +102,7 @@ def test_loss_registry_names_the_two_similarities():
 
 @pytest.mark.parametrize("fn", [negative_cosine, cross_entropy])
 def test_bf16_inputs_give_float32_loss(fn):
-    p, z = _pair((8, 16), 6, torch.float32)
+    p, z = random_pair((8, 16), 6, torch.float32)
     p_bf, z_bf = p.detach().bfloat16(), z.detach().bfloat16()
     loss = fn(p_bf, z_bf)
     assert loss.dtype == torch.float32

@@ -14,21 +14,9 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 
 from siamkit.losses import negative_cosine, normalized_mse
+from tests.losses.conftest import assert_all_close, random_pair, value_and_grads
 
 SHAPES = [(1, 3), (8, 16), (32, 64)]
-
-
-def _pair(shape: tuple[int, int], seed: int, dtype: torch.dtype = torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    p = torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
-    z = torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
-    return p, z
-
-
-def _value_and_grads(fn, p: torch.Tensor, z: torch.Tensor):
-    loss = fn(p, z)
-    gp, gz = torch.autograd.grad(loss, [p, z])
-    return loss.detach().double(), gp.double(), gz.double()
 
 
 def _eq2(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -41,27 +29,25 @@ def _eq2(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_normalized_mse_matches_eq2_value_and_gradient(shape, seed):
-    p, z = _pair(shape, seed)
-    mine = _value_and_grads(normalized_mse, p, z)
-    ref = _value_and_grads(_eq2, p, z)
-    for a, b in zip(mine, ref, strict=True):
-        # siamkit computes in float32 whatever the input dtype
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    p, z = random_pair(shape, seed)
+    mine = value_and_grads(normalized_mse, p, z)
+    ref = value_and_grads(_eq2, p, z)
+    # siamkit computes in float32 whatever the input dtype
+    assert_all_close(mine, ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_normalized_mse_is_two_minus_two_cosine_of_lightly(shape):
-    p, z = _pair(shape, 3, torch.float32)
-    mine = _value_and_grads(normalized_mse, p, z)
+    p, z = random_pair(shape, 3, torch.float32)
+    mine = value_and_grads(normalized_mse, p, z)
     lightly_cos = NegativeCosineSimilarity()
-    oracle = _value_and_grads(lambda a, b: 2 + 2 * lightly_cos(a, b), p, z)
-    for a, b in zip(mine, oracle, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    oracle = value_and_grads(lambda a, b: 2 + 2 * lightly_cos(a, b), p, z)
+    assert_all_close(mine, oracle, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(normalized_mse(p, z), 2 + 2 * negative_cosine(p, z))
 
 
 def test_normalized_mse_range_and_extremes():
-    p, z = _pair((16, 8), 4)
+    p, z = random_pair((16, 8), 4)
     value = normalized_mse(p, z).item()
     assert 0.0 <= value <= 4.0
     # aligned pairs (any positive scale): 0; opposite pairs: 4
@@ -70,13 +56,13 @@ def test_normalized_mse_range_and_extremes():
 
 
 def test_normalized_mse_is_scale_invariant_and_symmetric():
-    p, z = _pair((8, 16), 5)
+    p, z = random_pair((8, 16), 5)
     torch.testing.assert_close(normalized_mse(p, z), normalized_mse(0.1 * p, 7.0 * z))
     torch.testing.assert_close(normalized_mse(p, z), normalized_mse(z, p))
 
 
 def test_normalized_mse_is_float32_under_bf16_input():
-    p, z = _pair((8, 16), 6, torch.bfloat16)
+    p, z = random_pair((8, 16), 6, torch.bfloat16)
     out = normalized_mse(p, z)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, normalized_mse(p.float(), z.float()))

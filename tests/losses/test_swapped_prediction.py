@@ -19,6 +19,7 @@ from lightly.loss.swav_loss import sinkhorn as lightly_sinkhorn
 
 from siamkit.losses import sinkhorn, swapped_prediction
 from tests.ddp import run_ddp
+from tests.losses.conftest import assert_all_close, value_and_grads
 
 
 def _scores(batch: int, k: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -59,15 +60,6 @@ def _paper_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], tau: floa
     number of pairs (Algorithm 1's -0.5 * mean(...) for two crops)."""
     pairs = [(i, v) for i in range(len(codes)) for v in range(len(scores)) if v != i]
     return sum(_cross_entropy_eq2(scores[v], codes[i], tau) for i, v in pairs) / len(pairs)
-
-
-def _value_and_grads(loss: torch.Tensor, inputs: list[torch.Tensor]):
-    grads = torch.autograd.grad(loss, inputs, allow_unused=True)  # unused: a crop only coding
-    zero = torch.zeros_like
-    return [
-        loss.detach().double().reshape(()),
-        *((zero(x) if g is None else g).double() for g, x in zip(grads, inputs, strict=True)),
-    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,10 +140,10 @@ def test_sinkhorn_has_no_gradient_and_is_float32():
 def test_swapped_prediction_matches_lightly_value_and_gradient(n_crops, batch, k):
     scores = _crops(n_crops, batch, k, 0)
     codes = [sinkhorn(s) for s in scores[:2]]
-    mine = _value_and_grads(swapped_prediction(scores, codes, 0.1), scores)
-    oracle = _value_and_grads(SwaVLoss(temperature=0.1)(scores[:2], scores[2:]), scores)
-    for a, b in zip(mine, oracle, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    mine = value_and_grads(lambda *s: swapped_prediction(list(s), codes, 0.1), *scores)
+    lightly = SwaVLoss(temperature=0.1)
+    oracle = value_and_grads(lambda *s: lightly(list(s[:2]), list(s[2:])), *scores)
+    assert_all_close(mine, oracle, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("n_crops", "n_codes"), [(2, 2), (2, 1), (5, 2), (6, 3)])
@@ -159,10 +151,9 @@ def test_swapped_prediction_matches_lightly_value_and_gradient(n_crops, batch, k
 def test_swapped_prediction_matches_paper_formula(n_crops, n_codes, tau):
     scores = [s.detach().double().requires_grad_() for s in _crops(n_crops, 16, 10, 1)]
     codes = [_algorithm_1(s.detach()) for s in scores[:n_codes]]
-    mine = _value_and_grads(swapped_prediction(scores, codes, tau), scores)
-    ref = _value_and_grads(_paper_loss(scores, codes, tau), scores)
-    for a, b in zip(mine, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    mine = value_and_grads(lambda *s: swapped_prediction(list(s), codes, tau), *scores)
+    ref = value_and_grads(lambda *s: _paper_loss(list(s), codes, tau), *scores)
+    assert_all_close(mine, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_two_crop_loss_is_half_of_eq_1():

@@ -5,30 +5,22 @@ normalisation options of "BYOL works even without batch statistics" (arXiv:2010.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
-from siamkit.config import AugmentConfig, BackboneConfig, from_dict
-from siamkit.encoders import create_backbone
+from siamkit.config import AugmentConfig
 from siamkit.errors import ConfigError
 from siamkit.methods import BYOL, METHODS, BYOLConfig, create_method
 from siamkit.normalization import WSLinear
+from siamkit.recipes import method_from_dict
+from tests.methods.conftest import BATCH, build, random_views, small_backbone
 
-BATCH, SIZE = 8, 16
 SMALL = {"proj_hidden_dim": 48, "proj_dim": 16, "pred_hidden_dim": 40}
 
-
-def _build(seed: int = 0, backbone_norm: str = "batch", **options) -> BYOL:
-    torch.manual_seed(seed)
-    backbone = create_backbone(BackboneConfig(name="small_cnn", width=0.25, norm=backbone_norm))
-    return BYOL(backbone, BYOLConfig(**{**SMALL, **options}))
-
-
-def _views(n: int = 2, seed: int = 100, batch: int = BATCH) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, 3, SIZE, SIZE, generator=g) for _ in range(n)]
+_build = partial(build, BYOL, BYOLConfig, SMALL)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -74,11 +66,10 @@ def test_loss_matches_eq2_reference_in_value_and_every_gradient(norm):
     # Make the target differ from the online network, as after some training.
     _perturb(method.target_backbone, 1)
     _perturb(ref.target_backbone, 1)
-    views = _views()
+    views = random_views()
     loss = method.training_step(views)["loss"]
     expected = _reference_loss(ref, views)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
-    assert 0.0 <= loss.item() <= 8.0  # two terms, each in [0, 4]
     loss.backward()
     expected.backward()
     n_nonzero = 0
@@ -93,6 +84,34 @@ def test_loss_matches_eq2_reference_in_value_and_every_gradient(norm):
     assert n_nonzero > 0
 
 
+class _Scale(nn.Module):
+    """A stand-in predictor q(z) = scale * z."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.scale * z
+
+
+@pytest.mark.parametrize(("scale", "expected"), [(3.0, 0.0), (-0.5, 8.0)], ids=["along", "against"])
+def test_loss_is_zero_along_and_eight_against_the_target(scale, expected):
+    """Eq. 2 summed over both directions, in closed form.
+
+    A fresh target equals the online network, so on two identical views the target projection
+    of either view is the online projection z of the other. With q(z) = scale * z each term is
+    ``||sign(scale) z/||z|| - z/||z|| ||^2``: 0 for ``scale > 0`` and 4 for ``scale < 0``, so the
+    loss is 0 or 2 x 4 = 8. An average instead of the sum of the two terms, or a missing
+    normalisation, would give other values.
+    """
+    m = _build()
+    m.predictor = _Scale(scale)
+    (v,) = random_views(1)
+    loss = m.training_step([v, v])["loss"]
+    torch.testing.assert_close(loss, torch.tensor(expected), rtol=0, atol=1e-5)
+
+
 def test_target_network_gets_no_gradient_and_is_not_optimised():
     m = _build()
     target_ids = {
@@ -101,7 +120,7 @@ def test_target_network_gets_no_gradient_and_is_not_optimised():
     assert target_ids and not any(
         q.requires_grad for q in [*m.target_backbone.parameters(), *m.target_projector.parameters()]
     )
-    m.training_step(_views())["loss"].backward()
+    m.training_step(random_views())["loss"].backward()
     for name, q in m.named_parameters():
         if name.startswith("target_"):
             assert q.grad is None, name
@@ -120,7 +139,7 @@ def test_no_predictor_on_the_target_and_target_starts_as_a_copy():
 
 def test_loss_is_symmetric_in_the_views_and_embedding_is_online_z1():
     m = _build()
-    v1, v2 = _views()
+    v1, v2 = random_views()
     m.eval()  # fixed BN statistics, so both calls see the same normalisation
     out = m.training_step([v1, v2])
     torch.testing.assert_close(out["loss"], m.training_step([v2, v1])["loss"])
@@ -217,7 +236,7 @@ def test_group_ws_everywhere_makes_every_output_independent_of_the_batch():
     m = _build(norm="group_ws", backbone_norm="group_ws")
     assert not any(isinstance(x, nn.modules.batchnorm._BatchNorm) for x in m.modules())
     m.train()
-    v1, v2 = _views()
+    v1, v2 = random_views()
     full = m.projector(m.backbone(v1))
     half = m.projector(m.backbone(v1[:3]))
     torch.testing.assert_close(half, full[:3], rtol=1e-4, atol=1e-5)
@@ -234,7 +253,7 @@ def test_registered_with_paper_defaults():
     assert (cfg.base_momentum, cfg.final_momentum) == (0.996, 1.0)
     assert (cfg.blur_probs, cfg.solarize_probs, cfg.norm) == ((1.0, 0.1), (0.0, 0.2), "batch")
     torch.manual_seed(0)
-    m = create_method(create_backbone(BackboneConfig(name="small_cnn", width=0.25)), cfg)
+    m = create_method(small_backbone(), cfg)
     assert isinstance(m, BYOL) and m.num_views == 2
 
 
@@ -253,9 +272,7 @@ def test_impossible_values_raise_config_error(bad):
 
 
 def test_config_loads_from_a_mapping_strictly():
-    from siamkit.config import MethodConfig
-
-    cfg = from_dict(MethodConfig, {"name": "byol", "norm": "group_ws", "blur_probs": [0.5, 0.5]})
+    cfg = method_from_dict({"name": "byol", "norm": "group_ws", "blur_probs": [0.5, 0.5]})
     assert isinstance(cfg, BYOLConfig) and cfg.blur_probs == (0.5, 0.5)
     with pytest.raises(ConfigError, match="norm"):
-        from_dict(MethodConfig, {"name": "byol", "norm": "layer"})
+        method_from_dict({"name": "byol", "norm": "layer"})

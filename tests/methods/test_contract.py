@@ -15,11 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from siamkit.config import AugmentConfig, BackboneConfig, OptimConfig
-from siamkit.data.augment import BatchViews
-from siamkit.encoders import create_backbone
+from siamkit.config import AugmentConfig, OptimConfig
 from siamkit.methods import METHODS, Method, create_method
 from siamkit.train.schedules import StepSchedule, build_optimizer
+from tests.methods.conftest import augmented_views, small_backbone
 
 BATCH, NUM_IMAGES = 8, 32
 
@@ -43,18 +42,13 @@ def _small_config(name: str):
 
 def _build(name: str, seed: int) -> Method:
     torch.manual_seed(seed)
-    method = create_method(
-        create_backbone(BackboneConfig(name="small_cnn", width=0.25)), _small_config(name)
-    )
+    method = create_method(small_backbone(), _small_config(name))
     method.setup(NUM_IMAGES)
     return method
 
 
 def _views(method: Method, seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (BATCH, 3, 32, 32), dtype=torch.uint8, generator=g)
-    recipes = method.view_recipes(AugmentConfig(size=32))
-    return [BatchViews(r)(images, generator=g) for r in recipes]
+    return augmented_views(method, seed)
 
 
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -140,3 +134,4 @@ def test_method_exposes_backbone_and_projector_for_evaluation(name):
     assert h.shape == (BATCH, method.backbone.num_features)
     z = method.projector(h)
     assert z.ndim == 2 and z.shape[0] == BATCH and torch.isfinite(z).all()
+    torch.testing.assert_close(method.encode(x), z)  # encode(x) = g(f(x)), the base's default

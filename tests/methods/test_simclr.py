@@ -4,30 +4,20 @@ NT-Xent on the same projections, head depth, the fine-tuning entry point, both v
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 from lightly.loss import NTXentLoss
 from torch import nn
 
-from siamkit.config import BackboneConfig
-from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError
 from siamkit.methods import METHODS, SimCLR, SimCLRConfig
+from tests.methods.conftest import BATCH, build, random_views
 
-BATCH, SIZE = 8, 16
 SMALL = {"proj_dim": 16, "proj_hidden_dim": 24}
 
-
-def _build(seed: int = 0, **options) -> SimCLR:
-    torch.manual_seed(seed)
-    backbone = create_backbone(BackboneConfig(name="small_cnn", width=0.25))
-    return SimCLR(backbone, SimCLRConfig(**{**SMALL, **options}))
-
-
-def _views(seed: int = 100) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(BATCH, 3, SIZE, SIZE, generator=g) for _ in range(2)]
+_build = partial(build, SimCLR, SimCLRConfig, SMALL)
 
 
 def test_registered_with_paper_defaults():
@@ -40,7 +30,7 @@ def test_registered_with_paper_defaults():
 def test_loss_and_every_gradient_match_lightly_on_the_same_projections(tau):
     method = _build(temperature=tau)
     ref = copy.deepcopy(method)
-    views = _views()
+    views = random_views()
     loss = method.training_step(views)["loss"]
     z = [ref.projector(ref.backbone.forward_features(v)) for v in views]
     expected = NTXentLoss(temperature=tau, memory_bank_size=0)(z[0], z[1])
@@ -55,7 +45,7 @@ def test_loss_and_every_gradient_match_lightly_on_the_same_projections(tau):
 
 def test_both_views_get_gradient_no_stop_gradient():
     method = _build()
-    views = [v.requires_grad_() for v in _views()]
+    views = [v.requires_grad_() for v in random_views()]
     loss = method.training_step(views)["loss"]
     g1, g2 = torch.autograd.grad(loss, views)
     assert g1.abs().sum() > 0 and g2.abs().sum() > 0
@@ -63,7 +53,7 @@ def test_both_views_get_gradient_no_stop_gradient():
 
 def test_symmetric_in_the_views_and_embedding_is_detached_first_view():
     method = _build()
-    v1, v2 = _views()
+    v1, v2 = random_views()
     out = method.training_step([v1, v2])
     torch.testing.assert_close(out["loss"], method.training_step([v2, v1])["loss"])
     assert (
@@ -104,7 +94,7 @@ def test_head_first_layer_is_backbone_plus_first_fc_bn_relu_sharing_weights():
     method = _build(proj_layers=3)
     method.eval()
     net = method.head_first_layer()
-    x = _views()[0]
+    x = random_views()[0]
     layers = list(method.projector)
     with torch.no_grad():
         h = method.backbone.forward_features(x)

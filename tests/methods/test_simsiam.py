@@ -4,39 +4,22 @@ contract for every registered method."""
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from torch import nn
 
-from siamkit.config import BackboneConfig
-from siamkit.encoders import create_backbone
 from siamkit.losses import cross_entropy
 from siamkit.methods import SimSiam, SimSiamConfig
+from tests.methods.conftest import BATCH, SIZE, assert_same_grads, build, grads, random_views
 
-BATCH, SIZE = 8, 16
 SMALL = {"proj_dim": 32, "proj_hidden_dim": 48, "pred_hidden_dim": 8, "proj_layers": 2}
 
 D = NegativeCosineSimilarity()  # oracle for D(p, z) = -cos(p, z), Eq. 1
 
-
-def _backbone() -> nn.Module:
-    return create_backbone(BackboneConfig(name="small_cnn", width=0.25))
-
-
-def _build(seed: int = 0, **options) -> SimSiam:
-    torch.manual_seed(seed)
-    return SimSiam(_backbone(), SimSiamConfig(**{**SMALL, **options}))
-
-
-def _views(n: int = 2, seed: int = 100) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(BATCH, 3, SIZE, SIZE, generator=g) for _ in range(n)]
-
-
-def _grads(module: nn.Module) -> dict[str, torch.Tensor | None]:
-    return {n: None if q.grad is None else q.grad.clone() for n, q in module.named_parameters()}
+_build = partial(build, SimSiam, SimSiamConfig, SMALL)
 
 
 def _reference_loss(m: SimSiam, views: list[torch.Tensor], symmetry: str, d=D) -> torch.Tensor:
@@ -53,23 +36,13 @@ def _reference_loss(m: SimSiam, views: list[torch.Tensor], symmetry: str, d=D) -
 
 def _assert_same_loss_and_grads(options: dict, symmetry: str, n_views: int, d=D) -> None:
     method, ref = _build(0, **options), _build(0, **options)
-    views = _views(n_views)
+    views = random_views(n_views)
     loss = method.training_step(views)["loss"]
     expected = _reference_loss(ref, views, symmetry, d)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     loss.backward()
     expected.backward()
-    mine, theirs = _grads(method), _grads(ref)
-    assert mine.keys() == theirs.keys()
-    n_nonzero = 0
-    for name in mine:
-        if theirs[name] is None:
-            assert mine[name] is None or not mine[name].any(), name
-            continue
-        assert mine[name] is not None, f"{name} got no gradient"
-        torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-6, msg=name)
-        n_nonzero += int(theirs[name].abs().sum() > 0)
-    assert n_nonzero > 0
+    assert_same_grads(grads(method), grads(ref))
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,7 +72,7 @@ def test_cross_entropy_similarity_uses_the_cross_entropy_loss():
     assert _build(**opts).loss_fn is cross_entropy
     _assert_same_loss_and_grads(opts, "symmetric", 2, d=cross_entropy)
     # and it is a different loss from the cosine one on the same weights and views
-    views = _views()
+    views = random_views()
     assert not torch.allclose(
         _build(**opts).training_step(views)["loss"], _build().training_step(views)["loss"]
     )
@@ -107,15 +80,38 @@ def test_cross_entropy_similarity_uses_the_cross_entropy_loss():
 
 def test_loss_is_symmetric_in_the_two_views():
     m = _build()
-    v1, v2 = _views()
+    v1, v2 = random_views()
     torch.testing.assert_close(m.training_step([v1, v2])["loss"], m.training_step([v2, v1])["loss"])
 
 
-def test_loss_is_in_range_and_embedding_is_detached_z_of_first_view():
+@pytest.mark.parametrize(
+    ("scale", "expected"),
+    [(3.0, -1.0), (-2.0, 1.0), (0.0, 0.0)],
+    ids=["parallel", "opposite", "orthogonal"],
+)
+def test_loss_takes_its_closed_form_value_without_predictor(scale, expected):
+    """With h = identity, p_i = z_i and Eq. 4 is 1/2 (-cos(z1, z2)) + 1/2 (-cos(z2, z1)).
+
+    z2 = scale * z1 gives -1 (parallel, scale > 0) or +1 (opposite); z2 orthogonal to z1 row by
+    row gives 0. A missing 1/2, a sign error or an unnormalised D would change these values.
+    """
+    m = _build(predictor="none")
+    z1 = _leaf_zs(1)[0].detach()
+    if scale == 0.0:  # orthogonal rows: swap the two halves of each row and negate one half
+        half = z1.shape[1] // 2
+        z2 = torch.cat([-z1[:, half:], z1[:, :half]], dim=1)
+        assert torch.allclose((z1 * z2).sum(dim=1), torch.zeros(BATCH), atol=1e-5)
+    else:
+        z2 = scale * z1
+    m.encode = _LeafEncoder([z1, z2])  # type: ignore[method-assign]
+    loss = m.training_step(random_views())["loss"]
+    torch.testing.assert_close(loss, torch.tensor(expected), rtol=0, atol=1e-6)
+
+
+def test_embedding_is_detached_z_of_first_view():
     m = _build()
-    views = _views()
+    views = random_views()
     out = m.training_step(views)
-    assert -1.0 <= out["loss"].item() <= 1.0
     assert out["embedding"].shape == (BATCH, SMALL["proj_dim"])
     assert not out["embedding"].requires_grad
     torch.testing.assert_close(out["embedding"], m.encode(views[0]).detach())
@@ -150,7 +146,7 @@ def _z_grads_through_target_only(stop_gradient: bool) -> list[torch.Tensor | Non
     calls = iter(ps)
     m.encode = _LeafEncoder(zs)  # type: ignore[method-assign]
     m.predictor = _ConstantPredictor(calls)
-    loss = m.training_step(_views())["loss"]
+    loss = m.training_step(random_views())["loss"]
     grads = torch.autograd.grad(loss, [*zs, *ps], allow_unused=True)
     assert all(gp is not None and gp.abs().sum() > 0 for gp in grads[2:]), "p must get gradient"
     return list(grads[:2])
@@ -182,7 +178,7 @@ def test_stop_gradient_z_gradient_flows_only_through_predictor():
     m = _build()
     zs = _leaf_zs()
     m.encode = _LeafEncoder(zs)  # type: ignore[method-assign]
-    got = torch.autograd.grad(m.training_step(_views())["loss"], zs)
+    got = torch.autograd.grad(m.training_step(random_views())["loss"], zs)
     h = m.predictor
     expected = torch.autograd.grad(
         0.5 * D(h(zs[0]), zs[1].detach()) + 0.5 * D(h(zs[1]), zs[0].detach()), zs
@@ -193,13 +189,13 @@ def test_stop_gradient_z_gradient_flows_only_through_predictor():
     m_no_sg = _build(stop_gradient=False)
     m_no_sg.predictor.load_state_dict(m.predictor.state_dict())
     m_no_sg.encode = _LeafEncoder(zs)  # type: ignore[method-assign]
-    got_no_sg = torch.autograd.grad(m_no_sg.training_step(_views())["loss"], zs)
+    got_no_sg = torch.autograd.grad(m_no_sg.training_step(random_views())["loss"], zs)
     for a, b in zip(got, got_no_sg, strict=True):
         assert not torch.allclose(a, b, atol=1e-6)
 
 
 def test_stop_gradient_false_changes_parameter_gradients():
-    views = _views()
+    views = random_views()
     grads = []
     for sg in (True, False):
         m = _build(0, stop_gradient=sg)
@@ -240,7 +236,7 @@ def test_predictor_none_is_identity():
     m = _build(predictor="none")
     assert isinstance(m.predictor, nn.Identity)
     assert [g["name"] for g in m.param_groups()] == ["encoder"]
-    views = _views()
+    views = random_views()
     z = [m.encode(v) for v in views]
     expected = 0.5 * D(z[0], z[1].detach()) + 0.5 * D(z[1], z[0].detach())
     torch.testing.assert_close(m.training_step(views)["loss"], expected)
@@ -255,7 +251,7 @@ def test_fixed_random_predictor_has_no_trainable_parameters():
     assert grouped.isdisjoint({id(q) for q in params})
     assert [g["name"] for g in m.param_groups()] == ["encoder"]
     before = copy.deepcopy(m.predictor.state_dict())
-    m.training_step(_views())["loss"].backward()
+    m.training_step(random_views())["loss"].backward()
     assert all(q.grad is None for q in params)
     for k, v in m.predictor.state_dict().items():
         if "running" not in k and "num_batches" not in k:

@@ -6,52 +6,33 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from siamkit import distributed
-from siamkit.config import BackboneConfig
-from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError
 from siamkit.losses import negative_cosine
 from siamkit.methods import METHODS, SimSiam, SimSiamConfig, SimSiamEMA, SimSiamEMAConfig
 from tests.ddp import run_ddp
+from tests.methods.conftest import (
+    BATCH,
+    assert_same_grads,
+    build,
+    grads,
+    random_views,
+    small_backbone,
+)
 
-BATCH, SIZE, NUM_IMAGES = 8, 16, 20
+NUM_IMAGES = 20
 SMALL = {"proj_dim": 16, "proj_hidden_dim": 24, "proj_layers": 2}
 
 
 def _build(seed: int = 0, num_images: int = NUM_IMAGES, **options) -> SimSiamEMA:
-    torch.manual_seed(seed)
-    backbone = create_backbone(BackboneConfig(name="small_cnn", width=0.25))
-    m = SimSiamEMA(backbone, SimSiamEMAConfig(**{**SMALL, **options}))
-    m.setup(num_images)
+    m = build(SimSiamEMA, SimSiamEMAConfig, SMALL, seed, **options)
+    m.setup(num_images)  # the per-image table
     return m
-
-
-def _views(seed: int = 100) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(BATCH, 3, SIZE, SIZE, generator=g) for _ in range(2)]
 
 
 def _z(m: SimSiamEMA, views: list[torch.Tensor]) -> list[torch.Tensor]:
     return [m.projector(m.backbone(v)) for v in views]
-
-
-def _grads(module: nn.Module) -> dict[str, torch.Tensor | None]:
-    return {n: None if q.grad is None else q.grad.clone() for n, q in module.named_parameters()}
-
-
-def _assert_same_grads(mine: dict, theirs: dict) -> None:
-    assert mine.keys() == theirs.keys()
-    n_nonzero = 0
-    for name, g in theirs.items():
-        if g is None:
-            assert mine[name] is None or not mine[name].any(), name
-            continue
-        assert mine[name] is not None, f"{name} got no gradient"
-        torch.testing.assert_close(mine[name], g, rtol=1e-4, atol=1e-6, msg=name)
-        n_nonzero += int(g.abs().sum() > 0)
-    assert n_nonzero > 0
 
 
 def test_setup_allocates_an_empty_table_in_the_state_dict():
@@ -65,7 +46,7 @@ def test_setup_allocates_an_empty_table_in_the_state_dict():
 def test_table_follows_the_moving_average_for_the_batch_indices_only():
     m, mom = _build(momentum=0.8, initial_targets="first_visit"), 0.8
     m.eval()  # fixed BN statistics, so the reference forward below gives the same z
-    views = _views()
+    views = random_views()
     first = torch.tensor([0, 2, 4, 6, 8, 10, 12, 14])
     m.training_step(views, first)
     with torch.no_grad():
@@ -78,7 +59,7 @@ def test_table_follows_the_moving_average_for_the_batch_indices_only():
     # Second step: half the images seen before, half new.
     second = torch.tensor([0, 2, 4, 6, 1, 3, 5, 7])
     old = m.targets.clone()
-    views2 = _views(seed=200)
+    views2 = random_views(seed=200)
     with torch.no_grad():
         y1, y2 = _z(m, views2)
     m.training_step(views2, second)
@@ -102,7 +83,7 @@ def test_loss_uses_blended_targets_as_constants_in_value_and_gradient():
     for m in (method, ref):  # a table with history
         m.targets[idx] = eta
         m.seen[idx] = True
-    views = _views()
+    views = random_views()
     loss = method.training_step(views, idx)["loss"]
     z1, z2 = _z(ref, views)
     t1 = (mom * eta + (1 - mom) * z2).detach()
@@ -111,7 +92,7 @@ def test_loss_uses_blended_targets_as_constants_in_value_and_gradient():
     torch.testing.assert_close(loss, expected)
     loss.backward()
     expected.backward()
-    _assert_same_grads(_grads(method), _grads(ref))
+    assert_same_grads(grads(method), grads(ref))
     assert not method.targets.requires_grad
 
 
@@ -119,7 +100,7 @@ def test_targets_are_detached_the_gradient_differs_from_an_undetached_target():
     """Sanity check of the test above: letting the gradient into the target changes it."""
     m = _build()
     m.eval()
-    views = _views()
+    views = random_views()
     z1, z2 = _z(m, views)
     detached = 0.5 * negative_cosine(z1, z2.detach()) + 0.5 * negative_cosine(z2, z1.detach())
     attached = 0.5 * negative_cosine(z1, z2) + 0.5 * negative_cosine(z2, z1)
@@ -129,9 +110,7 @@ def test_targets_are_detached_the_gradient_differs_from_an_undetached_target():
 
 
 def _simsiam_without_predictor(ema: SimSiamEMA) -> SimSiam:
-    torch.manual_seed(123)
-    backbone = create_backbone(BackboneConfig(name="small_cnn", width=0.25))
-    sim = SimSiam(backbone, SimSiamConfig(**SMALL, predictor="none"))
+    sim = build(SimSiam, SimSiamConfig, SMALL, seed=123, predictor="none")
     sim.backbone.load_state_dict(ema.backbone.state_dict())
     sim.projector.load_state_dict(ema.projector.state_dict())
     return sim
@@ -143,13 +122,13 @@ def test_without_average_or_on_a_first_visit_it_is_simsiam_without_predictor(mov
     ``initial_targets: first_visit``, a first visit (empty rows) gives the same step."""
     m = _build(moving_average=moving_average, initial_targets="first_visit")
     sim = _simsiam_without_predictor(m)
-    views = _views()
+    views = random_views()
     loss = m.training_step(views, torch.arange(BATCH))["loss"]
     expected = sim.training_step(views)["loss"]
     torch.testing.assert_close(loss, expected)
     loss.backward()
     expected.backward()
-    _assert_same_grads(_grads(m), _grads(sim))
+    assert_same_grads(grads(m), grads(sim))
     if moving_average:
         assert m.seen[:BATCH].all() and not m.seen[BATCH:].any()
     else:
@@ -166,7 +145,7 @@ def test_first_visits_start_from_the_initial_network_then_blend_in_value_and_gra
     initial.eval()
     # Train a step on other images first, so that theta != theta_0.
     opt = torch.optim.SGD(m.parameters(), lr=0.5)
-    m.training_step(_views(seed=7), torch.arange(BATCH))["loss"].backward()
+    m.training_step(random_views(seed=7), torch.arange(BATCH))["loss"].backward()
     opt.step()
     opt.zero_grad()
     assert not torch.allclose(m.projector[0].weight, initial.projector[0].weight)
@@ -175,7 +154,7 @@ def test_first_visits_start_from_the_initial_network_then_blend_in_value_and_gra
     seen_before = m.seen[idx].clone()
     assert seen_before.any() and not seen_before.all()
     old = m.targets[idx].clone()
-    views = _views()
+    views = random_views()
     loss = m.training_step(views, idx)["loss"]
     with torch.no_grad():
         eta0 = sum(_z(initial, views)) / 2
@@ -205,7 +184,7 @@ def test_the_initial_network_is_frozen_outside_the_state_dict_and_dropped_after_
     assert m._initial is None
     # Rows left unwritten by then (drop_last) start at their first visit.
     m.eval()
-    views = _views()
+    views = random_views()
     m.training_step(views, torch.arange(BATCH))
     with torch.no_grad():
         z1, z2 = _z(m, views)
@@ -214,14 +193,12 @@ def test_the_initial_network_is_frozen_outside_the_state_dict_and_dropped_after_
 
 
 def test_moving_average_needs_setup_and_indices():
-    m = SimSiamEMA(
-        create_backbone(BackboneConfig(name="small_cnn", width=0.25)), SimSiamEMAConfig()
-    )
+    m = SimSiamEMA(small_backbone(), SimSiamEMAConfig())
     with pytest.raises(ValueError, match="setup"):
-        m.training_step(_views(), torch.arange(BATCH))
+        m.training_step(random_views(), torch.arange(BATCH))
     m = _build()
     with pytest.raises(ValueError, match="indices"):
-        m.training_step(_views())
+        m.training_step(random_views())
 
 
 def test_registered_with_paper_defaults_and_rejects_impossible_momentum():

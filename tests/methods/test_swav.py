@@ -4,7 +4,7 @@ gradient, the queue, and the loss against a reference built on lightly's ``SwaVL
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from functools import partial
 
 import pytest
 import torch
@@ -12,35 +12,29 @@ import torch.nn.functional as F
 from lightly.loss import SwaVLoss
 from torch import nn
 
-from siamkit.config import AugmentConfig, BackboneConfig
-from siamkit.data.augment import BatchViews
-from siamkit.encoders import create_backbone
+from siamkit.config import AugmentConfig
 from siamkit.errors import ConfigError
 from siamkit.losses import sinkhorn, swapped_prediction
 from siamkit.methods import METHODS, SwAV, SwAVConfig, create_method
+from tests.methods.conftest import (
+    BATCH,
+    assert_same_grads,
+    augmented_views,
+    build,
+    grads,
+    small_backbone,
+)
 
-BATCH = 8
 SMALL = {"proj_hidden_dim": 48, "proj_dim": 16, "num_prototypes": 10, "num_small_crops": 2}
 
-
-def _build(seed: int = 0, **options) -> SwAV:
-    torch.manual_seed(seed)
-    backbone = create_backbone(BackboneConfig(name="small_cnn", width=0.25))
-    return SwAV(backbone, SwAVConfig(**{**SMALL, **options}))
-
-
-def _views(method: SwAV, seed: int = 100, size: int = 32) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (BATCH, 3, size, size), dtype=torch.uint8, generator=g)
-    return [
-        BatchViews(r)(images, generator=g) for r in method.view_recipes(AugmentConfig(size=size))
-    ]
+_build = partial(build, SwAV, SwAVConfig, SMALL)
+_views = augmented_views
 
 
 def _reference_embeddings(m: SwAV, views: list[torch.Tensor]) -> list[torch.Tensor]:
     """Unit embeddings [Sec. 3.1]; the 2 global crops through the backbone together, then the
     small ones, and every crop through the projector together, as the authors' code does."""
-    backbone: Any = m.backbone
+    backbone = m.backbone
     h = torch.cat(
         [
             backbone.forward_features(torch.cat(views[:2])),
@@ -62,10 +56,6 @@ def _reference_scores(
         m.prototypes.weight.div_(m.prototypes.weight.norm(dim=1, keepdim=True))
     c = m.prototypes.weight.detach() if frozen else m.prototypes.weight
     return [zi @ c.t() for zi in _reference_embeddings(m, views)]
-
-
-def _grads(module: nn.Module) -> dict[str, torch.Tensor | None]:
-    return {n: None if q.grad is None else q.grad.clone() for n, q in module.named_parameters()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,7 +91,7 @@ def test_no_small_crops_gives_two_views():
 def test_backbone_runs_once_per_resolution(monkeypatch):
     m = _build()
     calls: list[tuple[int, ...]] = []
-    forward: Any = m.backbone.forward_features
+    forward = m.backbone.forward_features
 
     def counted(x: torch.Tensor) -> torch.Tensor:
         calls.append(tuple(x.shape))
@@ -147,12 +137,7 @@ def test_loss_and_all_gradients_match_reference_on_lightly(epoch):
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     loss.backward()
     expected.backward()
-    mine, theirs = _grads(method), _grads(ref)
-    for name in theirs:
-        if theirs[name] is None:
-            assert mine[name] is None, name
-            continue
-        torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_grads(grads(method), grads(ref))
 
 
 def test_output_loss_finite_and_embedding_detached_unit():
@@ -297,8 +282,8 @@ def test_config_rejects_impossible_values(options):
 def test_default_config_runs_on_small_cnn():
     torch.manual_seed(0)
     cfg = SwAVConfig(num_prototypes=16, proj_hidden_dim=32, proj_dim=32)
-    m = create_method(create_backbone(BackboneConfig(name="small_cnn", width=0.25)), cfg)
+    m = create_method(small_backbone(), cfg)
     m.on_epoch_start(0)
-    out = m.training_step(_views(m))  # type: ignore[arg-type]
-    assert len(_views(m)) == 8  # type: ignore[arg-type]
+    out = m.training_step(_views(m))
+    assert len(_views(m)) == 8
     assert torch.isfinite(out["loss"])

@@ -3,34 +3,22 @@ terms on the same model, the term switches, the expander and the lack of any sto
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from lightly.loss.vicreg_loss import covariance_loss, invariance_loss, variance_loss
 from torch import nn
 
-from siamkit.config import AugmentConfig, BackboneConfig
-from siamkit.encoders import create_backbone
+from siamkit.config import AugmentConfig
 from siamkit.errors import ConfigError
 from siamkit.losses import vicreg_terms
 from siamkit.methods import METHODS, VICReg, VICRegConfig
+from tests.methods.conftest import assert_every_grad_close, build, grads, random_views
 
-BATCH, SIZE = 8, 16
 SMALL = {"proj_dim": 24, "proj_hidden_dim": 32}
 
-
-def _build(seed: int = 0, **options) -> VICReg:
-    torch.manual_seed(seed)
-    backbone = create_backbone(BackboneConfig(name="small_cnn", width=0.25))
-    return VICReg(backbone, VICRegConfig(**{**SMALL, **options}))
-
-
-def _views(seed: int = 100) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(BATCH, 3, SIZE, SIZE, generator=g) for _ in range(2)]
-
-
-def _grads(module: nn.Module) -> dict[str, torch.Tensor | None]:
-    return {n: None if q.grad is None else q.grad.clone() for n, q in module.named_parameters()}
+_build = partial(build, VICReg, VICRegConfig, SMALL)
 
 
 def _eq6_from_lightly_terms(z_a, z_b, lam, mu, nu):
@@ -48,25 +36,19 @@ def test_loss_matches_eq6_on_the_same_model_in_value_and_all_gradients(coeffs):
     lam, mu, nu = coeffs
     opts = {"sim_coeff": lam, "std_coeff": mu, "cov_coeff": nu}
     method, ref = _build(**opts), _build(**opts)
-    views = _views()
+    views = random_views()
     loss = method.training_step(views)["loss"]
-    z = [ref.expander(ref.backbone.forward_features(v)) for v in views]  # type: ignore[operator]
+    z = [ref.expander(ref.backbone.forward_features(v)) for v in views]
     expected = _eq6_from_lightly_terms(z[0], z[1], lam, mu, nu)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
     loss.backward()
     expected.backward()
-    mine, theirs = _grads(method), _grads(ref)
-    assert mine.keys() == theirs.keys()
-    for name, g in theirs.items():
-        assert g is not None and mine[name] is not None, f"{name} got no gradient"
-        # float32 noise on entries near 0: tolerance relative to the largest entry
-        atol = 1e-5 * float(g.abs().max())
-        torch.testing.assert_close(mine[name], g, rtol=1e-4, atol=atol, msg=name)
+    assert_every_grad_close(grads(method), grads(ref))
 
 
 def test_step_reports_the_three_unweighted_terms_detached():
     m = _build()
-    views = _views()
+    views = random_views()
     out = m.training_step(views)
     terms = vicreg_terms(m.encode(views[0]), m.encode(views[1]))
     for key, value in zip(("invariance", "variance", "covariance"), terms, strict=True):
@@ -78,7 +60,7 @@ def test_step_reports_the_three_unweighted_terms_detached():
 
 
 def test_switching_a_term_off_removes_exactly_its_gradient():
-    views = _views()
+    views = random_views()
     full, no_var = _build(), _build(std_coeff=0.0)
     zs = [full.encode(v).detach().requires_grad_() for v in views]
     t = vicreg_terms(zs[0], zs[1])

@@ -83,9 +83,9 @@ def test_patch_conv_auto_follows_amx_and_on_off_are_obeyed(monkeypatch, amx):
 
 @pytest.mark.parametrize(("mode", "patched"), [("on", True), ("off", False)])
 def test_training_module_uses_the_patch_gemm_as_configured(mode, patched):
-    from siamkit.config import load_config
     from siamkit.encoders import create_backbone
     from siamkit.methods import create_method
+    from siamkit.recipes import load_config
     from siamkit.train.loop import PretrainModule
 
     cfg = load_config(None, values={"train.patch_conv": mode, "backbone.name": "small_cnn"})

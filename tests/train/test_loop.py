@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from siamkit.config import RunConfig, load_config
+from siamkit.checkpoints import load_backbone, load_method, read_checkpoint
+from siamkit.config import RunConfig
 from siamkit.data.datasets import Splits, load_digits
 from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError, TrainingDivergedError
 from siamkit.losses import negative_similarity
-from siamkit.train import load_backbone, load_method, pretrain, read_checkpoint
+from siamkit.recipes import load_config
+from siamkit.train import pretrain
 
 # Lightning's notes about reusing a run folder are expected here (resume, overwrite).
 pytestmark = pytest.mark.filterwarnings("ignore:.*exists and is not empty.*")
@@ -77,8 +79,8 @@ def test_pretrain_writes_checkpoint_logs_and_results(trained):
     with (out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {"train/loss", "train/collapse_std", "val/knn_top1"} <= set(rows[0])
-    losses = [float(r["train/loss"]) for r in rows if r["train/loss"]]
-    assert losses and all(-1.0 <= v <= 1.0 for v in losses)
+    logged = {int(r["step"]): float(r["train/loss"]) for r in rows if r["train/loss"]}
+    assert sorted(logged) == [9, 19]  # every 10 of the epoch's 22 steps
     collapse = [float(r["train/collapse_std"]) for r in rows if r["train/collapse_std"]]
     assert len(collapse) == 1 and collapse[0] == pytest.approx(result.collapse_std)
 
@@ -92,10 +94,42 @@ def test_pretrain_writes_checkpoint_logs_and_results(trained):
     assert saved["checkpoint"] == result.checkpoint
 
 
-def test_pretrain_reports_knn_against_random_init(trained):
-    _, _, result = trained
-    for acc in (result.knn_top1, result.random_init_knn_top1):
-        assert acc is not None and 10.0 < acc <= 100.0  # 10 classes: above chance
+def test_metrics_csv_holds_the_loss_of_every_logged_step(tmp_path, splits, monkeypatch):
+    """The loss in metrics.csv is the one the step computed, at the steps Lightning logs."""
+    from siamkit.train.loop import PretrainModule
+
+    computed: list[float] = []
+    step = PretrainModule.training_step
+
+    def recording(self, batch, idx):  # type: ignore[no-untyped-def]
+        out = step(self, batch, idx)
+        computed.append(float(out["loss"]))
+        return out
+
+    monkeypatch.setattr(PretrainModule, "training_step", recording)
+    out = tmp_path / "run"
+    pretrain(small_config(out), splits=splits)
+    with (out / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["train/loss"]]
+    assert [int(r["step"]) for r in rows] == [9, 19]
+    for r in rows:
+        assert float(r["train/loss"]) == pytest.approx(computed[int(r["step"])], rel=1e-6)
+
+
+def test_pretrain_reports_knn_against_random_init(trained, splits):
+    """The random-init figure is the kNN of the backbone the run started from (the seed's
+    initialisation), the trained one that of the checkpoint's backbone."""
+    from siamkit.eval.knn import knn_top1
+
+    cfg, out, result = trained
+    torch.manual_seed(cfg.train.seed)
+    initial = create_backbone(cfg.backbone)
+    _, trained_backbone = load_backbone(out)
+    k, t = cfg.train.knn_k, cfg.train.knn_temperature
+    args = (splits.train, splits.test, cfg.augment, k, t)
+    assert result.random_init_knn_top1 == pytest.approx(knn_top1(initial, *args))
+    assert result.knn_top1 == pytest.approx(knn_top1(trained_backbone, *args))
+    assert result.knn_top1 != result.random_init_knn_top1
     assert result.knn_history and result.knn_history[-1][0] == 1
     assert result.collapse_std is not None and result.collapse_std > 0.1
     assert result.images_per_sec is not None and result.images_per_sec > 0

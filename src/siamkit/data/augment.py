@@ -244,8 +244,10 @@ class BatchViews:
 
     @torch.no_grad()
     def finish(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Everything after the crop: flip, colour jitter, grayscale, blur, solarisation and
-        normalisation, for crops cut elsewhere (DataLoader workers of streamed data).
+        """Everything after the crop.
+
+        Flip, colour jitter, grayscale, blur, solarisation and normalisation, for crops cut
+        elsewhere (DataLoader workers of streamed data).
 
         Args:
             x: ``(B, 3, size, size)`` float32 crops in [0, 1] (modified in place).
@@ -328,14 +330,17 @@ def eval_views(images: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
 
 
 def finish_crops(crops: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """Normalised float32 input from ``(B, 3, S, S)`` uint8 crops cut by workers (the centre
-    views of streamed data, already at the evaluation size)."""
+    """Normalised float32 input from ``(B, 3, S, S)`` uint8 crops cut by workers.
+
+    The centre views of streamed data arrive already at the evaluation size.
+    """
     return normalize(crops.float().div_(255), cfg.mean, cfg.std)
 
 
 def crop_flip_recipe(cfg: AugmentConfig, crop_scale: tuple[float, float]) -> AugmentConfig:
-    """The training views of the evaluation protocols: RandomResizedCrop and horizontal flip
-    only, at the evaluation size.
+    """The training views of the evaluation protocols.
+
+    RandomResizedCrop and horizontal flip only, at the evaluation size.
 
     The linear probe with augmented copies (scale 0.08-1, MoCo's and SimSiam's linear
     classification code), fine-tuning and distillation [arXiv:2002.05709, Appendix B.5;

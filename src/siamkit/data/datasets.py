@@ -150,8 +150,11 @@ def _resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
 # Image folders: memory or stream
 # --------------------------------------------------------------------------------------------
 def memory_budget(cfg: DataConfig) -> int:
-    """Bytes a decoded set may take: ``data.memory_budget_gb``, else a quarter of the machine's
-    memory (the processes of one machine share the decoded pages)."""
+    """Bytes a decoded set may take.
+
+    ``data.memory_budget_gb``, else a quarter of the machine's memory (the processes of one machine
+    share the decoded pages).
+    """
     if cfg.memory_budget_gb is not None:
         return int(cfg.memory_budget_gb * 1e9)
     return int(total_memory_bytes() * MEMORY_SHARE)
@@ -187,8 +190,11 @@ def choose_storage(cfg: DataConfig, files: list[FileList], shape: FolderShape) -
 
 
 def load_folder_splits(root: Path, cfg: DataConfig, workers: int = 1) -> Splits:
-    """An image folder (``train/`` with ``val/`` or ``test/``, ``root/<class>/*`` with a
-    stratified ``test_fraction`` held out, or flat) in memory or streamed."""
+    """An image folder, in memory or streamed.
+
+    Layouts: ``train/`` with ``val/`` or ``test/``; ``root/<class>/*`` with a stratified
+    ``test_fraction`` held out; or flat.
+    """
     train, test = folder_splits(root, cfg.test_fraction)
     files = [f for f in (train, test) if f is not None]
     # CIFAR-10 is 32 x 32 by definition; other folders follow their images.

@@ -123,14 +123,19 @@ def sample_crop(
 
 
 def centre_resize_side(short_side: int, size: int) -> int:
-    """The shorter side an evaluation centre view is cut from: ``size`` itself for an image of
-    that side, else ``round(size x 256 / 224)`` (ImageNet's resize-256, crop-224 rule)."""
+    """The shorter side an evaluation centre view is cut from.
+
+    ``size`` itself for an image of that side, else ``round(size x 256 / 224)`` (ImageNet's
+    resize-256, crop-224 rule).
+    """
     return size if short_side == size else round(size * 256 / 224)
 
 
 def _reduction(im: Image.Image, needed: float) -> float:
-    """Decode a JPEG at the largest scale 1/k (k in 8, 4, 2) that keeps ``needed`` >= k;
-    returns the scale factor k applied (1 when none)."""
+    """Decode a JPEG at the largest scale 1/k (k in 8, 4, 2) that keeps ``needed`` >= k.
+
+    Returns the scale factor k applied (1 when none).
+    """
     if im.format != "JPEG" or needed < 2:
         return 1.0
     k = 8 if needed >= 8 else 4 if needed >= 4 else 2
@@ -181,16 +186,21 @@ def decode_views(
 
 
 def _shrink_room(spec: ViewSpec, box: tuple[int, int, int, int] | None, w: int, h: int) -> float:
-    """How many times larger than needed the view's source region is (its shorter side over
-    the side it is resized to)."""
+    """How many times larger than needed the view's source region is.
+
+    That is its shorter side over the side it is resized to.
+    """
     if box is None:
         return min(w, h) / centre_resize_side(min(w, h), spec.size)
     return min(box[2] - box[0], box[3] - box[1]) / spec.size
 
 
 def _centre(im: Image.Image, size: int, original_short: int) -> Image.Image:
-    """Evaluation centre view: resize the shorter side (see :func:`centre_resize_side`), then
-    crop the centre ``size x size``, as torchvision's ``Resize`` + ``CenterCrop`` do."""
+    """Evaluation centre view.
+
+    Resize the shorter side (see :func:`centre_resize_side`), then crop the centre ``size x size``,
+    as torchvision's ``Resize`` + ``CenterCrop`` do.
+    """
     side = centre_resize_side(original_short, size)
     w, h = im.size
     if min(w, h) != side:

@@ -52,8 +52,10 @@ Encoded = tuple[bytes, np.ndarray] | list[np.ndarray] | None
 def encode_views(
     source: str | Path | bytes | memoryview, specs: list[ViewSpec], rng: np.random.Generator
 ) -> Encoded:
-    """A worker's part of device decoding: a JPEG's bytes and crop boxes, drawn in ``specs``
-    order as :func:`~siamkit.data.decode.decode_views` draws them; other formats decoded here.
+    """A worker's part of device decoding.
+
+    A JPEG's bytes and crop boxes, drawn in ``specs`` order as
+    :func:`~siamkit.data.decode.decode_views` draws them; other formats decoded here.
 
     Returns:
         ``(bytes, boxes (V, 4))`` for a JPEG, crops for other formats, ``None`` if unreadable.

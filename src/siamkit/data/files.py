@@ -87,8 +87,11 @@ class FileList:
 
 
 def _walk(root: Path) -> list[str]:
-    """Relative paths of every image file under ``root``, sorted (``os.scandir``: one system
-    call a folder, several times faster than ``Path.rglob`` on a million files)."""
+    """Relative paths of every image file under ``root``, sorted.
+
+    ``os.scandir`` makes one system call a folder, several times faster than ``Path.rglob`` on a
+    million files.
+    """
     found: list[str] = []
     stack = [""]
     while stack:

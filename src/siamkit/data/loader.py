@@ -57,16 +57,24 @@ class ImageData(Protocol):
     """
 
     @property
-    def storage(self) -> str: ...
+    def storage(self) -> str:
+        """``memory``, ``stream`` or ``shards``."""
+        ...
 
     @property
-    def labels(self) -> torch.Tensor | None: ...
+    def labels(self) -> torch.Tensor | None:
+        """``(N,)`` int64 labels, or ``None``."""
+        ...
 
     @property
-    def classes(self) -> list[str] | None: ...
+    def classes(self) -> list[str] | None:
+        """Class names, index = label, or ``None``."""
+        ...
 
     @property
-    def num_workers(self) -> int: ...
+    def num_workers(self) -> int:
+        """DataLoader workers its loaders use (0: in the training process)."""
+        ...
 
     def __len__(self) -> int: ...
 
@@ -79,9 +87,11 @@ class ImageData(Protocol):
         ...
 
     def dataset(self, specs: list[ViewSpec], seed: int) -> Dataset[Batch]:
-        """A map-style dataset of :class:`Batch` es whose ``__getitems__`` takes ``(epoch,
-        index)`` pairs; ``specs`` tell workers which crops to cut (memory storage ignores them:
-        its batches hold whole images)."""
+        """A map-style dataset of :class:`Batch` es.
+
+        Its ``__getitems__`` takes ``(epoch, index)`` pairs; ``specs`` tell workers which crops
+        to cut (memory storage ignores them: its batches hold whole images).
+        """
         ...
 
 
@@ -209,8 +219,10 @@ class ResumableLoader(DataLoader[Batch]):
         return {"epoch": self._epoch, "batches": self._consumed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue at batch ``state["batches"]`` of epoch ``state["epoch"]`` (or at the start
-        of the next epoch when that one was complete)."""
+        """Continue at batch ``state["batches"]`` of epoch ``state["epoch"]``.
+
+        When that epoch was complete, continue at the start of the next one.
+        """
         epoch, batches = int(state["epoch"]), int(state["batches"])
         if batches >= len(self):
             epoch, batches = epoch + 1, 0

@@ -131,9 +131,11 @@ class FolderShape:
 
 
 def folder_shape(files: FileList, decode_size: int | None) -> FolderShape:
-    """The most frequent size among up to :data:`SHAPE_SAMPLE` headers, its shorter side
-    reduced to ``decode_size`` (default :data:`DEFAULT_MAX_SIDE`) but never enlarged: a folder
-    of 28 x 28 images stays 28 x 28."""
+    """The most frequent size among up to :data:`SHAPE_SAMPLE` headers.
+
+    Its shorter side is reduced to ``decode_size`` (default :data:`DEFAULT_MAX_SIDE`) but never
+    enlarged: a folder of 28 x 28 images stays 28 x 28.
+    """
     rng = np.random.default_rng(0)
     n = len(files)
     pick = rng.choice(n, size=min(n, SHAPE_SAMPLE), replace=False)
@@ -158,8 +160,10 @@ def folder_shape(files: FileList, decode_size: int | None) -> FolderShape:
 # Decoding into memory
 # --------------------------------------------------------------------------------------------
 def decode_image(path: str | Path, height: int, width: int | None = None) -> np.ndarray | None:
-    """Decode one image to ``(height, width, 3)`` uint8 RGB: resized to cover that shape
-    (aspect ratio kept), then centre-cropped. ``width`` defaults to ``height`` (a square).
+    """Decode one image to ``(height, width, 3)`` uint8 RGB.
+
+    Resized to cover that shape (aspect ratio kept), then centre-cropped. ``width`` defaults to
+    ``height`` (a square).
 
     Returns ``None`` when the file cannot be read (corrupt, truncated, not an image).
     """
@@ -282,8 +286,10 @@ def _decode(
 
 
 def default_cache_dir(cfg: DataConfig) -> str | None:
-    """``data.cache_dir``, else ``$SIAMKIT_CACHE``, else ``~/.cache/siamkit``; ``None`` when
-    turned off (``none``, ``off`` or empty)."""
+    """``data.cache_dir``, else ``$SIAMKIT_CACHE``, else ``~/.cache/siamkit``.
+
+    ``None`` when turned off (``none``, ``off`` or empty).
+    """
     base = cfg.cache_dir or os.environ.get("SIAMKIT_CACHE") or str(Path.home() / ".cache/siamkit")
     return None if base.lower() in ("none", "off", "") else base
 

@@ -218,8 +218,9 @@ def read_meta(url: str) -> dict[str, Any]:
 
 
 class _ShardDataset(torch.utils.data.Dataset[Batch]):
-    """Random access into shards by image index (evaluation, subsets); each worker opens its
-    own litdata reader on first use.
+    """Random access into shards by image index (evaluation, subsets).
+
+    Each worker opens its own litdata reader on first use.
 
     Args:
         url: The split's litdata folder.
@@ -263,8 +264,10 @@ class _ShardDataset(torch.utils.data.Dataset[Batch]):
 
 
 class _CollateCrops:
-    """How a worker cuts one sample (:attr:`cut`) and stacks samples into a :class:`Batch`:
-    crops, or with ``device_decode`` encoded JPEGs and their boxes."""
+    """How a worker cuts one sample (:attr:`cut`) and stacks samples into a :class:`Batch`.
+
+    Crops, or with ``device_decode`` encoded JPEGs and their boxes.
+    """
 
     def __init__(self, sizes: list[int], device_decode: bool = False) -> None:
         self.sizes, self.device_decode = sizes, device_decode
@@ -333,9 +336,11 @@ class ShardSet:
     def streaming_loader(
         self, specs: list[ViewSpec], batch_size: int, seed: int, pin_memory: bool = False
     ) -> torch.utils.data.DataLoader[Batch] | None:
-        """litdata's own loader for training on the whole split: shuffled chunks, each rank and
-        worker reading its own part, resumable inside an epoch. ``None`` for a subset (then
-        the generic loader with random access is used)."""
+        """The litdata loader for training on the whole split.
+
+        Shuffled chunks, each rank and worker reading its own part, resumable inside an epoch.
+        ``None`` for a subset (then the generic loader with random access is used).
+        """
         if self.positions is not None:
             return None
         collate = _CollateCrops([s.size for s in specs], on_device(self.decode, specs))
@@ -350,8 +355,10 @@ class ShardSet:
 
 
 class _EpochViews(StreamingDataset):
-    """A shuffled litdata stream of one split whose samples become view crops: ``(views,
-    label, index)``, the crops drawn from ``(seed, epoch, index)``."""
+    """A shuffled litdata stream of one split whose samples become view crops.
+
+    ``(views, label, index)``, the crops drawn from ``(seed, epoch, index)``.
+    """
 
     def __init__(self, url: str, specs: list[ViewSpec], seed: int, collate: _CollateCrops) -> None:
         super().__init__(url, shuffle=True, drop_last=True, seed=seed, batch_decode=False)

@@ -44,8 +44,10 @@ def crops_batch(
 
 
 class _StreamDataset(torch.utils.data.Dataset[Batch]):
-    """Decodes files and cuts their view crops, a batch at a time, in a worker (or, with
-    ``on_device``, reads JPEGs and draws their crops for decoding on the training device)."""
+    """Decodes files and cuts their view crops, a batch at a time, in a worker.
+
+    With ``on_device`` it reads JPEGs and draws their crops for decoding on the training device.
+    """
 
     def __init__(
         self, files: FileList, specs: list[ViewSpec], seed: int, on_device: bool = False

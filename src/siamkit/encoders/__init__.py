@@ -9,8 +9,6 @@ import inspect
 from collections.abc import Callable
 from functools import partial
 
-from torch import nn
-
 from siamkit.config import BackboneConfig
 from siamkit.encoders.base import Encoder
 from siamkit.encoders.resnet import ResNetEncoder, torchvision_resnet
@@ -19,7 +17,7 @@ from siamkit.errors import ConfigError
 
 #: name -> constructor taking ``width`` and ``cifar_stem`` (and ``norm`` where the backbone
 #: offers GroupNorm + Weight Standardisation).
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
+BACKBONES: dict[str, Callable[..., Encoder]] = {
     "resnet18": partial(ResNetEncoder, "resnet18"),
     "resnet34": partial(ResNetEncoder, "resnet34"),
     "resnet50": partial(ResNetEncoder, "resnet50"),
@@ -27,7 +25,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def create_backbone(cfg: BackboneConfig) -> nn.Module:
+def create_backbone(cfg: BackboneConfig) -> Encoder:
     """Build the backbone named by ``cfg``; it follows the :class:`Encoder` contract."""
     if cfg.name not in BACKBONES:
         raise ConfigError(

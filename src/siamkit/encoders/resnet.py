@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet as tv
 
+from siamkit.encoders.base import Encoder
 from siamkit.normalization import group_norm, weight_standardize_convs
 
 #: ``norm`` -> the layer that follows each convolution (called with the channel count).
@@ -83,7 +84,7 @@ def _torchvision_init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class ResNetEncoder(nn.Module):
+class ResNetEncoder(Encoder):
     """A torchvision ResNet without its classifier.
 
     ``self.model`` is a plain ``torchvision.models.ResNet`` whose ``fc`` is an identity, so its
@@ -108,9 +109,6 @@ class ResNetEncoder(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, num_features)`` pooled features."""
         return self.model(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)
 
     def torchvision_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights under torchvision's key names (without the classifier)."""

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from siamkit.encoders.base import Encoder
 from siamkit.normalization import WSConv2d, group_norm
 
 
@@ -17,7 +18,7 @@ def _conv_bn(cin: int, cout: int, stride: int, norm: str = "batch") -> list[nn.M
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(Encoder):
     """Four 3x3 conv-BN-ReLU stages (strides 1, 2, 2, 2) and global average pooling.
 
     On 32x32 input the stages see 32, 16, 8 and 4 pixels.
@@ -47,6 +48,3 @@ class SmallCNN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, num_features)``."""
         return self.features(x).mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)

@@ -35,8 +35,11 @@ class FeatureBatch(NamedTuple):
 
 
 def eval_batch_size(side: int) -> int:
-    """Images per evaluation forward pass for views of ``side`` pixels: 512 up to 64 px, 128
-    above (a batch of 512 ImageNet-size views holds several GB of activations on a CPU)."""
+    """Images per evaluation forward pass for views of ``side`` pixels.
+
+    512 up to 64 px, 128 above (a batch of 512 ImageNet-size views holds several GB of activations
+    on a CPU).
+    """
     return 512 if side <= 64 else 128
 
 

@@ -8,20 +8,16 @@ augmented views (the run's own recipe) of the same images.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from siamkit.config import AugmentConfig, DataConfig
-from siamkit.data.datasets import load_splits
+from siamkit.config import AugmentConfig
 from siamkit.data.loader import ImageData
 from siamkit.data.views import Views
-from siamkit.errors import ConfigError
 from siamkit.eval.features import extract_features
 from siamkit.eval.metrics import alignment, output_std, rankme, uniformity
-from siamkit.train.checkpoint import load_method
 
 
 def projection_features(
@@ -128,54 +124,3 @@ def method_metrics(
         "g": output_metrics(g, g1, g2),
         "num_images": len(images),
     }
-
-
-def metric_images(data: DataConfig, max_images: int, seed: int = 0) -> tuple[ImageData, str]:
-    """Up to ``max_images`` images of the test split (else of train) in a random order.
-
-    The order is a permutation drawn with ``seed``, so every prefix is a random subset too (a
-    folder's images come sorted by class).
-
-    Returns:
-        The images and the name of the split they come from.
-    """
-    splits = load_splits(data)
-    images, split = (splits.test, "test") if splits.test is not None else (splits.train, "train")
-    g = torch.Generator().manual_seed(seed)
-    return images.subset(torch.randperm(len(images), generator=g)[:max_images]), split
-
-
-def representation_metrics(
-    checkpoint: str | Path,
-    data: DataConfig | None = None,
-    max_images: int = 5000,
-    seed: int = 0,
-    device: torch.device | None = None,
-) -> dict[str, Any]:
-    """Collapse std, RankMe, uniformity and alignment of a checkpoint's h and g(h).
-
-    Args:
-        checkpoint: A ``.ckpt`` file or a run folder.
-        data: Images to measure on (default: the run's own data); the test split is used
-            where there is one, else the training images.
-        max_images: At most this many images (a seeded random subset); uniformity costs
-            ``N^2 / 2`` pairs.
-        seed: Seed of the subset and of the augmented views.
-        device: Where to compute (default: the CPU).
-
-    Returns:
-        ``{"h": {...}, "g": {...}, "num_images": N, "split": "test" | "train"}``, each of
-        ``h``/``g`` holding ``dim``, ``collapse_std``, ``rankme``, ``uniformity`` and
-        ``alignment``.
-
-    Raises:
-        ConfigError: ``max_images`` below 2.
-        CheckpointError: The checkpoint cannot be read.
-        DataError: The data is missing or holds fewer than 2 images.
-    """
-    if max_images < 2:
-        raise ConfigError(f"max_images must be at least 2 (pairs of images), got {max_images}")
-    cfg, method = load_method(checkpoint)
-    method.to(device or torch.device("cpu"))
-    images, split = metric_images(data or cfg.data, max_images, seed)
-    return {**method_metrics(method, images, cfg.augment, seed), "split": split}

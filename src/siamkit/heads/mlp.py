@@ -63,20 +63,53 @@ def projection_mlp(
     hidden_bn: bool,
     output_bn: bool,
     output_bn_affine: bool = True,
+    *,
+    norm: Literal["batch", "group_ws"] = "batch",
+    output_bias: bool = True,
 ) -> nn.Sequential:
-    """SimSiam's projection MLP: ``num_layers`` fc layers, BN on each incl. the output.
+    """The projection MLP g of every method: ``num_layers`` fc layers built by :func:`mlp`.
 
-    "The projection MLP (in f) has BN applied to each fully-connected (fc) layer, including its
-    output fc. Its output fc has no ReLU. The hidden fc is 2048-d. This MLP has 3 layers."
-    [SimSiam, arXiv:2011.10566, Sec. 4.1]; 2 layers on CIFAR [Appendix D]. The output BN is a
-    standard (affine) BN as the paper's text says. The authors' released code drops its affine;
-    without a learnable scale the output is standardised per channel and cannot become constant,
-    so the collapse of std(z / ||z||) that the paper shows without stop-gradient (Fig. 2) could
-    not appear; with the affine it does (docs/results.md). ``output_bn_affine=False`` gives the
-    released code's head.
+    Widths ``in_dim -> hidden_dim -> ... -> hidden_dim -> out_dim``; the modules, their names and
+    their initialisation are those of ``mlp`` on these widths.
+
+    SimSiam's: "The projection MLP (in f) has BN applied to each fully-connected (fc) layer,
+    including its output fc. Its output fc has no ReLU. The hidden fc is 2048-d. This MLP has 3
+    layers." [SimSiam, arXiv:2011.10566, Sec. 4.1]; 2 layers on CIFAR [Appendix D]. The output BN
+    is a standard (affine) BN as the paper's text says. The authors' released code drops its
+    affine; without a learnable scale the output is standardised per channel and cannot become
+    constant, so the collapse of std(z / ||z||) that the paper shows without stop-gradient
+    (Fig. 2) could not appear; with the affine it does (docs/results.md).
+    ``output_bn_affine=False`` gives the released code's head.
+
+    The other methods' heads are other flags: Barlow Twins, VICReg and W-MSE have no norm and no
+    bias on the output (``output_bn=False, output_bias=False``), MoCo v3 an affine-free output BN
+    (``output_bn_affine=False``), BYOL's ``group_ws`` heads ``norm="group_ws"``.
+
+    Args:
+        in_dim: Input width (the backbone's ``num_features``).
+        hidden_dim: Width of every hidden layer.
+        out_dim: Output width.
+        num_layers: Linear layers, at least 1 (1: a single ``in_dim -> out_dim`` fc).
+        hidden_bn: Norm after each hidden Linear.
+        output_bn: Norm after the output Linear.
+        output_bn_affine: Learnable scale/shift of that output norm.
+        norm: ``batch`` or ``group_ws``, as in :func:`mlp`.
+        output_bias: Bias of the output Linear when it has no norm, as in :func:`mlp`.
+
+    Raises:
+        ValueError: If ``num_layers`` is below 1 (the configs reject it first).
     """
+    if num_layers < 1:
+        raise ValueError(f"a projection MLP needs at least one layer, got num_layers={num_layers}")
     dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-    return mlp(dims, hidden_bn=hidden_bn, output_bn=output_bn, output_bn_affine=output_bn_affine)
+    return mlp(
+        dims,
+        hidden_bn=hidden_bn,
+        output_bn=output_bn,
+        output_bn_affine=output_bn_affine,
+        norm=norm,
+        output_bias=output_bias,
+    )
 
 
 def prediction_mlp(dim: int, hidden_dim: int, hidden_bn: bool, output_bn: bool) -> nn.Sequential:

@@ -58,8 +58,9 @@ def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float) -> torch.T
 def info_nce(
     q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """MoCo's InfoNCE with a queue of negative keys [MoCo, arXiv:1911.05722, Eq. 1; MoCo v2,
-    arXiv:2003.04297]:
+    """MoCo's InfoNCE with a queue of negative keys.
+
+    [MoCo, arXiv:1911.05722, Eq. 1; MoCo v2, arXiv:2003.04297]:
 
         L_q = -log exp(q.k+ / tau) / (exp(q.k+ / tau) + sum_{k-} exp(q.k- / tau))
 
@@ -84,7 +85,7 @@ def info_nce(
 
 
 def ctr(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
-    """MoCo v3's contrastive loss [arXiv:2104.02057, Eq. 1 and Alg. 1]:
+    """MoCo v3's contrastive loss [arXiv:2104.02057, Eq. 1 and Alg. 1].
 
         ctr(q, k) = 2 tau * CrossEntropy(q @ k_all.T / tau, labels)
 

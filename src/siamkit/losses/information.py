@@ -17,7 +17,7 @@ give ``W * dL/dz_local``. Dividing the gathered loss by ``W`` would be wrong by 
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +115,34 @@ def vicreg_terms(
     return VICRegTerms(invariance, variance, cov_term)
 
 
+@overload
+def vicreg(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    sim_coeff: float = ...,
+    std_coeff: float = ...,
+    cov_coeff: float = ...,
+    gamma: float = ...,
+    eps: float = ...,
+    *,
+    return_terms: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def vicreg(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    sim_coeff: float = ...,
+    std_coeff: float = ...,
+    cov_coeff: float = ...,
+    gamma: float = ...,
+    eps: float = ...,
+    *,
+    return_terms: Literal[True],
+) -> tuple[torch.Tensor, VICRegTerms]: ...
+
+
 def vicreg(
     z_a: torch.Tensor,
     z_b: torch.Tensor,
@@ -123,7 +151,9 @@ def vicreg(
     cov_coeff: float = 1.0,
     gamma: float = 1.0,
     eps: float = 1e-4,
-) -> torch.Tensor:
+    *,
+    return_terms: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, VICRegTerms]:
     """VICReg: ``lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')]`` [VICReg, Eq. 6].
 
     ``lambda = mu = 25``, ``nu = 1`` [Sec. 4.1]; a coefficient of 0 switches its term off (the
@@ -137,12 +167,14 @@ def vicreg(
         cov_coeff: ``nu``, weight of the covariance term.
         gamma: Target standard deviation.
         eps: Added to the variance before the square root.
+        return_terms: Also return the three unweighted terms (for logging), computed once.
 
     Returns:
-        Scalar float32 loss.
+        Scalar float32 loss; with ``return_terms``, ``(loss, terms)``.
     """
     t = vicreg_terms(z_a, z_b, gamma, eps)
-    return sim_coeff * t.invariance + std_coeff * t.variance + cov_coeff * t.covariance
+    loss = sim_coeff * t.invariance + std_coeff * t.variance + cov_coeff * t.covariance
+    return (loss, t) if return_terms else loss
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ A method is a :class:`Method` (an ``nn.Module``) built from ``(backbone, config)
 - ``training_step(views) -> {"loss": scalar, "embedding": (B, D) detached output, ...}``;
 - ``param_groups()``: parameter groups for the optimiser (``fixed_lr: True`` skips the schedule);
 - ``on_step_end(progress)``: per-step state updates (EMA, queues), ``progress`` in [0, 1];
-- ``backbone``: the encoder whose features are evaluated and exported.
+- ``backbone``: the :class:`~siamkit.encoders.Encoder` whose features are evaluated and exported;
+- ``projector`` and ``encode(x)``: the projection head g and g(f(x)) (the base class's default).
 
 Register it in :data:`METHODS`; the contract tests then cover it.
 """
@@ -16,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import nn
-
 from siamkit.config import MethodConfig
+from siamkit.encoders import Encoder
 from siamkit.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig
 from siamkit.methods.base import Method
 from siamkit.methods.byol import BYOL, BYOLConfig
-from siamkit.methods.moco import MoCoV2, MoCoV2Config, MoCoV3, MoCoV3Config
+from siamkit.methods.moco_v2 import MoCoV2, MoCoV2Config
+from siamkit.methods.moco_v3 import MoCoV3, MoCoV3Config
 from siamkit.methods.simclr import SimCLR, SimCLRConfig
 from siamkit.methods.simsiam import SimSiam, SimSiamConfig
 from siamkit.methods.simsiam_ema import SimSiamEMA, SimSiamEMAConfig
@@ -36,7 +37,7 @@ class MethodSpec:
     """A registered method: its config dataclass and its constructor."""
 
     config_class: type[MethodConfig]
-    build: Callable[[nn.Module, MethodConfig], Method]
+    build: Callable[[Encoder, MethodConfig], Method]
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -53,12 +54,20 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
-def create_method(backbone: nn.Module, cfg: MethodConfig) -> Method:
-    """Build the method named by ``cfg.name`` around ``backbone``."""
-    return METHODS[cfg.name].build(backbone, cfg)
+def create_method(backbone: Encoder, cfg: MethodConfig) -> Method:
+    """Build the method named by ``cfg.name`` around ``backbone``.
+
+    A bare :class:`MethodConfig` (only a name, as in a default ``RunConfig``) stands for that
+    method's defaults.
+    """
+    spec = METHODS[cfg.name]
+    if type(cfg) is MethodConfig:
+        cfg = spec.config_class(name=cfg.name)
+    return spec.build(backbone, cfg)
 
 
-__all__ = ["METHODS", "Method", "MethodSpec", "SimSiam", "SimSiamConfig", "create_method"]
+__all__ = ["METHODS", "Method", "MethodSpec", "create_method"]
+__all__ += ["BYOL", "BYOLConfig", "SimSiam", "SimSiamConfig", "SimSiamEMA", "SimSiamEMAConfig"]
 __all__ += ["MoCoV2", "MoCoV2Config", "MoCoV3", "MoCoV3Config", "SimCLR", "SimCLRConfig"]
 __all__ += ["SwAV", "SwAVConfig"]
 __all__ += ["WMSE", "BarlowTwins", "BarlowTwinsConfig", "VICReg", "VICRegConfig", "WMSEConfig"]

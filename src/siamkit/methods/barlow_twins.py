@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from siamkit.config import AugmentConfig, MethodConfig
 from siamkit.data.augment import asymmetric_view_recipes, check_view_probabilities
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
-from siamkit.heads import mlp
+from siamkit.heads import projection_mlp
 from siamkit.losses import barlow_twins
-from siamkit.methods.base import Method
+from siamkit.methods.base import Method, require_at_least_one
 
 
 @dataclass
@@ -58,9 +58,7 @@ class BarlowTwinsConfig(MethodConfig):
     solarize_probs: tuple[float, float] = (0.0, 0.2)
 
     def __post_init__(self) -> None:
-        for key in ("proj_hidden_dim", "proj_dim", "proj_layers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(self, "proj_hidden_dim", "proj_dim", "proj_layers")
         if self.loss_scale <= 0:
             raise ConfigError(f"method.loss_scale must be positive, got {self.loss_scale}")
         if self.lambda_offdiag < 0:
@@ -78,21 +76,23 @@ class BarlowTwins(Method):
         cfg: Projector and loss weight.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: BarlowTwinsConfig) -> None:
+    def __init__(self, backbone: Encoder, cfg: BarlowTwinsConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
-        in_dim = int(backbone.num_features)  # type: ignore[arg-type]
-        dims = [in_dim] + [cfg.proj_hidden_dim] * (cfg.proj_layers - 1) + [cfg.proj_dim]
-        self.projector = mlp(dims, hidden_bn=True, output_bn=False, output_bias=False)
+        self.projector = projection_mlp(
+            backbone.num_features,
+            cfg.proj_hidden_dim,
+            cfg.proj_dim,
+            cfg.proj_layers,
+            hidden_bn=True,
+            output_bn=False,
+            output_bias=False,
+        )
 
     def view_recipes(self, base: AugmentConfig) -> list[AugmentConfig]:
         """Two asymmetric views: blur (1.0, 0.1), solarisation (0.0, 0.2) [Appendix]."""
         return asymmetric_view_recipes(base, self.cfg.blur_probs, self.cfg.solarize_probs)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
-        return self.projector(self.backbone.forward_features(x))  # type: ignore[operator]
 
     def training_step(
         self, views: list[torch.Tensor], indices: torch.Tensor | None = None

@@ -8,6 +8,20 @@ import torch
 from torch import nn
 
 from siamkit.config import AugmentConfig
+from siamkit.encoders import Encoder
+from siamkit.errors import ConfigError
+
+
+def require_at_least_one(cfg: object, *keys: str) -> None:
+    """Raise :class:`~siamkit.errors.ConfigError` unless every field ``keys`` of ``cfg`` is >= 1.
+
+    The widths, depths and sizes of a method config (``proj_dim``, ``queue_size``, ...) are
+    counts; the check names the first offending field as ``method.<key>``.
+    """
+    for key in keys:
+        value = getattr(cfg, key)
+        if value < 1:
+            raise ConfigError(f"method.{key} must be at least 1, got {value}")
 
 
 class Method(nn.Module):
@@ -20,7 +34,7 @@ class Method(nn.Module):
         num_views: Augmented views of each image that ``training_step`` takes.
     """
 
-    backbone: nn.Module
+    backbone: Encoder
     projector: nn.Module
     num_views: int = 2
     #: Some trainable parameters get no gradient in some steps (SwAV's prototypes while frozen),
@@ -35,6 +49,14 @@ class Method(nn.Module):
         through the same batched augmentation.
         """
         return [base] * self.num_views
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The online encoder g(f(x)): ``(B, 3, H, W)`` -> ``(B, D)`` projections, with gradient.
+
+        Most methods compare exactly these; a method whose compared output differs (SwAV's unit
+        embeddings, a predictor on top) builds it from this or overrides it.
+        """
+        return self.projector(self.backbone.forward_features(x))
 
     def setup(self, num_images: int) -> None:
         """Called once with the training set's size before training (per-image state)."""

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from siamkit.config import AugmentConfig, MethodConfig
 from siamkit.data.augment import asymmetric_view_recipes, check_view_probabilities
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
-from siamkit.heads import mlp
-from siamkit.losses import normalized_mse
-from siamkit.methods.base import Method
+from siamkit.heads import mlp, projection_mlp
+from siamkit.losses.normalized_mse import normalized_mse
+from siamkit.methods.base import Method, require_at_least_one
 from siamkit.methods.momentum import cosine_momentum, momentum_copy, update_ema
 
 
@@ -62,9 +62,7 @@ class BYOLConfig(MethodConfig):
     solarize_probs: tuple[float, float] = (0.0, 0.2)
 
     def __post_init__(self) -> None:
-        for key in ("proj_hidden_dim", "proj_dim", "pred_hidden_dim"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(self, "proj_hidden_dim", "proj_dim", "pred_hidden_dim")
         if not 0.0 <= self.base_momentum <= self.final_momentum <= 1.0:
             raise ConfigError(
                 "method.base_momentum and method.final_momentum must satisfy 0 <= base <= final "
@@ -81,7 +79,7 @@ class BYOL(Method):
         cfg: Heads, momentum schedule and normalisation.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: BYOLConfig) -> None:
+    def __init__(self, backbone: Encoder, cfg: BYOLConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
@@ -89,13 +87,18 @@ class BYOL(Method):
         kind: Literal["batch", "group_ws"] = "group_ws" if cfg.norm == "group_ws" else "batch"
         # "a linear layer with output size 4096 followed by batch normalization, rectified
         # linear units (ReLU), and a final linear layer with output dimension 256" [Sec. 3.3]
-        in_dim = int(backbone.num_features)  # type: ignore[arg-type]
-        proj_dims = [in_dim, cfg.proj_hidden_dim, cfg.proj_dim]
         # The predictor's first Linear -> BN removes any shift of z common to the batch, so a
         # projector output bias would get no gradient and the target's would stay at its random
         # init: it has one only where the predictor does not batch-normalise.
-        self.projector = mlp(
-            proj_dims, hidden_bn=normed, output_bn=False, norm=kind, output_bias=cfg.norm != "batch"
+        self.projector = projection_mlp(
+            backbone.num_features,
+            cfg.proj_hidden_dim,
+            cfg.proj_dim,
+            num_layers=2,
+            hidden_bn=normed,
+            output_bn=False,
+            norm=kind,
+            output_bias=cfg.norm != "batch",
         )
         pred_dims = [cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim]
         self.predictor = mlp(pred_dims, hidden_bn=normed, output_bn=False, norm=kind)
@@ -120,11 +123,10 @@ class BYOL(Method):
             ``loss`` (scalar) and ``embedding`` (``(B, proj_dim)``, detached online projection
             of view 1, for the collapse monitor).
         """
-        online, target = self.backbone.forward_features, self.target_backbone.forward_features
-        z = [self.projector(online(v)) for v in views]  # type: ignore[operator]  # (B, proj_dim)
+        z = [self.encode(v) for v in views]  # online projections, (B, proj_dim) each
         p = [self.predictor(zi) for zi in z]
         with torch.no_grad():  # the target network is never differentiated [Sec. 3.1]
-            t = [self.target_projector(target(v)) for v in views]  # type: ignore[operator]
+            t = [self.target_projector(self.target_backbone.forward_features(v)) for v in views]
         # Symmetrised loss L + L~: each view's prediction regresses the other's target [Eq. 2].
         loss = normalized_mse(p[0], t[1].detach()) + normalized_mse(p[1], t[0].detach())
         return {"loss": loss, "embedding": z[0].detach()}

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-def momentum_copy(online: nn.Module) -> nn.Module:
-    """A frozen deep copy of ``online`` to serve as its EMA target (no gradients, ever)."""
+
+def momentum_copy(online: M) -> M:
+    """A frozen deep copy of ``online`` to serve as its EMA target (no gradients, ever).
+
+    The copy has the type of ``online``: the copy of an :class:`~siamkit.encoders.Encoder` is an
+    ``Encoder``, so ``target.forward_features`` is typed.
+    """
     target = copy.deepcopy(online)
     target.requires_grad_(False)
     return target
@@ -24,8 +31,10 @@ def momentum_copy(online: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def update_ema(target: nn.Module, online: nn.Module, m: float) -> None:
-    """``target <- m * target + (1 - m) * online`` for parameters; buffers (BN statistics) are
-    copied, as in the BYOL and MoCo reference code."""
+    """``target <- m * target + (1 - m) * online`` for parameters.
+
+    Buffers (BN statistics) are copied, as in the BYOL and MoCo reference code.
+    """
     for t_param, o_param in zip(target.parameters(), online.parameters(), strict=True):
         t_param.lerp_(o_param.detach(), 1.0 - m)
     for t_buf, o_buf in zip(target.buffers(), online.buffers(), strict=True):

@@ -1,5 +1,6 @@
-"""SimCLR: A Simple Framework for Contrastive Learning of Visual Representations (Chen et al.,
-arXiv:2002.05709) and SimCLRv2's deeper head (arXiv:2006.10029).
+"""SimCLR (Chen et al., arXiv:2002.05709) and SimCLRv2's deeper head (arXiv:2006.10029).
+
+"A Simple Framework for Contrastive Learning of Visual Representations".
 
 Two views of each image go through one encoder f (the backbone, h = f(x)) and a projection head
 g (z = g(h)); NT-Xent makes the two views of an image each other's positive and the other 2N-2
@@ -17,10 +18,11 @@ import torch
 from torch import nn
 
 from siamkit.config import MethodConfig
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
 from siamkit.heads import projection_mlp
 from siamkit.losses import nt_xent
-from siamkit.methods.base import Method
+from siamkit.methods.base import Method, require_at_least_one
 
 
 @dataclass
@@ -48,9 +50,7 @@ class SimCLRConfig(MethodConfig):
     head_bn: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("proj_dim", "proj_hidden_dim", "proj_layers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(self, "proj_dim", "proj_hidden_dim", "proj_layers")
         if self.temperature <= 0:
             raise ConfigError(f"method.temperature must be positive, got {self.temperature}")
 
@@ -63,22 +63,18 @@ class SimCLR(Method):
         cfg: Head and loss settings.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: SimCLRConfig) -> None:
+    def __init__(self, backbone: Encoder, cfg: SimCLRConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
         self.projector = projection_mlp(
-            int(backbone.num_features),  # type: ignore[arg-type]
+            backbone.num_features,
             cfg.proj_hidden_dim,
             cfg.proj_dim,
             cfg.proj_layers,
             hidden_bn=cfg.head_bn,
             output_bn=cfg.head_bn,
         )
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """z = g(f(x)): ``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
-        return self.projector(self.backbone.forward_features(x))  # type: ignore[operator]
 
     def training_step(
         self, views: list[torch.Tensor], indices: torch.Tensor | None = None

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from siamkit.config import MethodConfig
-from siamkit.errors import ConfigError
+from siamkit.encoders import Encoder
 from siamkit.heads import prediction_mlp, projection_mlp
 from siamkit.losses import NEGATIVE_SIMILARITY_LOSSES
-from siamkit.methods.base import Method
+from siamkit.methods.base import Method, require_at_least_one
 
 
 @dataclass
@@ -69,9 +69,7 @@ class SimSiamConfig(MethodConfig):
     proj_output_bn_affine: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("proj_dim", "proj_hidden_dim", "pred_hidden_dim", "proj_layers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(self, "proj_dim", "proj_hidden_dim", "pred_hidden_dim", "proj_layers")
 
 
 class SimSiam(Method):
@@ -82,13 +80,13 @@ class SimSiam(Method):
         cfg: Heads and ablation switches.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: SimSiamConfig) -> None:
+    def __init__(self, backbone: Encoder, cfg: SimSiamConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
         bn = cfg.bn_placement
         self.projector = projection_mlp(
-            int(backbone.num_features),  # type: ignore[arg-type]
+            backbone.num_features,
             cfg.proj_hidden_dim,
             cfg.proj_dim,
             cfg.proj_layers,
@@ -111,10 +109,6 @@ class SimSiam(Method):
         self.loss_fn = NEGATIVE_SIMILARITY_LOSSES[cfg.similarity]
         # asymmetric_2x compares two independent pairs of views per image [Table 5].
         self.num_views = 4 if cfg.loss_symmetry == "asymmetric_2x" else 2
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder f = projection(backbone(x)): ``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
-        return self.projector(self.backbone.forward_features(x))  # type: ignore[operator]
 
     def training_step(
         self, views: list[torch.Tensor], indices: torch.Tensor | None = None

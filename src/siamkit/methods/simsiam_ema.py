@@ -38,10 +38,11 @@ from torch import nn
 
 from siamkit import distributed
 from siamkit.config import MethodConfig
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
 from siamkit.heads import projection_mlp
 from siamkit.losses import negative_cosine
-from siamkit.methods.base import Method
+from siamkit.methods.base import Method, require_at_least_one
 
 
 @dataclass
@@ -76,9 +77,7 @@ class SimSiamEMAConfig(MethodConfig):
                 f"method.initial_targets must be 'initial_network' or 'first_visit', "
                 f"got {self.initial_targets!r}"
             )
-        for key in ("proj_dim", "proj_hidden_dim", "proj_layers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(self, "proj_dim", "proj_hidden_dim", "proj_layers")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(
                 f"method.momentum must be in [0, 1), got {self.momentum} (the paper uses 0.8)"
@@ -100,12 +99,12 @@ class SimSiamEMA(Method):
     targets: torch.Tensor
     seen: torch.Tensor
 
-    def __init__(self, backbone: nn.Module, cfg: SimSiamEMAConfig) -> None:
+    def __init__(self, backbone: Encoder, cfg: SimSiamEMAConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
         self.projector = projection_mlp(  # SimSiam's f: BN on every layer, output included
-            int(backbone.num_features),  # type: ignore[arg-type]
+            backbone.num_features,
             cfg.proj_hidden_dim,
             cfg.proj_dim,
             cfg.proj_layers,
@@ -118,20 +117,22 @@ class SimSiamEMA(Method):
         # The encoder at theta_0 for ``initial_targets: initial_network``: a plain tuple, so it
         # is neither a parameter nor in the state dict (a resumed run rebuilds it from the seeded
         # initialisation in setup(), before the checkpoint's weights are loaded).
-        self._initial: tuple[nn.Module, nn.Module] | None = None
+        self._initial: tuple[Encoder, nn.Module] | None = None
 
     def setup(self, num_images: int) -> None:
-        """Allocate one target per training image (zeros, not yet seen), and keep a frozen copy
-        of the initial encoder when eta^0 comes from it."""
+        """Allocate one target per training image (zeros, not yet seen).
+
+        Also keeps a frozen copy of the initial encoder when eta^0 comes from it.
+        """
         device = self.targets.device
         self.targets = torch.zeros(num_images, self.cfg.proj_dim, device=device)
         self.seen = torch.zeros(num_images, dtype=torch.bool, device=device)
         self._initial = None
         if self.cfg.moving_average and self.cfg.initial_targets == "initial_network":
-            parts = (copy.deepcopy(self.backbone), copy.deepcopy(self.projector))
-            for part in parts:
-                part.requires_grad_(False)
-            self._initial = parts
+            backbone, projector = copy.deepcopy(self.backbone), copy.deepcopy(self.projector)
+            backbone.requires_grad_(False)
+            projector.requires_grad_(False)
+            self._initial = (backbone, projector)
 
     @torch.no_grad()
     def write_initial_targets(self, indices: torch.Tensor, views: list[torch.Tensor]) -> None:
@@ -141,9 +142,11 @@ class SimSiamEMA(Method):
         training). Under DDP the rows and outputs are gathered, as in :meth:`update_targets`.
         """
         assert self._initial is not None
-        backbone, projector = (part.to(views[0].device) for part in self._initial)
-        self._initial = (backbone.train(self.training), projector.train(self.training))
-        features = [backbone.forward_features(v) for v in views]  # type: ignore[operator]
+        backbone, projector = self._initial
+        backbone = backbone.to(views[0].device).train(self.training)
+        projector = projector.to(views[0].device).train(self.training)
+        self._initial = (backbone, projector)
+        features = [backbone.forward_features(v) for v in views]
         eta0 = torch.stack([projector(h).float() for h in features]).mean(dim=0)  # (B, D)
         indices = distributed.gather_no_grad(indices)
         eta0 = distributed.gather_no_grad(eta0.contiguous())  # (global B, proj_dim)
@@ -152,19 +155,20 @@ class SimSiamEMA(Method):
         self.seen[indices[new]] = True
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Drop the initial encoder after the first epoch, which has visited every image but the
-        few that ``drop_last`` left out; those start at their first visit instead."""
+        """Drop the initial encoder after the first epoch.
+
+        The first epoch has visited every image but the few that ``drop_last`` left out; those
+        start at their first visit instead.
+        """
         if epoch >= 1:
             self._initial = None
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder f = projection(backbone(x)): ``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
-        return self.projector(self.backbone.forward_features(x))  # type: ignore[operator]
-
     @torch.no_grad()
     def blend(self, indices: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``m * eta_x + (1 - m) * z`` for the images ``indices`` (``(B,)``), ``z`` ``(B, D)``;
-        ``z`` itself for rows never written. A constant: no gradient flows into it."""
+        """``m * eta_x + (1 - m) * z`` for the images ``indices`` (``(B,)``), ``z`` ``(B, D)``.
+
+        ``z`` itself for rows never written. A constant: no gradient flows into it.
+        """
         m = torch.where(self.seen[indices], self.cfg.momentum, 0.0).unsqueeze(1)  # (B, 1)
         return m * self.targets[indices] + (1 - m) * z.detach().float()
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +24,12 @@ from torch import nn
 
 from siamkit import distributed
 from siamkit.config import AugmentConfig, MethodConfig
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
-from siamkit.heads.mlp import mlp
+from siamkit.heads.mlp import projection_mlp
 from siamkit.heads.prototypes import Prototypes
 from siamkit.losses.swapped_prediction import sinkhorn, swapped_prediction
-from siamkit.methods.base import Method
+from siamkit.methods.base import Method, require_at_least_one
 
 #: "two standard resolution crops" [Sec. 3.2]; the codes are computed from these only.
 NUM_GLOBAL_CROPS = 2
@@ -77,9 +77,9 @@ class SwAVConfig(MethodConfig):
     queue_start_epoch: int = 15
 
     def __post_init__(self) -> None:
-        for key in ("proj_hidden_dim", "proj_dim", "num_prototypes", "sinkhorn_iterations"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(
+            self, "proj_hidden_dim", "proj_dim", "num_prototypes", "sinkhorn_iterations"
+        )
         for key in ("num_small_crops", "freeze_prototypes_epochs", "queue_length"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"method.{key} must be >= 0, got {getattr(self, key)}")
@@ -139,14 +139,20 @@ class SwAV(Method):
 
     skips_parameters = True  # the prototypes get no gradient while frozen (first epoch)
 
-    def __init__(self, backbone: nn.Module, cfg: SwAVConfig) -> None:
+    def __init__(self, backbone: Encoder, cfg: SwAVConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
         # "a 2-layer MLP projection head" of 2048 hidden units and output 128 [Appendix A.1];
         # BN + ReLU after the hidden fc, none after the output, as in the authors' code.
-        width = int(backbone.num_features)  # type: ignore[arg-type]
-        self.projector = mlp([width, cfg.proj_hidden_dim, cfg.proj_dim], hidden_bn=True)
+        self.projector = projection_mlp(
+            backbone.num_features,
+            cfg.proj_hidden_dim,
+            cfg.proj_dim,
+            num_layers=2,
+            hidden_bn=True,
+            output_bn=False,
+        )
         self.prototypes = Prototypes(cfg.proj_dim, cfg.num_prototypes)
         self.queue = (
             EmbeddingQueue(NUM_GLOBAL_CROPS, cfg.queue_length, cfg.proj_dim)
@@ -176,9 +182,8 @@ class SwAV(Method):
         As in the authors' code, crops of one resolution go through the backbone together and
         all crops through the projector together (its BN sees every crop).
         """
-        encode: Any = self.backbone.forward_features  # the Encoder contract
         by_size = itertools.groupby(views, key=lambda v: v.shape[-2:])
-        h = torch.cat([encode(torch.cat(list(group))) for _, group in by_size])
+        h = torch.cat([self.backbone.forward_features(torch.cat(list(g))) for _, g in by_size])
         z = F.normalize(self.projector(h).float(), dim=1)  # (num_views * B, proj_dim)
         return list(z.split(views[0].shape[0]))
 

@@ -20,10 +20,11 @@ from torch import nn
 
 from siamkit.config import AugmentConfig, MethodConfig
 from siamkit.data.augment import asymmetric_view_recipes, check_view_probabilities
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
-from siamkit.heads import mlp
-from siamkit.losses import vicreg_terms
-from siamkit.methods.base import Method
+from siamkit.heads import projection_mlp
+from siamkit.losses import vicreg
+from siamkit.methods.base import Method, require_at_least_one
 
 
 @dataclass
@@ -60,9 +61,7 @@ class VICRegConfig(MethodConfig):
     solarize_probs: tuple[float, float] = (0.0, 0.2)
 
     def __post_init__(self) -> None:
-        for key in ("proj_hidden_dim", "proj_dim", "proj_layers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(self, "proj_hidden_dim", "proj_dim", "proj_layers")
         coeffs = (self.sim_coeff, self.std_coeff, self.cov_coeff)
         if min(coeffs) < 0 or max(coeffs) == 0:
             raise ConfigError(
@@ -80,18 +79,28 @@ class VICRegConfig(MethodConfig):
 class VICReg(Method):
     """The VICReg method: encoder f = expander(backbone(x)), three-term loss on its outputs.
 
+    The paper's expander is the head every method calls ``projector``: it is stored as
+    ``expander`` (so checkpoints keep their ``expander.*`` keys) and :attr:`projector` returns
+    it, which is all :meth:`Method.encode` needs.
+
     Args:
         backbone: An :class:`~siamkit.encoders.Encoder`.
         cfg: Expander, coefficients and view recipe.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: VICRegConfig) -> None:
+    def __init__(self, backbone: Encoder, cfg: VICRegConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
-        in_dim = int(backbone.num_features)  # type: ignore[arg-type]
-        dims = [in_dim] + [cfg.proj_hidden_dim] * (cfg.proj_layers - 1) + [cfg.proj_dim]
-        self.expander = mlp(dims, hidden_bn=True, output_bn=False, output_bias=False)
+        self.expander = projection_mlp(
+            backbone.num_features,
+            cfg.proj_hidden_dim,
+            cfg.proj_dim,
+            cfg.proj_layers,
+            hidden_bn=True,
+            output_bn=False,
+            output_bias=False,  # every term is invariant to a shift common to the batch
+        )
 
     def view_recipes(self, base: AugmentConfig) -> list[AugmentConfig]:
         """Two asymmetric views: blur (1.0, 0.1), solarisation (0.0, 0.2) [Appendix]."""
@@ -99,12 +108,11 @@ class VICReg(Method):
 
     @property
     def projector(self) -> nn.Module:  # type: ignore[override]
-        """The expander under the name of the method contract (g in evaluation)."""
-        return self.expander
+        """The expander under the name of the method contract.
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
-        return self.expander(self.backbone.forward_features(x))  # type: ignore[operator]
+        It is g in evaluation, and in :meth:`Method.encode`: ``(B, 3, H, W)`` -> ``(B, proj_dim)``.
+        """
+        return self.expander
 
     def training_step(
         self, views: list[torch.Tensor], indices: torch.Tensor | None = None
@@ -121,10 +129,16 @@ class VICReg(Method):
         """
         z_a, z_b = self.encode(views[0]), self.encode(views[1])  # (B, proj_dim) each
         # Both branches carry gradient: no stop-gradient anywhere [Sec. 3].
-        t = vicreg_terms(z_a, z_b, self.cfg.gamma, self.cfg.eps)
         cfg = self.cfg
-        loss = (
-            cfg.sim_coeff * t.invariance + cfg.std_coeff * t.variance + cfg.cov_coeff * t.covariance
+        loss, t = vicreg(
+            z_a,
+            z_b,
+            cfg.sim_coeff,
+            cfg.std_coeff,
+            cfg.cov_coeff,
+            cfg.gamma,
+            cfg.eps,
+            return_terms=True,
         )
         return {
             "loss": loss,

@@ -17,13 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from siamkit.config import AugmentConfig, MethodConfig
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
-from siamkit.heads import mlp
+from siamkit.heads import projection_mlp
 from siamkit.losses import wmse
-from siamkit.methods.base import Method
+from siamkit.methods.base import Method, require_at_least_one
 
 
 @dataclass
@@ -60,9 +60,7 @@ class WMSEConfig(MethodConfig):
     w_eps: float = 1e-9
 
     def __post_init__(self) -> None:
-        for key in ("proj_hidden_dim", "proj_dim", "proj_layers", "w_iter"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(self, "proj_hidden_dim", "proj_dim", "proj_layers", "w_iter")
         if self.num_positives < 2:
             raise ConfigError(
                 f"method.num_positives must be at least 2 (a positive pair), got "
@@ -86,22 +84,24 @@ class WMSE(Method):
         cfg: Projector, positives and whitening.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: WMSEConfig) -> None:
+    def __init__(self, backbone: Encoder, cfg: WMSEConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
-        in_dim = int(backbone.num_features)  # type: ignore[arg-type]
-        dims = [in_dim] + [cfg.proj_hidden_dim] * (cfg.proj_layers - 1) + [cfg.proj_dim]
-        self.projector = mlp(dims, hidden_bn=True, output_bn=False, output_bias=False)
+        self.projector = projection_mlp(
+            backbone.num_features,
+            cfg.proj_hidden_dim,
+            cfg.proj_dim,
+            cfg.proj_layers,
+            hidden_bn=True,
+            output_bn=False,
+            output_bias=False,  # the whitening removes any shift
+        )
         self.num_views = cfg.num_positives
 
     def view_recipes(self, base: AugmentConfig) -> list[AugmentConfig]:
         """``num_positives`` views, all from the run's recipe (W-MSE's views are symmetric)."""
         return [base] * self.cfg.num_positives
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` -> ``(B, proj_dim)``, before whitening."""
-        return self.projector(self.backbone.forward_features(x))  # type: ignore[operator]
 
     def training_step(
         self, views: list[torch.Tensor], indices: torch.Tensor | None = None
@@ -116,7 +116,7 @@ class WMSE(Method):
             ``loss`` (scalar) and ``embedding`` (``(B, proj_dim)``, detached projector output of
             the first view, before whitening).
         """
-        z = [self.encode(v) for v in views]  # d tensors (B, proj_dim)
+        z = [self.encode(v) for v in views]  # d tensors (B, proj_dim), before whitening
         # Every view carries gradient, through the whitening too [Sec. 3].
         loss = wmse(z, self.cfg.w_size, self.cfg.w_iter, self.cfg.w_eps)
         return {"loss": loss, "embedding": z[0].detach()}

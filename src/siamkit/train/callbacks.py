@@ -16,8 +16,11 @@ from siamkit.eval.metrics import output_std
 
 
 class CollapseMonitor(L.Callback):
-    """Logs ``train/collapse_std`` (std of the l2-normalised output x sqrt(d)) every epoch and
-    warns when it falls below ``threshold``: about 1 is healthy, 0 is a constant output."""
+    """Logs ``train/collapse_std`` every epoch and warns when it falls below ``threshold``.
+
+    The metric is the std of the l2-normalised output x sqrt(d): about 1 is healthy, 0 is a
+    constant output.
+    """
 
     def __init__(self, threshold: float = TrainConfig.collapse_threshold) -> None:
         self.threshold = threshold
@@ -28,10 +31,12 @@ class CollapseMonitor(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
+        """Collect the batch's detached output."""
         if isinstance(outputs, dict) and "embedding" in outputs:
             self._values.append(output_std(outputs["embedding"]))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the epoch's mean and warn once below the threshold."""
         if not self._values:
             return
         self.last = sum(self._values) / len(self._values)
@@ -82,7 +87,7 @@ class KNNMonitor(L.Callback):
         self.history: list[tuple[int, float]] = []
 
     def evaluate(self, backbone: torch.nn.Module) -> float:
-        """kNN top-1 (%) of ``backbone``'s features."""
+        """KNN top-1 (%) of ``backbone``'s features."""
         return knn_top1(
             backbone,
             self.bank,
@@ -95,6 +100,7 @@ class KNNMonitor(L.Callback):
         )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Evaluate on rank 0 every ``every`` epochs and at the last."""
         epoch = trainer.current_epoch + 1
         # Every process holds the same weights: one evaluation (on rank 0) is enough.
         if not trainer.is_global_zero:
@@ -124,9 +130,11 @@ class Throughput(L.Callback):
         self.data_wait: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start counting the epoch."""
         self._last_end = None  # the wait for an epoch's first batch is loader start-up
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        """Start timing a step; the time since the last step was a wait for data."""
         self._start = time.perf_counter()
         if self._last_end is not None:
             self.wait_seconds += self._start - self._last_end
@@ -134,14 +142,17 @@ class Throughput(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
+        """Stop timing the step and count its images."""
         self._last_end = time.perf_counter()
         self.step_seconds += self._last_end - self._start
         self.images += len(batch.indices) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the epoch's throughput and data-wait share."""
         self._finish(pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Report a run stopped inside an epoch."""
         if self.images:  # a run stopped inside an epoch (max_steps, max_minutes)
             self._finish(None)
 

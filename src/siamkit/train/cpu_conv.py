@@ -94,6 +94,7 @@ class PatchGradConv2d(nn.Conv2d):
         return ho * wo <= MAX_GEMM_POSITIONS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution, with the patch-GEMM weight gradient where it is eligible."""
         if not self._eligible(x):
             return super().forward(x)
         weight = self.weight
@@ -116,7 +117,7 @@ def patch_conv_helps(mode: str) -> bool:
 
     ``auto`` turns it on for CPUs with AMX tiles only: there oneDNN's bf16 weight gradient of
     small maps is the slow case this module works around. On an AVX-512 BF16 CPU without AMX
-    (AMD EPYC, session 5) oneDNN's was faster: the ResNet-18 CIFAR step ran at 102.7 images/s
+    (AMD EPYC, 2026-11-29) oneDNN's was faster: the ResNet-18 CIFAR step ran at 102.7 images/s
     without the patch GEMM and 95.7 with it (best of two rounds, ``benchmarks/throughput.py
     --levers``), and ``benchmarks/conv_weight_grad.py`` found it slower for all but one layer.
     """

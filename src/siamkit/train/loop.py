@@ -16,32 +16,28 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.strategies import DDPStrategy
 
 from siamkit import runtime
-from siamkit.config import RunConfig, TrainConfig, to_dict
+from siamkit.checkpoints import CONFIG_KEY, read_checkpoint
+from siamkit.config import RunConfig, TrainConfig
 from siamkit.data.datasets import Splits, load_splits
-from siamkit.data.decode import ViewSpec
-from siamkit.data.device_decode import to_device
-from siamkit.data.loader import Batch, ImageData, make_loader
+from siamkit.data.loader import Batch, ImageData
 from siamkit.data.views import Views
 from siamkit.encoders import create_backbone
-from siamkit.errors import ConfigError, DataError, TrainingDivergedError
+from siamkit.errors import DataError, TrainingDivergedError
 from siamkit.eval.features import extract_features
 from siamkit.eval.knn import knn_top1
 from siamkit.eval.online_probe import OnlineLinearProbe
 from siamkit.methods import METHODS, Method, create_method
+from siamkit.strict import to_dict
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput
-from siamkit.train.checkpoint import CONFIG_KEY, read_checkpoint
 from siamkit.train.cpu_conv import patch_conv_helps, use_patch_grad_convs
+from siamkit.train.engine import EngineSettings, TrainData, build_trainer, prepare_run_folder
 from siamkit.train.schedules import StepSchedule, build_optimizer
 
 
@@ -84,7 +80,7 @@ class PretrainModule(L.LightningModule):
         # Outside the method and its optimiser: the probe only reads detached features.
         self.probe: OnlineLinearProbe | None = None
         if cfg.train.online_probe:
-            width = int(self.method.backbone.num_features)  # type: ignore[arg-type]
+            width = int(self.method.backbone.num_features)
             self.probe = OnlineLinearProbe(width, num_classes, cfg.train.online_probe_lr)
         self.unreadable = 0
 
@@ -94,6 +90,7 @@ class PretrainModule(L.LightningModule):
         return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
 
     def training_step(self, batch: Batch, idx: int) -> dict[str, Any]:
+        """Views, the method's step and its loss, checked for NaN/inf."""
         self._check_readable(batch)
         # 1. Views, in fp32 whatever the autocast: (B, 3, S_v, S_v) per view.
         with torch.autocast(batch.labels.device.type, enabled=False):
@@ -131,7 +128,7 @@ class PretrainModule(L.LightningModule):
         backbone = self.method.backbone
         backbone.eval()  # running statistics, as at evaluation; BN buffers stay untouched
         with torch.no_grad():
-            h = backbone.forward_features(view)  # type: ignore[operator]
+            h = backbone.forward_features(view)
         backbone.train()
         stats = self.probe.update(h, labels)  # type: ignore[union-attr]
         if stats:
@@ -139,6 +136,7 @@ class PretrainModule(L.LightningModule):
             self.log("train/online_probe_top1", stats["top1"], on_step=False, on_epoch=True)
 
     def on_train_start(self) -> None:
+        """Take the loader's real length for the schedule; say which BatchNorm runs."""
         # The loader's real length (litdata's per-rank split may drop a few batches).
         batches = self.trainer.num_training_batches
         if isinstance(batches, int) and batches > 0:
@@ -151,9 +149,11 @@ class PretrainModule(L.LightningModule):
             print(f"siamkit: BatchNorm {mode} ({n_sync} SyncBatchNorm layers)", file=sys.stderr)
 
     def on_train_epoch_start(self) -> None:
+        """The method's per-epoch state."""
         self.method.on_epoch_start(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
+        """Warn about the epoch's unreadable images."""
         if self.unreadable and self.trainer.is_global_zero:
             warnings.warn(
                 f"{self.unreadable} unreadable image(s) were skipped in epoch "
@@ -164,10 +164,12 @@ class PretrainModule(L.LightningModule):
         self.unreadable = 0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, idx: int) -> None:
+        """Step 7: the method's per-step state."""
         # 7. Per-step state of the method (EMA targets, queues), with progress in [0, 1].
         self.method.on_step_end(self.global_step / max(1, self.schedule.total_steps))
 
     def configure_optimizers(self) -> Any:
+        """The method's optimiser with the per-step schedule."""
         optimizer, scheduler = build_optimizer(
             self.method.param_groups(), self.cfg.optim, self.schedule
         )
@@ -177,50 +179,8 @@ class PretrainModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the run config, so that the checkpoint can be read on its own."""
         checkpoint[CONFIG_KEY] = to_dict(self.cfg)
-
-
-class TrainData(L.LightningDataModule):
-    """The training loader, built inside ``fit`` when every process knows its rank.
-
-    Args:
-        data: The training images (any storage).
-        specs: The views workers cut.
-        batch_size: Images per batch of one process.
-        seed: Seed of the order and of the crops.
-        pin_memory: Pin batches (training on a GPU).
-    """
-
-    def __init__(
-        self, data: ImageData, specs: list[ViewSpec], batch_size: int, seed: int, pin_memory: bool
-    ) -> None:
-        super().__init__()
-        self.data, self.specs, self.batch_size = data, specs, batch_size
-        self.seed, self.pin_memory = seed, pin_memory
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:
-        # Encoded JPEGs (data.decode: device) stay on the CPU and are decoded on the device.
-        return to_device(batch, device)
-
-    def train_dataloader(self) -> Any:
-        # litdata splits shards between ranks and workers itself; other storages use the
-        # epoch sampler, this process's share of every epoch.
-        native = getattr(self.data, "streaming_loader", None)
-        loader = native(self.specs, self.batch_size, self.seed, self.pin_memory) if native else None
-        if loader is not None:
-            return loader
-        assert self.trainer is not None
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        return make_loader(
-            self.data,
-            self.specs,
-            self.batch_size,
-            train=True,
-            seed=self.seed,
-            rank=rank,
-            world=world,
-            pin_memory=self.pin_memory,
-        )
 
 
 @dataclass
@@ -284,25 +244,21 @@ def pretrain(
         TrainingDivergedError: The loss became NaN/inf (the last good checkpoint is kept).
     """
     start = time.perf_counter()
-    # 1. The machine: device, precision, processes. Settings it cannot run fail here.
+    # 1. The machine: what the engine will run on. Settings it cannot run fail here.
     train = cfg.train
-    runtime.check_accelerator(train.accelerator)
-    kind = runtime.device_type(train.accelerator)
-    if train.sync_batchnorm and kind != "cuda":
-        raise ConfigError(
-            "train.sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel); on "
-            "CPU processes leave it off (BatchNorm per process), or use moco_v2's bn: shuffle"
-        )
-    precision = runtime.resolve_precision(train.precision, kind)
+    skips = getattr(METHODS[cfg.method.name].build, "skips_parameters", False)
+    settings = EngineSettings.of_pretraining(train, find_unused_parameters=skips)
+    settings.check()
     resume_path = read_checkpoint(resume, expect=cfg).path if resume else None
 
     # 2. The data, in the storage data.storage picks.
-    splits = splits or load_splits(
-        cfg.data, runtime.local_processes(train.accelerator, train.devices)
-    )
+    processes = runtime.local_processes(train.accelerator, train.devices)
+    splits = splits or load_splits(cfg.data, processes)
 
     # 3. The run folder.
-    out_dir = _run_folder(cfg, resume is not None, overwrite)
+    out_dir = Path(train.output_dir)
+    prepare_run_folder(out_dir, resume is not None, overwrite)
+    (out_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
 
     # 4. The method, built once; a copy of its backbone is the random-init baseline.
     L.seed_everything(train.seed, workers=True, verbose=False)
@@ -311,7 +267,11 @@ def pretrain(
     random_init = copy.deepcopy(method.backbone)
 
     # 5. The trainer and its monitors.
-    trainer, monitors = _trainer(cfg, precision, out_dir, splits)
+    precision = settings.lightning_precision
+    knn = _knn_monitor(cfg, precision, splits)
+    collapse, throughput = CollapseMonitor(train.collapse_threshold), Throughput()
+    monitors: list[L.Callback] = [m for m in (knn, collapse, throughput) if m is not None]
+    trainer = build_trainer(settings, monitors)
     world = trainer.world_size
     per_device = _per_process_batch(cfg, world, len(splits.train))
     num_classes = _probe_classes(cfg, splits)
@@ -320,15 +280,16 @@ def pretrain(
     module = PretrainModule(
         cfg, method, len(splits.train) // (per_device * world), num_classes, splits.train
     )
-    data = TrainData(splits.train, module.views.specs, per_device, train.seed, kind == "cuda")
+    on_gpu = settings.device_type == "cuda"
+    data = TrainData(splits.train, module.views.specs, per_device, train.seed, on_gpu)
     if trainer.is_global_zero:
         n_params = sum(p.numel() for p in module.parameters())
         print(
             f"siamkit: {cfg.method.name} | {cfg.backbone.name} (width {cfg.backbone.width}"
             f"{', CIFAR stem' if cfg.backbone.cifar_stem else ''}) {n_params / 1e6:.1f}M params"
             f" | {len(splits.train)} images, batch {cfg.optim.batch_size}, lr {cfg.optim.lr:g}"
-            f" | {train.epochs} epochs | {precision} on {kind} x{world} | run folder {out_dir}"
-            f"\nsiamkit: data {splits.note}",
+            f" | {train.epochs} epochs | {precision} on {settings.device_type} x{world}"
+            f" | run folder {out_dir}\nsiamkit: data {splits.note}",
             file=sys.stderr,
         )
 
@@ -339,7 +300,6 @@ def pretrain(
         raise TrainingDivergedError(f"{err}; {_diverged_hint(out_dir)}") from None
 
     # 8. Final figures on the whole held-out split, against the same encoder at random init.
-    knn, collapse, throughput = monitors
     last = out_dir / "checkpoints" / "last.ckpt"
     result = PretrainResult(
         output_dir=str(out_dir),
@@ -374,8 +334,11 @@ def final_knn(
     cfg: RunConfig,
     monitor: KNNMonitor,
 ) -> tuple[float, float]:
-    """kNN top-1 (%) of the trained and the random-init backbone on the whole held-out split,
-    with every training image in the bank (streamed, so any size fits)."""
+    """The kNN top-1 (%) of the trained and the random-init backbone.
+
+    On the whole held-out split, with every training image in the bank (streamed, so any size
+    fits).
+    """
     assert splits.test is not None
     figures = []
     for backbone in (trained, random_init):
@@ -392,100 +355,6 @@ def final_knn(
             )
         )
     return figures[0], figures[1]
-
-
-def _run_folder(cfg: RunConfig, resuming: bool, overwrite: bool) -> Path:
-    """The run folder with ``config.yaml`` written; an earlier run's checkpoints are an error
-    unless resuming, or removed with ``overwrite``."""
-    out_dir = Path(cfg.train.output_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    old = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
-    if old and not resuming:
-        if not overwrite:
-            raise ConfigError(
-                f"run folder {str(out_dir)!r} already holds checkpoints of an earlier run; "
-                f"continue it with --resume {out_dir}, choose another --output, or pass "
-                "--overwrite to replace it"
-            )
-        for f in old:
-            f.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
-    return out_dir
-
-
-def _trainer(
-    cfg: RunConfig, precision: str, out_dir: Path, splits: Splits
-) -> tuple[L.Trainer, tuple[KNNMonitor | None, CollapseMonitor, Throughput]]:
-    """The Lightning trainer with checkpoints, loggers and the monitors."""
-    train = cfg.train
-    collapse = CollapseMonitor(train.collapse_threshold)
-    throughput = Throughput()
-    checkpoints = ModelCheckpoint(
-        dirpath=out_dir / "checkpoints",
-        filename="epoch{epoch:03d}",
-        auto_insert_metric_name=False,
-        every_n_epochs=1,
-        save_last=True,
-        save_top_k=2,  # the two newest epochs, so one good file survives an interrupted write
-        monitor="step",
-        mode="max",
-    )
-    callbacks: list[L.Callback] = [collapse, throughput, checkpoints]
-    if train.checkpoint_every_steps:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=out_dir / "checkpoints",
-                filename="step{step:07d}",
-                auto_insert_metric_name=False,
-                every_n_train_steps=train.checkpoint_every_steps,
-                save_last=True,  # last.ckpt is always the newest state
-                save_top_k=2,
-                monitor="step",
-                mode="max",
-            )
-        )
-    knn = _knn_monitor(cfg, precision, splits)
-    if knn is not None:
-        callbacks.insert(0, knn)
-    if train.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
-    strategy: str | DDPStrategy = train.strategy
-    if strategy == "ddp":
-        strategy = DDPStrategy(
-            # SwAV's prototypes get no gradient while frozen
-            find_unused_parameters=getattr(
-                METHODS[cfg.method.name].build, "skips_parameters", False
-            ),
-            # Per-step state (queues, per-image targets) is updated identically on every
-            # process from gathered tensors; broadcasting it from rank 0 each step would only
-            # cost time (10 GB a step for SimSiam's moving-average table on ImageNet).
-            broadcast_buffers=False,
-            timeout=timedelta(minutes=30),
-        )
-    trainer = L.Trainer(
-        accelerator=train.accelerator,
-        devices=train.devices if train.devices == "auto" else int(train.devices),
-        num_nodes=train.num_nodes,
-        strategy=strategy,
-        precision=precision,  # type: ignore[arg-type]
-        max_epochs=train.epochs,
-        max_steps=train.max_steps or -1,
-        max_time=timedelta(minutes=train.max_minutes) if train.max_minutes else None,
-        sync_batchnorm=train.sync_batchnorm,
-        callbacks=callbacks,
-        logger=[
-            CSVLogger(str(out_dir), name="", version=""),
-            TensorBoardLogger(str(out_dir), name="tensorboard", version=""),
-        ],
-        log_every_n_steps=train.log_every_n_steps,
-        enable_progress_bar=train.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=False,
-        use_distributed_sampler=False,  # every loader splits its own epochs between ranks
-    )
-    return trainer, (knn, collapse, throughput)
 
 
 def _knn_monitor(cfg: RunConfig, precision: str, splits: Splits) -> KNNMonitor | None:

@@ -67,6 +67,7 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One LARS step (see the class docstring)."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             adapt = group.get("adapt", True)
@@ -105,8 +106,9 @@ def _split_for_lars(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def build_optimizer(
     param_groups: list[dict[str, Any]], cfg: OptimConfig, schedule: StepSchedule
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """``cfg.optimizer`` at ``cfg.lr`` with a per-step cosine schedule; ``fixed_lr`` groups stay
-    constant.
+    """``cfg.optimizer`` at ``cfg.lr`` with a per-step cosine schedule.
+
+    ``fixed_lr`` groups stay constant.
 
     Args:
         param_groups: From the method's ``param_groups()``.

@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from siamkit.checkpoints import load_method
 from siamkit.config import DataConfig
 from siamkit.errors import ConfigError, DataError
 from siamkit.eval.features import extract_features
-from siamkit.eval.plots import save_png, training_curves, tsne_plot
-from siamkit.eval.representation import method_metrics, metric_images
-from siamkit.train.checkpoint import load_method
+from siamkit.eval.representation import method_metrics
+from siamkit.protocols.evaluate import metric_images
+from siamkit.protocols.plots import save_png, training_curves, tsne_plot
 
 #: Rows of the representation metrics table: key, name, what a better value looks like.
 METRIC_ROWS = (

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from siamkit.config import DataConfig
-from siamkit.errors import ConfigError, DataError
-from siamkit.eval.splits import (
+from siamkit.data.splits import (
     dataset_name,
     default_index_path,
     label_subset,
@@ -20,6 +19,7 @@ from siamkit.eval.splits import (
     subset_meta,
     write_index_file,
 )
+from siamkit.errors import ConfigError, DataError
 
 
 def _labels(counts: list[int], seed: int = 0) -> torch.Tensor:

@@ -14,8 +14,10 @@ from siamkit.errors import CheckpointError
 
 
 def backbone_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
-    """Weights of ``backbone`` under the key names of its plain model (torchvision's for
-    ResNets, without the classifier)."""
+    """Weights of ``backbone`` under the key names of its plain model.
+
+    That is torchvision's names for ResNets, without the classifier.
+    """
     if isinstance(backbone, ResNetEncoder):
         state = backbone.torchvision_state_dict()
     else:

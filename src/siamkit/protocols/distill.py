@@ -1,18 +1,20 @@
 """SimCLRv2's distillation: a fine-tuned teacher labels the unlabelled images for a student.
 
 "we use the fine-tuned network as a teacher to impute labels for training a student network"
-[arXiv:2006.10029, Sec. 2]: the teacher (a :class:`~siamkit.eval.finetune.Classifier`, e.g. from
-``siamkit eval finetune``) is fixed, in eval mode and without gradients; on every training image
-(labelled or not) the student minimises the cross-entropy to the teacher's softened prediction
-(:func:`siamkit.losses.distillation.soft_target_cross_entropy`, Eq. 2), computed on the same
-augmented view the student sees. With labels it can add the labelled cross-entropy (Eq. 3)::
+[arXiv:2006.10029, Sec. 2]: the teacher (a :class:`~siamkit.protocols.finetune.Classifier`, e.g.
+from ``siamkit eval finetune``) is fixed, in eval mode and without gradients; on every training
+image (labelled or not) the student minimises the cross-entropy to the teacher's softened
+prediction (:func:`siamkit.losses.distillation.soft_target_cross_entropy`, Eq. 2), computed on the
+same augmented view the student sees. With labels it can add the labelled cross-entropy (Eq. 3)::
 
     L = -(1 - alpha) sum_{(x_i, y_i) in D_L} log P_S(y_i | x_i)
         - alpha sum_{x_i in D} sum_y P_T(y | x_i; tau) log P_S(y | x_i; tau)
 
-The student has the teacher's backbone (self-distillation) or a smaller one (big-to-small), in
-both cases without projection-head layers ("the student has the same model architecture as the
-teacher (excluding projection head)" [Sec. 3]), and starts from random weights.
+Training runs on the engine of pretraining (:mod:`siamkit.protocols.supervised`): any devices,
+DDP, logs, checkpoints and ``--resume``. The student has the teacher's backbone
+(self-distillation) or a smaller one (big-to-small), in both cases without projection-head
+layers ("the student has the same model architecture as the teacher (excluding projection
+head)" [Sec. 3]), and starts from random weights.
 """
 
 from __future__ import annotations
@@ -20,48 +22,53 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.combined_loader import CombinedLoader
 
 from siamkit.config import BackboneConfig, DataConfig
-from siamkit.config import to_dict as config_to_dict
 from siamkit.data.datasets import Splits, load_splits
 from siamkit.data.device_decode import to_device
 from siamkit.data.loader import Batch, ImageData
+from siamkit.data.splits import labels_hash
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError
-from siamkit.eval.finetune import (
+from siamkit.losses.distillation import soft_target_cross_entropy
+from siamkit.protocols.classifier import (
     CLASSIFIER_FILE,
-    RESULTS_FILE,
     Classifier,
     ClassifierInfo,
-    SGDRun,
     Trunk,
-    check_sgd,
     count_parameters,
-    crop_flip_views,
-    labelled_test,
     load_classifier,
     predict_logits,
-    resolve_device,
     save_classifier,
-    sgd_loader,
     topk_accuracy,
-    train_sgd,
-    use_bf16,
+)
+from siamkit.protocols.supervised import (
+    RESULTS_FILE,
+    Machine,
+    SGDModule,
+    SGDRun,
+    check_sgd,
+    crop_flip_views,
+    fit,
+    labelled_test,
+    steps_per_epoch,
+    train_data,
     write_results,
 )
-from siamkit.eval.splits import labels_hash
-from siamkit.losses.distillation import soft_target_cross_entropy
+from siamkit.strict import to_dict as config_to_dict
+from siamkit.train.engine import TrainData
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(Machine):
     """The distillation recipe.
 
     SimCLRv2 distils on ImageNet with "the same learning rate schedule, weight decay, batch size
@@ -90,8 +97,9 @@ class DistillConfig:
         seed: Seed of the student's initialisation, the order and the views.
         precision: ``auto``, ``bf16-mixed`` or ``32-true`` (loss in float32 either way).
         channels_last: Feed convolutions channels-last tensors.
-        device: ``auto``, ``cpu`` or ``cuda``.
         eval_batch_size: Images per forward pass when evaluating.
+
+    The machine's settings (accelerator, devices, strategy, ...) are :class:`Machine`'s.
     """
 
     epochs: int = 30
@@ -106,7 +114,6 @@ class DistillConfig:
     seed: int = 0
     precision: Literal["auto", "bf16-mixed", "32-true"] = "auto"
     channels_last: bool = False
-    device: str = "auto"
     eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
@@ -180,15 +187,17 @@ def distill(
     student_backbone: BackboneConfig | None = None,
     output: str | Path | None = None,
     splits: Splits | None = None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
 ) -> DistillResult:
     """Distil a fine-tuned teacher into a student on the training images.
 
     Steps: 1. load the teacher (fixed: eval mode, no gradients); 2. build a randomly initialised
     student (the teacher's backbone, or ``student_backbone``, and a linear layer); 3. on every
     step, one crop+flip view of a batch of training images goes through teacher and student and
-    the student minimises Eq. 3; 4. evaluate both on the held-out split; 5. write the student's
-    ``classifier.pt`` (readable by :func:`~siamkit.eval.finetune.load_classifier`) and
-    ``results.json`` to ``output``.
+    the student minimises Eq. 3, on the engine of pretraining; 4. evaluate both on the held-out
+    split; 5. write the student's ``classifier.pt`` (readable by
+    :func:`~siamkit.protocols.classifier.load_classifier`) and ``results.json`` to ``output``.
 
     Args:
         teacher: A classifier checkpoint (``classifier.pt`` or its folder).
@@ -196,8 +205,13 @@ def distill(
             ``cfg.alpha < 1`` (then only those of the teacher's labelled subset).
         cfg: The recipe (default :class:`DistillConfig`).
         student_backbone: The student's backbone. ``None``: the teacher's (self-distillation).
-        output: Folder for the student checkpoint and results.
+        output: Folder for the student checkpoint, results, logs and checkpoints.
         splits: Already loaded data (default: load ``data``).
+        resume: A checkpoint of an interrupted distillation (or its output folder).
+        overwrite: Replace the checkpoints of an earlier run in ``output``.
+
+    Returns:
+        The figures (NaN on processes other than rank 0 of a multi-process run).
 
     Raises:
         CheckpointError: ``teacher`` is not a classifier checkpoint.
@@ -205,79 +219,69 @@ def distill(
     """
     start = time.perf_counter()
     cfg = cfg or DistillConfig()
-    device = resolve_device(cfg.device)
     # 1. The teacher, fixed.
     teacher_model, info = load_classifier(teacher)
-    teacher_model.requires_grad_(False).eval().to(device)
+    teacher_model.requires_grad_(False).eval()
     data = data or info.data
     splits = splits or load_splits(data)
     test = labelled_test(splits, "distillation's evaluation")
     assert test.labels is not None
     images = splits.train  # every training image; the labels are not used
-    labelled: ImageData | None = None
-    if cfg.alpha < 1.0:
-        labelled = _labelled_subset(splits, info)
+    labelled = _labelled_subset(splits, info) if cfg.alpha < 1.0 else None
 
     # 2. The student, from random weights.
     student_cfg = student_backbone or info.backbone
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         student = Classifier(Trunk(create_backbone(student_cfg)), info.num_classes)
-    student.to(device)
     if cfg.channels_last:
         student.to(memory_format=torch.channels_last)
         teacher_model.to(memory_format=torch.channels_last)
-    bf16 = use_bf16(cfg.precision, device)
 
     # 3. Train the student on the teacher's soft targets (and the labels, alpha < 1).
     views = crop_flip_views(info.augment, cfg.crop_scale)
-    view_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    run = SGDRun(
-        cfg.epochs, cfg.batch_size, cfg.peak_lr, cfg.momentum, cfg.nesterov, cfg.weight_decay
-    )
-    loader = sgd_loader(images, views, run.batch_size, cfg.seed)
-    # Eq. 3's labelled batches: an endless stream over the teacher's labelled subset.
-    labelled_batches = (
-        _endless(sgd_loader(labelled, views, run.batch_size, cfg.seed + 1))
-        if (labelled is not None)
-        else None
-    )
 
-    def view(batch: Batch) -> torch.Tensor:
-        x = views(to_device(batch, device).images, view_gen)[0]
-        return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-
-    def step(batch: Batch) -> torch.Tensor:
-        x = view(batch)
+    def loss(view: Callable[[Batch], torch.Tensor], batch: Any) -> torch.Tensor:
+        unlabelled = batch["all"] if isinstance(batch, dict) else batch
+        x = view(unlabelled)
         with torch.no_grad():  # the teacher is fixed [Sec. 2]
-            teacher_logits = teacher_model(x)
-        loss = soft_target_cross_entropy(student(x), teacher_logits, cfg.temperature)  # Eq. 2
-        if labelled_batches is None:
-            return loss
+            teacher_logits = teacher_model.to(x.device)(x)
+        distil = soft_target_cross_entropy(student(x), teacher_logits, cfg.temperature)  # Eq. 2
+        if not isinstance(batch, dict):
+            return distil
         # Eq. 3: a batch of the labelled subset adds its cross-entropy with weight 1 - alpha.
-        lab = next(labelled_batches)
-        logits = student(view(lab)).float()
-        ce = F.cross_entropy(logits, lab.labels.to(device))
-        return cfg.alpha * loss + (1.0 - cfg.alpha) * ce
+        lab = batch["labelled"]
+        ce = F.cross_entropy(student(view(lab)).float(), lab.labels)
+        return cfg.alpha * distil + (1.0 - cfg.alpha) * ce
 
-    losses = train_sgd(student, loader, step, run, bf16, device, "distillation")
-
-    # 4. Evaluate teacher and student on the held-out split.
-    logits_of = functools.partial(
-        predict_logits,
-        augment=info.augment,
-        batch_size=cfg.eval_batch_size,
-        bf16=bf16,
-        channels_last=cfg.channels_last,
+    run = SGDRun(
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.peak_lr,
+        cfg.momentum,
+        cfg.nesterov,
+        cfg.weight_decay,
+        cfg.precision,
+        cfg.channels_last,
+        cfg.seed,
     )
-    t_logits = logits_of(teacher_model, test)
-    s_logits = logits_of(student, test)
+    module = SGDModule(
+        student, loss, views, run, steps_per_epoch(len(images), run.batch_size, cfg), "distillation"
+    )
+    loader = train_data(images, views, run.batch_size, cfg.seed, cfg)
+    if labelled is not None:
+        loader = _WithLabelled(
+            loader, train_data(labelled, views, run.batch_size, cfg.seed + 1, cfg)
+        )
+    trainer = fit(module, loader, cfg, output, resume, overwrite)
+
+    # 4. Evaluate teacher and student on the held-out split (one process reports).
     result = DistillResult(
-        teacher_top1=topk_accuracy(t_logits, test.labels, 1),
-        teacher_top5=topk_accuracy(t_logits, test.labels, 5),
-        student_top1=topk_accuracy(s_logits, test.labels, 1),
-        student_top5=topk_accuracy(s_logits, test.labels, 5),
-        agreement=float((s_logits.argmax(1) == t_logits.argmax(1)).float().mean() * 100),
+        teacher_top1=float("nan"),
+        teacher_top5=float("nan"),
+        student_top1=float("nan"),
+        student_top5=float("nan"),
+        agreement=float("nan"),
         student_params=count_parameters(student),
         teacher_params=count_parameters(teacher_model),
         student_backbone=config_to_dict(student_cfg),
@@ -286,9 +290,25 @@ def distill(
         alpha=cfg.alpha,
         num_images=len(images),
         seconds=0.0,
-        losses=losses,
+        losses=module.losses,
         teacher=info.path,
     )
+    if not trainer.is_global_zero:
+        return result
+    logits_of = functools.partial(
+        predict_logits,
+        augment=info.augment,
+        batch_size=cfg.eval_batch_size,
+        bf16=trainer.precision == "bf16-mixed",
+        channels_last=cfg.channels_last,
+    )
+    t_logits = logits_of(teacher_model.to(next(student.parameters()).device), test)
+    s_logits = logits_of(student, test)
+    result.teacher_top1 = topk_accuracy(t_logits, test.labels, 1)
+    result.teacher_top5 = topk_accuracy(t_logits, test.labels, 5)
+    result.student_top1 = topk_accuracy(s_logits, test.labels, 1)
+    result.student_top5 = topk_accuracy(s_logits, test.labels, 5)
+    result.agreement = float((s_logits.argmax(1) == t_logits.argmax(1)).float().mean() * 100)
 
     # 5. Write the student like a fine-tuned classifier.
     if output is not None:
@@ -313,6 +333,27 @@ def distill(
     return result
 
 
+class _WithLabelled(TrainData):
+    """Batches of every training image paired with batches of the labelled subset (Eq.
+
+    3), the shorter stream cycled: ``{"all": Batch, "labelled": Batch}``.
+    """
+
+    def __init__(self, base: TrainData, labelled: TrainData) -> None:
+        super().__init__(base.data, base.specs, base.batch_size, base.seed, base.pin_memory)
+        self.labelled = labelled
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:
+        """Both batches to the device."""
+        return {k: to_device(v, device) for k, v in batch.items()}
+
+    def train_dataloader(self) -> Any:
+        """The two loaders, combined."""
+        self.labelled.trainer = self.trainer
+        loaders = {"all": super().train_dataloader(), "labelled": self.labelled.train_dataloader()}
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+
 def _labelled_subset(splits: Splits, info: ClassifierInfo) -> ImageData:
     """The teacher's labelled subset of the training images, checked against this data."""
     labels = splits.train.labels
@@ -328,15 +369,6 @@ def _labelled_subset(splits: Splits, info: ClassifierInfo) -> ImageData:
             "use alpha 1"
         )
     return splits.train.subset(info.label_indices)
-
-
-def _endless(loader: Any) -> Iterator[Batch]:
-    """The batches of ``loader``, epoch after epoch."""
-    epoch = 0
-    while True:
-        loader.epoch_sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
 
 
 __all__ = ["DistillConfig", "DistillResult", "distill"]

@@ -12,32 +12,39 @@ import torch
 from torch import nn
 
 from siamkit import runtime
+from siamkit.checkpoints import load_backbone, load_method, read_checkpoint
 from siamkit.config import AugmentConfig, DataConfig, RunConfig
 from siamkit.data.augment import crop_flip_recipe
 from siamkit.data.datasets import load_splits, require_labels
 from siamkit.data.files import list_files
+from siamkit.data.loader import ImageData
 from siamkit.data.stream import StreamSet
 from siamkit.data.views import Views
 from siamkit.errors import ConfigError, DataError
 from siamkit.eval.features import extract_features, iter_features
 from siamkit.eval.knn import knn_accuracy
 from siamkit.eval.linear import linear_probe
-from siamkit.train.checkpoint import load_backbone, load_method, read_checkpoint
+from siamkit.eval.representation import method_metrics
 
 #: Which representation an evaluation reads: h (backbone output) or g(h) (after the projector).
 Features = Literal["backbone", "projection"]
 
 
 def linear_eval_views(augment: AugmentConfig) -> AugmentConfig:
-    """The training views of an augmented linear probe: random resized crop (scale 0.08-1) and
-    horizontal flip only, the linear-classification augmentation of MoCo/SimSiam's code."""
+    """The training views of an augmented linear probe.
+
+    Random resized crop (scale 0.08-1) and horizontal flip only, the linear-classification
+    augmentation of MoCo/SimSiam's code.
+    """
     return crop_flip_recipe(augment, (0.08, 1.0))
 
 
 def run_extract_options(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
-    """Feature-extraction options that reproduce a run's own figures on ``device``: its
-    precision (bf16 autocast where it trained with it, as its kNN monitor did) and memory
-    format."""
+    """Feature-extraction options that reproduce a run's own figures on ``device``.
+
+    Its precision (bf16 autocast where it trained with it, as its kNN monitor did) and memory
+    format.
+    """
     precision = runtime.resolve_precision(cfg.train.precision, device.type)
     return {
         "device": device,
@@ -239,3 +246,54 @@ def embed_folder(
     np.save(out, torch.cat(rows).numpy())
     out.with_name(out.name + ".paths.txt").write_text("\n".join(paths) + "\n")
     return out
+
+
+def metric_images(data: DataConfig, max_images: int, seed: int = 0) -> tuple[ImageData, str]:
+    """Up to ``max_images`` images of the test split (else of train) in a random order.
+
+    The order is a permutation drawn with ``seed``, so every prefix is a random subset too (a
+    folder's images come sorted by class).
+
+    Returns:
+        The images and the name of the split they come from.
+    """
+    splits = load_splits(data)
+    images, split = (splits.test, "test") if splits.test is not None else (splits.train, "train")
+    g = torch.Generator().manual_seed(seed)
+    return images.subset(torch.randperm(len(images), generator=g)[:max_images]), split
+
+
+def representation_metrics(
+    checkpoint: str | Path,
+    data: DataConfig | None = None,
+    max_images: int = 5000,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Collapse std, RankMe, uniformity and alignment of a checkpoint's h and g(h).
+
+    Args:
+        checkpoint: A ``.ckpt`` file or a run folder.
+        data: Images to measure on (default: the run's own data); the test split is used
+            where there is one, else the training images.
+        max_images: At most this many images (a seeded random subset); uniformity costs
+            ``N^2 / 2`` pairs.
+        seed: Seed of the subset and of the augmented views.
+        device: Where to compute (default: the CPU).
+
+    Returns:
+        ``{"h": {...}, "g": {...}, "num_images": N, "split": "test" | "train"}``, each of
+        ``h``/``g`` holding ``dim``, ``collapse_std``, ``rankme``, ``uniformity`` and
+        ``alignment``.
+
+    Raises:
+        ConfigError: ``max_images`` below 2.
+        CheckpointError: The checkpoint cannot be read.
+        DataError: The data is missing or holds fewer than 2 images.
+    """
+    if max_images < 2:
+        raise ConfigError(f"max_images must be at least 2 (pairs of images), got {max_images}")
+    cfg, method = load_method(checkpoint)
+    method.to(device or torch.device("cpu"))
+    images, split = metric_images(data or cfg.data, max_images, seed)
+    return {**method_metrics(method, images, cfg.augment, seed), "split": split}

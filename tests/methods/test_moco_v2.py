@@ -1,11 +1,11 @@
-"""MoCo v2 (arXiv:2003.04297 / 1911.05722) and MoCo v3 (arXiv:2104.02057): loss against a
-reference written from the papers, the key encoder's stop-gradient and exact EMA update, the
-queue's order and wrap-around, Shuffling BN (1 and 2 processes), the momentum schedule, heads."""
+"""MoCo v2 (arXiv:2003.04297 / 1911.05722): loss against a reference written from the paper,
+the key encoder's stop-gradient and exact EMA update, the queue's order and wrap-around,
+Shuffling BN (1 and 2 processes), heads."""
 
 from __future__ import annotations
 
 import copy
-import math
+from functools import partial
 
 import pytest
 import torch
@@ -13,49 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from siamkit import distributed
-from siamkit.config import BackboneConfig
-from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError
-from siamkit.methods import METHODS, MoCoV2, MoCoV2Config, MoCoV3, MoCoV3Config
-from siamkit.methods.moco import Queue
+from siamkit.methods import METHODS, MoCoV2, MoCoV2Config
+from siamkit.methods.moco_v2 import Queue
 from tests.ddp import run_ddp
+from tests.methods.conftest import BATCH, build, param_pairs, random_views, small_backbone
 
-BATCH, SIZE = 8, 16
-V2_SMALL = {"proj_dim": 16, "proj_hidden_dim": 24, "queue_size": 20}
-V3_SMALL = {"proj_dim": 16, "proj_hidden_dim": 24, "pred_hidden_dim": 12}
+SMALL = {"proj_dim": 16, "proj_hidden_dim": 24, "queue_size": 20}
 
-
-def _backbone() -> nn.Module:
-    return create_backbone(BackboneConfig(name="small_cnn", width=0.25))
-
-
-def _v2(seed: int = 0, **options) -> MoCoV2:
-    torch.manual_seed(seed)
-    return MoCoV2(_backbone(), MoCoV2Config(**{**V2_SMALL, **options}))
-
-
-def _v3(seed: int = 0, **options) -> MoCoV3:
-    torch.manual_seed(seed)
-    return MoCoV3(_backbone(), MoCoV3Config(**{**V3_SMALL, **options}))
-
-
-def _views(seed: int = 100, n: int = BATCH) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 3, SIZE, SIZE, generator=g) for _ in range(2)]
-
-
-def _pairs(online: list[nn.Module], target: list[nn.Module]):
-    for o, t in zip(online, target, strict=True):
-        yield from zip(o.parameters(), t.parameters(), strict=True)
+_v2 = partial(build, MoCoV2, MoCoV2Config, SMALL)
 
 
 def test_registered_with_paper_defaults():
     assert METHODS["moco_v2"].config_class is MoCoV2Config
-    assert METHODS["moco_v3"].config_class is MoCoV3Config
     v2 = MoCoV2Config()
     assert (v2.queue_size, v2.momentum, v2.temperature, v2.proj_dim) == (65536, 0.999, 0.2, 128)
-    v3 = MoCoV3Config()
-    assert (v3.momentum, v3.proj_hidden_dim, v3.proj_dim, v3.proj_layers) == (0.99, 4096, 256, 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,7 +65,7 @@ def test_queue_stores_detached_keys_in_its_state_dict():
 
 
 # --------------------------------------------------------------------------------------------
-# MoCo v2
+# The method
 # --------------------------------------------------------------------------------------------
 def _info_nce_reference(q, k, queue, tau):
     """MoCo Eq. 1 / Alg. 1: logits [q.k+, q.queue] / tau, CE with label 0, q and k normalised."""
@@ -108,7 +80,7 @@ def _info_nce_reference(q, k, queue, tau):
 def test_v2_loss_and_query_gradients_match_reference(symmetric):
     method = _v2(symmetric=symmetric)
     ref = copy.deepcopy(method)
-    views = _views()
+    views = random_views()
     queue_before = method.queue.keys.clone()
     loss = method.training_step(views)["loss"]
 
@@ -132,7 +104,7 @@ def test_v2_key_encoder_gets_no_gradient():
     method = _v2()
     key_params = [*method.key_backbone.parameters(), *method.key_projector.parameters()]
     assert key_params and not any(p.requires_grad for p in key_params)
-    method.training_step(_views())["loss"].backward()
+    method.training_step(random_views())["loss"].backward()
     assert all(p.grad is None for p in key_params)
     grouped = {id(p) for g in method.param_groups() for p in g["params"]}
     assert grouped.isdisjoint(id(p) for p in key_params)
@@ -140,7 +112,7 @@ def test_v2_key_encoder_gets_no_gradient():
 
 def test_v2_pushes_this_batchs_normalised_detached_keys_after_the_loss():
     method = _v2()
-    views = _views()
+    views = random_views()
     old = method.queue.keys.clone()
     with torch.no_grad():
         k = F.normalize(method.key_projector(method.key_backbone.forward_features(views[1])), dim=1)
@@ -150,7 +122,7 @@ def test_v2_pushes_this_batchs_normalised_detached_keys_after_the_loss():
     assert int(method.queue.ptr) == BATCH and not method.queue.keys.requires_grad
     method.training_step(views)
     method.training_step(views)  # 24 keys into a queue of 20: wraps to slot 4
-    assert int(method.queue.ptr) == (3 * BATCH) % V2_SMALL["queue_size"]
+    assert int(method.queue.ptr) == (3 * BATCH) % SMALL["queue_size"]
 
 
 def test_v2_on_step_end_is_exactly_the_ema_formula():
@@ -160,10 +132,10 @@ def test_v2_on_step_end_is_exactly_the_ema_formula():
             p.add_(torch.randn_like(p))
     online = [method.backbone, method.projector]
     target = [method.key_backbone, method.key_projector]
-    before = [(o.clone(), t.clone()) for o, t in _pairs(online, target)]
+    before = [(o.clone(), t.clone()) for o, t in param_pairs(online, target)]
     method.on_step_end(0.3)
     m = 0.999
-    for (o, t), (o_new, t_new) in zip(before, _pairs(online, target), strict=True):
+    for (o, t), (o_new, t_new) in zip(before, param_pairs(online, target), strict=True):
         torch.testing.assert_close(o_new, o)  # the online network is not touched
         torch.testing.assert_close(t_new, m * t + (1 - m) * o, rtol=1e-6, atol=1e-7)
         assert not torch.equal(t_new, t)
@@ -171,7 +143,7 @@ def test_v2_on_step_end_is_exactly_the_ema_formula():
 
 def test_v2_shuffle_with_one_group_and_one_process_is_a_no_op():
     method = _v2(shuffle_groups=1)
-    x = _views()[1]
+    x = random_views()[1]
     torch.manual_seed(0)
     keys = method.shuffled_keys(x)
     with torch.no_grad():
@@ -181,7 +153,7 @@ def test_v2_shuffle_with_one_group_and_one_process_is_a_no_op():
 
 def test_v2_shuffle_groups_normalise_shuffled_sub_batches_and_restore_the_order():
     method = _v2(shuffle_groups=2)
-    x = _views()[1]
+    x = random_views()[1]
     torch.manual_seed(3)
     keys = method.shuffled_keys(x)
     torch.manual_seed(3)
@@ -197,7 +169,7 @@ def test_v2_shuffle_groups_normalise_shuffled_sub_batches_and_restore_the_order(
 
 
 def _shuffled_keys_on_shard(state, x_full, seed):
-    method = MoCoV2(_backbone(), MoCoV2Config(**V2_SMALL))
+    method = MoCoV2(small_backbone(), MoCoV2Config(**SMALL))
     method.load_state_dict(state)
     n = x_full.shape[0] // distributed.world_size()
     own = distributed.local_rows(n)
@@ -207,7 +179,7 @@ def _shuffled_keys_on_shard(state, x_full, seed):
 
 def test_v2_shuffle_across_two_processes_matches_one_process_reference():
     method = _v2()
-    x = _views(n=BATCH)[1]
+    x = random_views(batch=BATCH)[1]
     out = run_ddp(_shuffled_keys_on_shard, 2, method.state_dict(), x, 5)
     torch.manual_seed(5)
     perm = torch.randperm(BATCH)
@@ -240,93 +212,8 @@ def test_v2_heads_queue_and_bn_setting():
 
 def test_v2_sync_bn_encodes_keys_of_the_whole_batch():
     method = _v2(bn="sync")
-    views = _views()
+    views = random_views()
     with torch.no_grad():
         k = F.normalize(method.encode_key(views[1]), dim=1)
     method.training_step(views)
     torch.testing.assert_close(method.queue.keys[:BATCH], k)
-
-
-# --------------------------------------------------------------------------------------------
-# MoCo v3
-# --------------------------------------------------------------------------------------------
-def _ctr_reference(q, k, tau):
-    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1).detach()
-    logits = q @ k.t() / tau
-    return 2 * tau * F.cross_entropy(logits, torch.arange(q.shape[0]))
-
-
-@pytest.mark.parametrize("tau", [0.2, 1.0])
-def test_v3_symmetric_loss_and_gradients_match_reference(tau):
-    method = _v3(temperature=tau)
-    ref = copy.deepcopy(method)
-    views = _views()
-    loss = method.training_step(views)["loss"]
-    q = [ref.predictor(ref.projector(ref.backbone.forward_features(v))) for v in views]
-    with torch.no_grad():
-        k = [ref.key_projector(ref.key_backbone.forward_features(v)) for v in views]
-    expected = _ctr_reference(q[0], k[1], tau) + _ctr_reference(q[1], k[0], tau)
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
-    loss.backward()
-    expected.backward()
-    theirs = dict(ref.named_parameters())
-    for name, p in method.named_parameters():
-        if name.startswith("key_"):
-            assert p.grad is None, name  # the momentum encoder gets no gradient
-            continue
-        assert p.grad is not None, name
-        torch.testing.assert_close(p.grad, theirs[name].grad, rtol=1e-4, atol=1e-5, msg=name)
-
-
-def test_v3_momentum_encoder_has_no_predictor_and_loss_is_symmetric():
-    method = _v3()
-    assert not any("predictor" in n for n, _ in method.named_parameters() if n.startswith("key_"))
-    method.eval()
-    v1, v2 = _views()
-    with torch.no_grad():
-        torch.testing.assert_close(
-            method.training_step([v1, v2])["loss"], method.training_step([v2, v1])["loss"]
-        )
-
-
-def test_v3_momentum_schedule_values():
-    method = _v3()
-    assert method.momentum_at(0.0) == pytest.approx(0.99)
-    assert method.momentum_at(0.5) == pytest.approx(0.995)
-    assert method.momentum_at(1.0) == pytest.approx(1.0)
-    p = 0.25
-    assert method.momentum_at(p) == pytest.approx(1 - 0.01 * (math.cos(math.pi * p) + 1) / 2)
-
-
-@pytest.mark.parametrize("progress", [0.0, 0.4, 1.0])
-def test_v3_on_step_end_applies_the_scheduled_ema(progress):
-    method = _v3()
-    with torch.no_grad():
-        for p in [*method.backbone.parameters(), *method.projector.parameters()]:
-            p.add_(torch.randn_like(p))
-    online = [method.backbone, method.projector]
-    target = [method.key_backbone, method.key_projector]
-    before = [(o.clone(), t.clone()) for o, t in _pairs(online, target)]
-    method.on_step_end(progress)
-    m = 1 - 0.01 * (math.cos(math.pi * progress) + 1) / 2
-    for (o, t), (_, t_new) in zip(before, _pairs(online, target), strict=True):
-        torch.testing.assert_close(t_new, m * t + (1 - m) * o, rtol=1e-6, atol=1e-7)
-
-
-def test_v3_heads_have_bn_on_every_layer():
-    method = _v3()
-    proj = [m for m in method.projector if isinstance(m, nn.Linear)]
-    pred = [m for m in method.predictor if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in proj] == [
-        (method.backbone.num_features, 24),
-        (24, 24),
-        (24, 16),
-    ]
-    assert [(m.in_features, m.out_features) for m in pred] == [(16, 12), (12, 16)]
-    for head, n in ((method.projector, 3), (method.predictor, 2)):
-        bns = [m for m in head if isinstance(m, nn.BatchNorm1d)]
-        assert len(bns) == n and not bns[-1].affine
-        assert isinstance(list(head)[-1], nn.BatchNorm1d)
-    assert not hasattr(method, "queue")
-    with pytest.raises(ConfigError):
-        MoCoV3Config(proj_layers=1)

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from siamkit.config import load_config
 from siamkit.data.datasets import Splits, load_digits
 from siamkit.errors import DataError
-from siamkit.eval.report import write_report
-from siamkit.eval.representation import representation_metrics
+from siamkit.protocols.evaluate import representation_metrics
+from siamkit.protocols.report import write_report
+from siamkit.recipes import load_config
 from siamkit.train import pretrain
 
 # Lightning's note that the fresh run folder is not empty (the report test writes no logs there).

@@ -14,24 +14,25 @@ import torch
 from PIL import Image
 from torch import nn
 
-from siamkit.config import BackboneConfig, DataConfig, MethodConfig, load_config, to_dict
+from siamkit.checkpoints import CONFIG_KEY, load_method
+from siamkit.config import BackboneConfig, DataConfig, MethodConfig
 from siamkit.data.datasets import load_digits
+from siamkit.data.splits import label_subset, read_index_file
 from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError, DataError
-from siamkit.eval.finetune import (
+from siamkit.methods import METHODS, SimCLR, create_method
+from siamkit.protocols.classifier import (
     Classifier,
-    FinetuneConfig,
     Trunk,
-    finetune,
     head_layers,
     load_classifier,
     predict_logits,
     topk_accuracy,
     trunk_from_method,
 )
-from siamkit.eval.splits import label_subset, read_index_file
-from siamkit.methods import METHODS, SimCLR, create_method
-from siamkit.train.checkpoint import CONFIG_KEY, load_method
+from siamkit.protocols.finetune import FinetuneConfig, finetune
+from siamkit.recipes import load_config
+from siamkit.strict import to_dict
 
 HIDDEN = 24  # the projection head's hidden width in the tiny checkpoint
 
@@ -48,7 +49,7 @@ TINY = [
 ]
 
 #: Fast settings: strong crops would wash out 16 px digits; 32-bit for exact reproducibility.
-FAST = {"precision": "32-true", "crop_scale": (0.5, 1.0), "lr": 0.2, "device": "cpu"}
+FAST = {"precision": "32-true", "crop_scale": (0.5, 1.0), "lr": 0.2, "accelerator": "cpu"}
 
 
 # One intra-op thread for the whole module; ``splits`` (600 digits) is in conftest.py.
@@ -308,3 +309,74 @@ def test_classifier_records_its_trunk_width() -> None:
     model = Classifier(trunk, 7)
     assert model.num_features == trunk.num_features == 32
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 7)
+
+
+# --------------------------------------------------------------------------------------------
+# The engine: the same result as a plain SGD loop, logs and checkpoints, resume
+# --------------------------------------------------------------------------------------------
+def _plain_loop(pretrained: Path, splits, cfg: FinetuneConfig, indices: torch.Tensor) -> Classifier:
+    """The fine-tuning recipe as a plain PyTorch loop: the oracle the Lightning module must
+    reproduce exactly (same init, order, views, SGD and per-step cosine)."""
+    from siamkit.data.loader import make_loader
+    from siamkit.protocols.supervised import crop_flip_views
+    from siamkit.train.schedules import cosine_with_warmup
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        run_cfg, method = load_method(pretrained)
+        model = Classifier(trunk_from_method(method, cfg.from_head_layers), 10)
+    labelled = splits.train.subset(indices)
+    views = crop_flip_views(run_cfg.augment, cfg.crop_scale)
+    loader = make_loader(labelled, views.specs, min(cfg.batch_size, len(labelled)), train=True)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+    )
+    total = cfg.num_epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, 0))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    for epoch in range(cfg.num_epochs):
+        loader.epoch_sampler.set_epoch(epoch)
+        for batch in loader:
+            loss = torch.nn.functional.cross_entropy(
+                model(views(batch.images, gen)[0]), batch.labels
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model
+
+
+def test_finetuning_on_the_engine_equals_a_plain_sgd_loop(pretrained, splits, tmp_path) -> None:
+    """Bit for bit on the CPU in float32: every weight and BN statistic of the classifier."""
+    cfg = FinetuneConfig(epochs=3, label_fraction=0.2, **FAST)  # type: ignore[arg-type]
+    result = finetune(None, cfg, pretrained, output=tmp_path / "ft", splits=splits)
+    model, info = load_classifier(tmp_path / "ft")
+    assert info.label_indices is not None
+    oracle = _plain_loop(pretrained, splits, cfg, info.label_indices)
+    mine, theirs = model.state_dict(), oracle.state_dict()
+    assert mine.keys() == theirs.keys()
+    for key in mine:
+        assert torch.equal(mine[key], theirs[key]), key
+    # The engine's run folder: logs and a checkpoint of the last epoch.
+    assert (tmp_path / "ft" / "metrics.csv").is_file()
+    assert (tmp_path / "ft" / "checkpoints" / "last.ckpt").is_file()
+    assert len(result.losses) == 3
+
+
+def test_a_finetuning_resumed_from_its_second_epoch_ends_where_the_whole_run_ends(
+    pretrained, splits, tmp_path
+) -> None:
+    """Resumed from the checkpoint of epoch 2 of 3 (weights, optimiser, schedule, loader
+    position and the views' random stream): the same classifier as the uninterrupted run."""
+    cfg = FinetuneConfig(epochs=3, label_fraction=0.2, **FAST)  # type: ignore[arg-type]
+    finetune(None, cfg, pretrained, output=tmp_path / "whole", splits=splits)
+    index = tmp_path / "whole" / "label_indices.txt"
+    second = tmp_path / "whole" / "checkpoints" / "epoch001.ckpt"
+    cut = tmp_path / "cut"
+    finetune(None, cfg, pretrained, index_file=index, output=cut, splits=splits, resume=second)
+    a, _ = load_classifier(tmp_path / "whole")
+    b, _ = load_classifier(cut)
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, rtol=0, atol=0, msg=key)

@@ -14,7 +14,7 @@ from torch import nn
 
 from siamkit.encoders import ResNetEncoder, SmallCNN
 from siamkit.errors import CheckpointError
-from siamkit.eval.export import export_backbone, load_exported
+from siamkit.protocols.export import export_backbone, load_exported
 
 
 def _randomise_batch_norm(model: nn.Module, seed: int = 0) -> None:

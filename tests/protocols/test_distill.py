@@ -10,22 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import siamkit.eval.distill as distill_module
+import siamkit.protocols.distill as distill_module
+from siamkit.checkpoints import CONFIG_KEY
 from siamkit.config import BackboneConfig, DataConfig
 from siamkit.errors import CheckpointError, ConfigError
-from siamkit.eval.distill import DistillConfig, distill
-from siamkit.eval.finetune import (
-    FinetuneConfig,
-    finetune,
-    load_classifier,
-    predict_logits,
-    topk_accuracy,
-)
 from siamkit.losses.distillation import soft_target_cross_entropy
-from siamkit.train.checkpoint import CONFIG_KEY
+from siamkit.protocols.classifier import load_classifier, predict_logits, topk_accuracy
+from siamkit.protocols.distill import DistillConfig, distill
+from siamkit.protocols.finetune import FinetuneConfig, finetune
 
 TEACHER = BackboneConfig(name="small_cnn", width=0.5)
-FAST = {"precision": "32-true", "crop_scale": (0.5, 1.0), "lr": 0.2, "device": "cpu"}
+FAST = {"precision": "32-true", "crop_scale": (0.5, 1.0), "lr": 0.2, "accelerator": "cpu"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +185,7 @@ def test_distill_from_a_pretraining_checkpoint_is_refused(tmp_path) -> None:
     fake = tmp_path / "last.ckpt"
     torch.save({CONFIG_KEY: {}, "state_dict": {}}, fake)
     with pytest.raises(CheckpointError, match=r"pretraining checkpoint.*eval finetune"):
-        distill(fake, cfg=DistillConfig(device="cpu"))
+        distill(fake, cfg=DistillConfig(accelerator="cpu"))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""Reading checkpoints back: for ``--resume``, evaluation, export and embedding."""
+"""Reading checkpoints back: for ``--resume``, evaluation, export and embedding.
+
+Above the methods (it rebuilds them) and below training and evaluation, which both read
+checkpoints without importing each other.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from siamkit.config import RunConfig, from_dict, to_dict
+from siamkit.config import RunConfig
+from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError
+from siamkit.methods import create_method
+from siamkit.recipes import config_from_dict
+from siamkit.strict import to_dict
 
 #: Key under which a Lightning checkpoint stores the run config.
 CONFIG_KEY = "siamkit_config"
@@ -69,7 +77,7 @@ def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkp
     if not isinstance(raw, dict) or CONFIG_KEY not in raw or "state_dict" not in raw:
         raise CheckpointError(f"{str(p)!r} is not a siamkit checkpoint (no run config inside)")
     try:
-        config = from_dict(RunConfig, raw[CONFIG_KEY])
+        config = config_from_dict(raw[CONFIG_KEY])
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {str(p)!r} has an invalid config: {err}") from None
     if expect is not None:
@@ -86,9 +94,6 @@ def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkp
 
 def load_method(path: str | Path) -> tuple[RunConfig, nn.Module]:
     """The trained method (backbone and heads) of a checkpoint, in eval mode on the CPU."""
-    from siamkit.encoders import create_backbone
-    from siamkit.methods import create_method
-
     ckpt = read_checkpoint(path)
     method = create_method(create_backbone(ckpt.config.backbone), ckpt.config.method)
     prefix = "method."

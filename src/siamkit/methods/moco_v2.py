@@ -1,19 +1,19 @@
-"""MoCo v2 (Chen et al., arXiv:2003.04297, on MoCo, He et al., arXiv:1911.05722) and MoCo v3
-(Chen, Xie & He, arXiv:2104.02057).
+"""MoCo v2 (Chen et al., arXiv:2003.04297), on MoCo (He et al., arXiv:1911.05722).
 
 A query encoder f_q is trained by gradient; a key encoder f_k is its momentum (EMA) copy,
-updated by ``update_ema`` in :meth:`on_step_end` and run under ``torch.no_grad()``:
+updated by ``update_ema`` in :meth:`MoCoV2.on_step_end` and run under ``torch.no_grad()``:
 
     theta_k <- m theta_k + (1 - m) theta_q                          [MoCo, Eq. 2]
 
-MoCo v2: InfoNCE of q against its key k+ (the other view) and a queue of K earlier keys, which
-the batch's keys then enter [MoCo, Alg. 1]. MoCo v3: no queue; a predictor on the query side and
-the symmetric loss ctr(q1, k2) + ctr(q2, k1) with the other keys of the batch as negatives
-[MoCo v3, Alg. 1].
+The loss is InfoNCE of q against its key k+ (the other view) and a queue of K earlier keys,
+which the batch's keys then enter [MoCo, Alg. 1]; the key encoder's BatchNorm is kept from
+cheating by Shuffling BN or SyncBatchNorm [MoCo, Sec. 3.3]. MoCo v3 is in
+:mod:`siamkit.methods.moco_v3`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,11 +23,12 @@ from torch import nn
 
 from siamkit import distributed
 from siamkit.config import MethodConfig
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
-from siamkit.heads import mlp
-from siamkit.losses import ctr, info_nce
-from siamkit.methods.base import Method
-from siamkit.methods.momentum import cosine_momentum, momentum_copy, update_ema
+from siamkit.heads import projection_mlp
+from siamkit.losses.info_nce import info_nce
+from siamkit.methods.base import Method, require_at_least_one
+from siamkit.methods.momentum import momentum_copy, update_ema
 
 
 class Queue(nn.Module):
@@ -60,9 +61,6 @@ class Queue(nn.Module):
         self.ptr.fill_((int(self.ptr) + n) % size)
 
 
-# --------------------------------------------------------------------------------------------
-# MoCo v2
-# --------------------------------------------------------------------------------------------
 @dataclass
 class MoCoV2Config(MethodConfig):
     """MoCo v2's heads, dictionary and BatchNorm handling.
@@ -103,9 +101,7 @@ class MoCoV2Config(MethodConfig):
     symmetric: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("proj_dim", "proj_hidden_dim", "queue_size", "shuffle_groups"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
+        require_at_least_one(self, "proj_dim", "proj_hidden_dim", "queue_size", "shuffle_groups")
         if not 0.0 <= self.momentum <= 1.0:
             raise ConfigError(f"method.momentum must be in [0, 1], got {self.momentum}")
         if self.temperature <= 0:
@@ -114,7 +110,9 @@ class MoCoV2Config(MethodConfig):
             raise ConfigError("method.shuffle_groups applies to bn: shuffle only; set it to 1")
 
 
-def _grouped(encode, x: torch.Tensor, groups: int) -> torch.Tensor:
+def _grouped(
+    encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, groups: int
+) -> torch.Tensor:
     """``encode`` applied to ``groups`` consecutive sub-batches of ``x`` (own BN statistics)."""
     if groups == 1:
         return encode(x)
@@ -124,17 +122,26 @@ def _grouped(encode, x: torch.Tensor, groups: int) -> torch.Tensor:
 class MoCoV2(Method):
     """MoCo v2: query encoder (backbone + MLP head), its momentum copy, and a queue of keys.
 
+    The query encoder f_q is :meth:`Method.encode` (``(B, 3, H, W)`` -> ``(B, proj_dim)``, with
+    gradient); the key encoder f_k is :meth:`encode_key`.
+
     Args:
         backbone: An :class:`~siamkit.encoders.Encoder`.
         cfg: Heads, dictionary and BN settings.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: MoCoV2Config) -> None:
+    def __init__(self, backbone: Encoder, cfg: MoCoV2Config) -> None:
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
-        dims = [int(backbone.num_features), cfg.proj_hidden_dim, cfg.proj_dim]  # type: ignore[arg-type]
-        self.projector = mlp(dims, hidden_bn=False, output_bn=False)  # fc-ReLU-fc [MoCo v2]
+        self.projector = projection_mlp(  # fc-ReLU-fc [MoCo v2]
+            backbone.num_features,
+            cfg.proj_hidden_dim,
+            cfg.proj_dim,
+            num_layers=2,
+            hidden_bn=False,
+            output_bn=False,
+        )
         self.key_backbone = momentum_copy(backbone)
         self.key_projector = momentum_copy(self.projector)
         self.queue = Queue(cfg.queue_size, cfg.proj_dim)
@@ -147,13 +154,9 @@ class MoCoV2(Method):
                 f"({num_images} images): the CIFAR demo uses 4096 for 50,000 images"
             )
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Query encoder f_q: ``(B, 3, H, W)`` -> ``(B, proj_dim)``, with gradient."""
-        return self.projector(self.backbone.forward_features(x))  # type: ignore[operator]
-
     def encode_key(self, x: torch.Tensor) -> torch.Tensor:
         """Key encoder f_k (the momentum copy): ``(B, 3, H, W)`` -> ``(B, proj_dim)``."""
-        return self.key_projector(self.key_backbone.forward_features(x))  # type: ignore[operator]
+        return self.key_projector(self.key_backbone.forward_features(x))
 
     @torch.no_grad()
     def shuffled_keys(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,108 +215,3 @@ class MoCoV2(Method):
         """Momentum update of the key encoder [MoCo, Eq. 2], after the optimiser step."""
         update_ema(self.key_backbone, self.backbone, self.cfg.momentum)
         update_ema(self.key_projector, self.projector, self.cfg.momentum)
-
-
-# --------------------------------------------------------------------------------------------
-# MoCo v3
-# --------------------------------------------------------------------------------------------
-@dataclass
-class MoCoV3Config(MethodConfig):
-    """MoCo v3's heads, momentum schedule and temperature (ResNet setting).
-
-    Attributes:
-        proj_layers: Projection MLP depth, 3 [MoCo v3, Sec. 3 / Appendix: "The projection head
-            is a 3-layer MLP"]; the released code builds 2 for ResNet-50 and 3 for ViT.
-        proj_hidden_dim: Hidden width of both MLPs, 4096 [MoCo v3, Appendix].
-        proj_dim: Output width of both MLPs, 256 [MoCo v3, Appendix].
-        pred_hidden_dim: Hidden width of the 2-layer predictor, 4096 [MoCo v3, Appendix].
-        momentum: Base momentum 0.99, raised to 1 by a half-cycle cosine over training
-            [MoCo v3, Sec. 4 and the released code's ``--moco-m-cos``].
-        temperature: tau of ctr. The released code's default is 1.0 for ResNet-50 (main_moco.py,
-            ``--moco-t``; its ResNet recipes keep it) and 0.2 for ViT (its ViT recipes pass
-            ``--moco-t=.2``); 0.2 also suits small batches and is what the CIFAR recipes use.
-    """
-
-    name: str = "moco_v3"
-    proj_layers: int = 3
-    proj_hidden_dim: int = 4096
-    proj_dim: int = 256
-    pred_hidden_dim: int = 4096
-    momentum: float = 0.99
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        for key in ("proj_dim", "proj_hidden_dim", "pred_hidden_dim"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {getattr(self, key)}")
-        if self.proj_layers < 2:
-            raise ConfigError(f"method.proj_layers must be at least 2, got {self.proj_layers}")
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ConfigError(f"method.momentum must be in [0, 1], got {self.momentum}")
-        if self.temperature <= 0:
-            raise ConfigError(f"method.temperature must be positive, got {self.temperature}")
-
-
-class MoCoV3(Method):
-    """MoCo v3: query encoder (backbone, projector, predictor), momentum encoder without predictor.
-
-    "In MoCo v3, all layers in both MLPs have BN" [MoCo v3, Appendix]: hidden layers fc-BN-ReLU,
-    output fc-BN; the output BNs have no affine, as in the released code.
-
-    Args:
-        backbone: An :class:`~siamkit.encoders.Encoder`.
-        cfg: Heads, momentum and temperature.
-    """
-
-    def __init__(self, backbone: nn.Module, cfg: MoCoV3Config) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.backbone = backbone
-        width = int(backbone.num_features)  # type: ignore[arg-type]
-        proj_dims = [width] + [cfg.proj_hidden_dim] * (cfg.proj_layers - 1) + [cfg.proj_dim]
-        self.projector = mlp(proj_dims, output_bn=True, output_bn_affine=False)
-        self.predictor = mlp(
-            [cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim],
-            output_bn=True,
-            output_bn_affine=False,
-        )
-        self.key_backbone = momentum_copy(backbone)  # the momentum encoder: no predictor
-        self.key_projector = momentum_copy(self.projector)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Query projection (before the predictor): ``(B, 3, H, W)`` -> ``(B, D)``."""
-        return self.projector(self.backbone.forward_features(x))  # type: ignore[operator]
-
-    def encode_key(self, x: torch.Tensor) -> torch.Tensor:
-        """Momentum encoder (backbone + projector, no predictor): ``(B, 3, H, W)`` -> ``(B, D)``."""
-        return self.key_projector(self.key_backbone.forward_features(x))  # type: ignore[operator]
-
-    def training_step(
-        self, views: list[torch.Tensor], indices: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Symmetric loss ctr(q1, k2) + ctr(q2, k1) of one batch [MoCo v3, Alg. 1].
-
-        Args:
-            views: Two tensors ``(B, 3, H, W)``, the same images augmented twice.
-            indices: Unused.
-
-        Returns:
-            ``loss`` (scalar) and ``embedding`` (``(B, proj_dim)``, detached projection of view 1).
-        """
-        z1, z2 = (self.encode(v) for v in views)
-        q1, q2 = self.predictor(z1), self.predictor(z2)
-        with torch.no_grad():  # the momentum encoder gets no gradient
-            k1, k2 = (self.encode_key(v) for v in views)
-        tau = self.cfg.temperature
-        loss = ctr(q1, k2.detach(), tau) + ctr(q2, k1.detach(), tau)
-        return {"loss": loss, "embedding": z1.detach()}
-
-    def momentum_at(self, progress: float) -> float:
-        """m at ``progress`` in [0, 1]: 0.99 -> 1 by a half-cycle cosine [MoCo v3, Sec. 4]."""
-        return cosine_momentum(progress, self.cfg.momentum)
-
-    def on_step_end(self, progress: float) -> None:
-        """Momentum update of the momentum encoder with the scheduled m."""
-        m = self.momentum_at(progress)
-        update_ema(self.key_backbone, self.backbone, m)
-        update_ema(self.key_projector, self.projector, m)

@@ -1,0 +1,57 @@
+"""``siamkit``: a thin command line over the Python API.
+
+    siamkit pretrain --config configs/simsiam/digits.yaml
+    siamkit eval knn --checkpoint runs/simsiam-digits
+    siamkit eval linear --checkpoint runs/simsiam-digits
+    siamkit eval finetune --checkpoint runs/simsiam-digits --label-fraction 0.1 --output ft
+    siamkit eval distill --teacher ft --output student
+    siamkit eval metrics --checkpoint runs/simsiam-digits
+    siamkit report --run runs/simsiam-digits
+    siamkit export --checkpoint runs/simsiam-digits --output backbone.safetensors
+    siamkit embed --checkpoint runs/simsiam-digits --data my_images/ --output emb.npy
+    siamkit pack --data /data/imagenet --output /data/imagenet-shards
+
+Errors from bad input print one line and exit with the error's code (2 config, 3 data,
+4 diverged training, 5 checkpoint), without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+from siamkit.cli.parser import build_parser
+from siamkit.errors import SiamkitError
+
+__all__ = ["build_parser", "main"]
+
+
+def _quiet() -> None:
+    """Hide Lightning's banner lines and known-harmless warnings; siamkit prints a summary."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # rank-0-only kNN
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``siamkit`` command."""
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        _quiet()
+    try:
+        return int(args.func(args))
+    except SiamkitError as err:
+        print(f"siamkit: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("siamkit: interrupted; resume with --resume <run folder>", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""What each ``siamkit`` subcommand does: a thin call of the Python API, and its printout.
+
+Every function takes the parsed arguments and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    """``siamkit pretrain``: pretrain, then print the run's figures (rank 0)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from siamkit.recipes import load_config
+    from siamkit.train import format_result, pretrain
+
+    flags = {
+        "method.name": args.method,
+        "data.dataset": args.dataset,
+        "data.path": args.data,
+        "data.strict": True if args.strict else None,
+        "train.epochs": args.epochs,
+        "train.max_minutes": args.max_minutes,
+        "optim.batch_size": args.batch_size,
+        "optim.base_lr": args.lr,
+        "train.output_dir": args.output,
+        "train.devices": args.devices,
+        "train.num_nodes": args.num_nodes,
+        "train.strategy": args.strategy,
+        "train.accelerator": args.accelerator,
+        "train.progress_bar": False if args.no_progress else None,
+        "train.max_steps": args.max_steps,
+        "data.storage": args.storage,
+        "data.num_workers": args.workers,
+    }
+    values = {k: v for k, v in flags.items() if v is not None}
+    if (
+        args.data
+        and not args.dataset
+        and load_config(args.config, args.set).data.dataset == "digits"
+    ):
+        values["data.dataset"] = "folder"  # --data on the digits recipe means "my own images"
+    cfg = load_config(args.config, args.set, values)
+    result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
+    if getattr(rank_zero_only, "rank", 0) == 0:  # under DDP every process gets here; one summary
+        print(format_result(result))
+    return 0
+
+
+def _data_override(args: argparse.Namespace) -> Any:
+    """A DataConfig from --data/--dataset/--storage/--workers, or None for the checkpoint's."""
+    if not args.data and not args.dataset and not args.storage and args.workers is None:
+        return None
+    import dataclasses
+
+    from siamkit.checkpoints import read_checkpoint
+
+    base = read_checkpoint(args.checkpoint).config.data
+    changes: dict[str, Any] = {"strict": args.strict or base.strict}
+    if args.data or args.dataset:
+        changes["dataset"] = args.dataset or (
+            "folder" if base.dataset == "digits" else base.dataset
+        )
+        changes["path"] = args.data or base.path
+    if args.storage:
+        changes["storage"] = args.storage
+    if args.workers is not None:
+        changes["num_workers"] = args.workers
+    return dataclasses.replace(base, **changes)
+
+
+def _machine(args: argparse.Namespace) -> dict[str, Any]:
+    """Accelerator, devices, strategy and nodes of a fine-tuning or distillation run."""
+    flags = {
+        "accelerator": args.accelerator,
+        "devices": args.devices,
+        "strategy": args.strategy,
+        "num_nodes": args.num_nodes,
+    }
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def _is_rank_zero() -> bool:
+    """Whether this process reports (every process of a DDP run runs the command)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _device(args: argparse.Namespace) -> Any:
+    """The evaluation device from --accelerator/--devices (a GPU when there is one)."""
+    from siamkit.runtime import resolve_device
+
+    return resolve_device(args.accelerator or "auto", args.devices or "auto")
+
+
+def probe(args: argparse.Namespace) -> int:
+    """``siamkit eval knn|linear``: a probe of a checkpoint's frozen features."""
+    from siamkit.protocols.evaluate import knn_eval, linear_eval
+
+    data = _data_override(args)
+    where = "g(h), after the projector" if args.features == "projection" else "h, the backbone"
+    if args.protocol == "knn":
+        result = knn_eval(
+            args.checkpoint,
+            data,
+            k=args.k,
+            temperature=args.temperature,
+            features=args.features,
+            device=_device(args),
+        )
+        print(
+            f"kNN top-1: {result['top1']:.2f}% (k={result['k']}, T={result['temperature']:g}; "
+            f"{where})"
+        )
+    else:
+        result = linear_eval(
+            args.checkpoint,
+            data,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            features=args.features,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            augment_copies=args.augment_copies,
+            seed=args.seed,
+            device=_device(args),
+        )
+        print(
+            f"linear probe: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}% "
+            f"({args.optimizer}; {where})"
+        )
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def finetune(args: argparse.Namespace) -> int:
+    """``siamkit eval finetune``: fine-tune on a share of the labels (or the scratch baseline)."""
+    from siamkit.checkpoints import read_checkpoint
+    from siamkit.data.datasets import load_splits
+    from siamkit.data.splits import dataset_name, default_index_path
+    from siamkit.protocols.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        label_fraction=args.label_fraction,
+        seed=args.seed,
+        from_head_layers=args.from_head_layers,
+        **_machine(args),
+    )
+    run = read_checkpoint(args.checkpoint).config
+    data = _data_override(args) or run.data
+    splits = load_splits(data)
+    # One index file per data set, fraction and seed (under splits/), so that every fine-tuned
+    # model and the scratch baseline train on the same labelled images.
+    index_file = args.index_file or default_index_path(
+        dataset_name(data), len(splits.train), cfg.label_fraction, cfg.seed
+    )
+    result = finetune(
+        data=data,
+        cfg=cfg,
+        # --scratch: the same architecture and recipe from random weights (the baseline).
+        checkpoint=None if args.scratch else args.checkpoint,
+        index_file=index_file,
+        backbone=run.backbone,
+        augment=run.augment,
+        output=args.output,
+        splits=splits,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+    if not _is_rank_zero():
+        return 0
+    start = "random init" if args.scratch else f"{args.checkpoint}"
+    if not args.scratch and cfg.from_head_layers:
+        start += f" + {cfg.from_head_layers} projection-head layer(s)"
+    print(
+        f"fine-tuned on {result.num_labelled} labelled images ({args.label_fraction:g} of the "
+        f"labels) from {start}: top-1 {result.top1:.2f}%  top-5 {result.top5:.2f}%"
+    )
+    print(f"labelled subset: {index_file}")
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    return 0
+
+
+def distill(args: argparse.Namespace) -> int:
+    """``siamkit eval distill``: distil a fine-tuned teacher into a student."""
+    import dataclasses
+
+    from siamkit.protocols.classifier import load_classifier
+    from siamkit.protocols.distill import DistillConfig, distill
+
+    cfg = DistillConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        seed=args.seed,
+        **_machine(args),
+    )
+    _, info = load_classifier(args.teacher)
+    student = info.backbone
+    if args.student_width is not None:
+        student = dataclasses.replace(student, width=args.student_width)
+    if args.student_backbone is not None:
+        student = dataclasses.replace(student, name=args.student_backbone)
+    result = distill(
+        args.teacher,
+        cfg=cfg,
+        student_backbone=student,
+        output=args.output,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+    if not _is_rank_zero():
+        return 0
+    print(
+        f"distilled student top-1 {result.student_top1:.2f}% vs teacher "
+        f"{result.teacher_top1:.2f}% (student {result.student_params / 1e6:.2f}M params)"
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result)))
+    return 0
+
+
+def metrics(args: argparse.Namespace) -> int:
+    """``siamkit eval metrics``: representation metrics of h and g(h)."""
+    from siamkit.protocols.evaluate import representation_metrics
+
+    result = representation_metrics(
+        args.checkpoint,
+        _data_override(args),
+        max_images=args.max_images,
+        seed=args.seed,
+        device=_device(args),
+    )
+    print(f"{result['num_images']} {result['split']} images")
+    print("        dim   collapse std   RankMe   alignment   uniformity")
+    for key, name in (("h", "h"), ("g", "g(h)")):
+        m = result[key]
+        print(
+            f"{name:5} {m['dim']:5d}   {m['collapse_std']:12.3f}   {m['rankme']:6.1f}   "
+            f"{m['alignment']:9.3f}   {m['uniformity']:10.3f}"
+        )
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """``siamkit report``: the HTML report of a run."""
+    from siamkit.protocols.report import write_report
+
+    out = write_report(
+        args.run, tsne_images=args.tsne_images, max_images=args.max_images, device=_device(args)
+    )
+    print(f"wrote {out} (PNGs beside it)")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """``siamkit export``: the backbone's weights for other libraries."""
+    from siamkit.checkpoints import load_backbone
+    from siamkit.protocols.export import export_backbone
+
+    _, backbone = load_backbone(args.checkpoint)
+    out = export_backbone(backbone, args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def embed(args: argparse.Namespace) -> int:
+    """``siamkit embed``: embeddings of a folder of images."""
+    from siamkit.protocols.evaluate import embed_folder
+
+    out = embed_folder(
+        args.checkpoint,
+        args.data,
+        args.output,
+        strict=args.strict,
+        device=_device(args),
+        num_workers=args.workers,
+    )
+    print(f"wrote {out} (row order in {out.name}.paths.txt)")
+    return 0
+
+
+def pack(args: argparse.Namespace) -> int:
+    """``siamkit pack``: litdata shards of an image folder."""
+    from siamkit.data.shards import pack
+    from siamkit.runtime import default_num_workers
+
+    meta = pack(
+        args.data,
+        args.output,
+        max_side=args.max_side,
+        test_fraction=args.test_fraction,
+        num_workers=args.workers or default_num_workers(),
+        strict=args.strict,
+        overwrite=args.overwrite,
+    )
+    for name, split in meta["splits"].items():
+        print(f"{name}: {split['num_images']} images ({len(split['unreadable'])} unreadable)")
+    print(f"wrote {args.output}; train with --data {args.output}")
+    return 0

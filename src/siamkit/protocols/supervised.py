@@ -1,0 +1,309 @@
+"""Supervised training on the engine of pretraining, for fine-tuning and distillation.
+
+A classifier is trained with plain (Nesterov) SGD and a per-step cosine decay on crop + flip
+views, by the same Lightning trainer as pretraining (:mod:`siamkit.train.engine`): any
+accelerator and number of devices, DDP, CSV and TensorBoard logs, checkpoints and ``--resume``.
+The caller supplies the loss of a batch; the module supplies the views, the optimiser, the
+schedule and the divergence check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+
+from siamkit.config import AugmentConfig
+from siamkit.data.augment import crop_flip_recipe
+from siamkit.data.datasets import Splits, require_labels
+from siamkit.data.loader import Batch, ImageData
+from siamkit.data.views import Views
+from siamkit.errors import ConfigError, DataError, TrainingDivergedError
+from siamkit.train.engine import EngineSettings, TrainData, build_trainer, prepare_run_folder
+from siamkit.train.schedules import cosine_with_warmup
+
+#: File of a fine-tuning or distillation run's results.
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class Machine:
+    """Where a fine-tuning or distillation run trains, as ``pretrain`` takes it.
+
+    Attributes:
+        accelerator: ``auto`` (a GPU when there is one), ``cpu`` or ``gpu``.
+        devices: ``auto`` or a count.
+        num_nodes: Machines.
+        strategy: Lightning strategy (``ddp`` for several processes).
+        checkpoint_every_steps: Also checkpoint inside epochs.
+        progress_bar: Show the progress bar.
+    """
+
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    checkpoint_every_steps: int | None = None
+    progress_bar: bool = False
+
+
+@dataclass
+class SGDRun:
+    """One SGD run: plain (Nesterov) SGD with a per-step cosine decay to 0, no warm-up.
+
+    Attributes:
+        epochs: Passes over the training images.
+        batch_size: Images per step, over all processes.
+        lr: Peak learning rate.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: L2 weight decay.
+        precision: ``auto``, ``bf16-mixed`` or ``32-true`` (the loss in float32 either way).
+        channels_last: Feed convolutions channels-last tensors.
+        seed: Seed of the order and of the views.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    precision: Literal["auto", "bf16-mixed", "32-true"] = "auto"
+    channels_last: bool = False
+    seed: int = 0
+
+
+def check_sgd(cfg: Any, section: str) -> None:
+    """Checks shared by the fine-tuning and distillation configs (SGD, crop, batch sizes)."""
+    if cfg.epochs is not None and cfg.epochs < 1:
+        raise ConfigError(f"{section}.epochs must be at least 1, got {cfg.epochs}")
+    if cfg.batch_size < 2:
+        raise ConfigError(
+            f"{section}.batch_size must be at least 2 (BatchNorm needs two images), "
+            f"got {cfg.batch_size}"
+        )
+    if cfg.lr is not None and not cfg.lr > 0:
+        raise ConfigError(f"{section}.lr must be positive, got {cfg.lr}")
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise ConfigError(f"{section}.momentum must be in [0, 1), got {cfg.momentum}")
+    if cfg.nesterov and cfg.momentum == 0:
+        raise ConfigError(f"{section}.nesterov needs a momentum above 0; set nesterov false")
+    if cfg.weight_decay < 0:
+        raise ConfigError(f"{section}.weight_decay must be >= 0, got {cfg.weight_decay}")
+    lo, hi = cfg.crop_scale
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ConfigError(
+            f"{section}.crop_scale must satisfy 0 < min <= max <= 1, got {cfg.crop_scale}"
+        )
+    if cfg.eval_batch_size < 1:
+        raise ConfigError(f"{section}.eval_batch_size must be at least 1")
+
+
+def crop_flip_views(augment: AugmentConfig, crop_scale: tuple[float, float]) -> Views:
+    """RandomResizedCrop + horizontal flip at the evaluation size, nothing else.
+
+    The fine-tuning and distillation augmentation (:func:`~siamkit.data.augment.crop_flip_recipe`).
+    """
+    return Views([crop_flip_recipe(augment, crop_scale)])
+
+
+#: The loss of one batch: ``loss(view, batch)``, ``view(batch)`` giving its ``(B, 3, S, S)``
+#: input (crop + flip, normalised, on the device).
+LossFn = Callable[[Callable[[Batch], torch.Tensor], Any], torch.Tensor]
+
+
+class SGDModule(L.LightningModule):
+    """Trains ``model`` on ``loss_fn`` with :class:`SGDRun`'s optimiser and schedule.
+
+    Args:
+        model: The trainable network (kept in train mode: BatchNorm on batch statistics).
+        loss_fn: The loss of a batch (see :data:`LossFn`).
+        views: The training views.
+        run: Optimiser settings.
+        steps_per_epoch: Batches per epoch (an estimate; the loader's length is taken when
+            training starts).
+        what: The run's name for the divergence message.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        views: Views,
+        run: SGDRun,
+        steps_per_epoch: int,
+        what: str,
+    ) -> None:
+        super().__init__()
+        self.model, self.loss_fn, self.views, self.run, self.what = model, loss_fn, views, run, what
+        self.total_steps = run.epochs * steps_per_epoch
+        self.generator: torch.Generator | None = None
+        self._generator_state: torch.Tensor | None = None  # from a checkpoint being resumed
+        self.losses: list[float] = []
+        self._epoch_losses: list[float] = []
+
+    def view(self, batch: Batch) -> torch.Tensor:
+        """The batch's crop + flip view, on its device."""
+        assert self.generator is not None
+        x = self.views(batch.images, self.generator)[0]
+        return x.contiguous(memory_format=torch.channels_last) if self.run.channels_last else x
+
+    def on_fit_start(self) -> None:
+        """Train mode, and the view generator on the device, seeded once for the whole run.
+
+        A loaded checkpoint comes in eval mode; BatchNorm must use batch statistics.
+        """
+        self.model.train()
+        self.generator = torch.Generator(device=self.device).manual_seed(self.run.seed)
+        if self._generator_state is not None:  # resumed: continue the views' random stream
+            self.generator.set_state(self._generator_state)
+
+    def on_train_start(self) -> None:
+        """The loader's real length sets the schedule's."""
+        batches = self.trainer.num_training_batches
+        if isinstance(batches, int) and batches > 0:
+            self.total_steps = self.run.epochs * batches
+
+    def training_step(self, batch: Any, idx: int) -> torch.Tensor:
+        """The caller's loss, checked for NaN/inf."""
+        loss = self.loss_fn(self.view, batch)
+        if not torch.isfinite(loss.detach()):
+            raise TrainingDivergedError(
+                f"{self.what} loss became {float(loss)} in epoch {self.current_epoch + 1}; lower "
+                f"the learning rate (now {self.run.lr:g})"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self._epoch_losses.append(float(loss.detach()))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """The epoch's mean loss, kept for the results."""
+        if self._epoch_losses:
+            self.losses.append(sum(self._epoch_losses) / len(self._epoch_losses))
+        self._epoch_losses = []
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the views' random stream and the loss history, for an exact resume."""
+        if self.generator is not None:
+            checkpoint["view_generator"] = self.generator.get_state()
+        checkpoint["epoch_losses"] = list(self.losses)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take back what :meth:`on_save_checkpoint` kept."""
+        self._generator_state = checkpoint.get("view_generator")
+        self.losses = list(checkpoint.get("epoch_losses", []))
+
+    def configure_optimizers(self) -> Any:
+        """SGD on the trainable parameters, cosine-decayed per step."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(
+            params,
+            lr=self.run.lr,
+            momentum=self.run.momentum,
+            nesterov=self.run.nesterov,
+            weight_decay=self.run.weight_decay,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: cosine_with_warmup(step, self.total_steps, 0)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def fit(
+    module: SGDModule,
+    data: L.LightningDataModule,
+    machine: Machine,
+    output: str | Path | None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+) -> L.Trainer:
+    """Train ``module`` on the engine of pretraining; logs and checkpoints in ``output``.
+
+    Args:
+        module: The module to train.
+        data: Its training data.
+        machine: Accelerator, devices, strategy.
+        output: Run folder (``None``: no logs, no checkpoints).
+        resume: A checkpoint (or the run folder) to continue from.
+        overwrite: Replace an earlier run's checkpoints in ``output``.
+
+    Returns:
+        The trainer after ``fit`` (its ``is_global_zero`` says which process reports).
+    """
+    out = Path(output) if output is not None else None
+    if out is not None:
+        prepare_run_folder(out, resume is not None, overwrite)
+    settings = EngineSettings(
+        output_dir=out,
+        epochs=module.run.epochs,
+        accelerator=machine.accelerator,
+        devices=machine.devices,
+        num_nodes=machine.num_nodes,
+        strategy=machine.strategy,
+        precision=module.run.precision,
+        checkpoint_every_steps=machine.checkpoint_every_steps,
+        progress_bar=machine.progress_bar,
+    )
+    trainer = build_trainer(settings, [])
+    ckpt = None
+    if resume is not None:
+        ckpt = Path(resume)
+        if ckpt.is_dir():
+            ckpt = ckpt / "checkpoints" / "last.ckpt"
+    trainer.fit(module, datamodule=data, ckpt_path=None if ckpt is None else str(ckpt))
+    return trainer
+
+
+def train_data(
+    images: ImageData, views: Views, batch_size: int, seed: int, machine: Machine
+) -> TrainData:
+    """The loader of ``images``.
+
+    Shuffled, split across processes, at least one batch (every batch must hold two images or more
+    for BatchNorm in train mode).
+    """
+    on_gpu = EngineSettings(None, 1, machine.accelerator).device_type == "cuda"
+    return TrainData(images, views.specs, min(batch_size, len(images)), seed, on_gpu)
+
+
+def steps_per_epoch(num_images: int, batch_size: int, machine: Machine) -> int:
+    """Batches per epoch of one process (the estimate the schedule starts from)."""
+    processes = int(machine.devices) if str(machine.devices).isdigit() else 1
+    return max(1, num_images // (min(batch_size, num_images) * max(1, processes)))
+
+
+def num_classes_of(splits: Splits) -> int:
+    """Number of classes: the class names when known, else the largest label + 1."""
+    if splits.train.classes:
+        return len(splits.train.classes)
+    labels = [
+        s.labels for s in (splits.train, splits.test) if s is not None and s.labels is not None
+    ]
+    return int(max(int(y.max()) for y in labels)) + 1
+
+
+def labelled_test(splits: Splits, what: str) -> ImageData:
+    """The held-out split, which must exist and have labels."""
+    if splits.test is None:
+        raise DataError(
+            f"{what} needs a labelled held-out split; use a labelled folder "
+            "(root/<class>/* or train/ + test/) or a dataset with labels (cifar10, digits)"
+        )
+    require_labels(splits.test, what)
+    return splits.test
+
+
+def write_results(path: Path, results: dict[str, Any]) -> Path:
+    """Write ``results`` as indented JSON (NaN figures of non-reporting processes as null)."""
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in results.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,131 @@
+"""Strict conversion between plain mappings (YAML, checkpoints) and config dataclasses.
+
+An unknown key is an error that lists the valid ones; a value of the wrong type is an error that
+names the expected type; each dataclass's ``__post_init__`` then rejects impossible values.
+Generic over any dataclass: it imports nothing of siamkit but its errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from siamkit.errors import ConfigError
+
+T = TypeVar("T")
+
+
+#: Chooses the dataclass to build for a section: ``resolve(cls, data)`` returns ``cls`` or a
+#: subclass (the recipe loader picks a method's own config by ``method.name``).
+Resolver = typing.Callable[[type, dict[str, Any]], type]
+
+
+def _coerce(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+    """Convert a YAML/CLI value to ``annotation``, or raise a ConfigError naming ``where``."""
+    origin = get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where, resolve)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(
+                f"{where} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+            )
+        return value
+    if origin is tuple:
+        items = get_args(annotation)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{where} must be a list of {len(items)} values, got {value!r}")
+        pairs = enumerate(zip(value, items, strict=True))
+        return tuple(_coerce(v, t, f"{where}[{i}]", resolve) for i, (v, t) in pairs)
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return from_dict(annotation, value, where, resolve)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def from_dict(
+    cls: type[T], data: dict[str, Any], where: str = "", resolve: Resolver | None = None
+) -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types.
+
+    Args:
+        cls: The dataclass to build.
+        data: Keys and values, e.g. a parsed YAML section.
+        where: Dotted path of this section, for error messages.
+        resolve: Chooses the dataclass of each section (``cls`` itself by default); the recipe
+            loader's picks a method's own config (:func:`siamkit.recipes.config_from_dict`).
+
+    Returns:
+        The dataclass instance (its ``__post_init__`` has validated the values).
+
+    Raises:
+        ConfigError: On an unknown key, a wrong type or an impossible value.
+    """
+    if resolve is not None:
+        cls = typing.cast(type[T], resolve(cls, data))
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in valid:
+            raise ConfigError(
+                f"unknown config key {path!r}; valid keys{' in ' + where if where else ''}: "
+                f"{', '.join(valid)}"
+            )
+        kwargs[key] = _coerce(value, hints[key], path, resolve)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # pragma: no cover - every field has a default
+        raise ConfigError(f"{where or cls.__name__}: {err}") from err
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML-safe dict of a config tree (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return typing.cast(dict[str, Any], plain(dataclasses.asdict(config)))

@@ -1,0 +1,258 @@
+"""The Trainer setup every training run shares: pretraining, fine-tuning and distillation.
+
+One place decides the accelerator, precision, strategy, loggers (CSV and TensorBoard in the run
+folder), checkpoints (epoch ends, optionally every N steps, ``last.ckpt`` the newest) and the
+progress bar, so a fine-tuning run takes ``--devices 4 --strategy ddp`` and ``--resume`` like a
+pretraining run does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from siamkit import runtime
+from siamkit.config import TrainConfig
+from siamkit.data.decode import ViewSpec
+from siamkit.data.device_decode import to_device
+from siamkit.data.loader import ImageData, make_loader
+from siamkit.errors import ConfigError
+
+
+@dataclass
+class EngineSettings:
+    """How a run uses the machine and what it writes.
+
+    Attributes:
+        output_dir: Run folder (logs, ``checkpoints/``); ``None``: no logs, no checkpoints.
+        epochs: Passes over the training data.
+        accelerator: ``auto``, ``cpu`` or ``gpu``.
+        devices: ``auto`` or a count.
+        num_nodes: Machines.
+        strategy: Lightning strategy (``auto``, ``ddp``, ...).
+        precision: ``auto`` (bf16 where it is fast), ``bf16-mixed`` or ``32-true``.
+        max_steps: Cap on optimiser steps.
+        max_minutes: Wall-clock budget.
+        checkpoint_every_steps: Also checkpoint inside epochs.
+        sync_batchnorm: Synchronise BatchNorm across processes (GPUs only).
+        find_unused_parameters: DDP looks for parameters without gradient (SwAV's frozen
+            prototypes).
+        log_every_n_steps: Logging interval.
+        progress_bar: Show the progress bar.
+    """
+
+    output_dir: Path | None
+    epochs: int
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    checkpoint_every_steps: int | None = None
+    sync_batchnorm: bool = False
+    find_unused_parameters: bool = False
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+
+    @classmethod
+    def of_pretraining(cls, train: TrainConfig, find_unused_parameters: bool) -> EngineSettings:
+        """The settings of a pretraining run's ``train`` section."""
+        return cls(
+            output_dir=Path(train.output_dir),
+            epochs=train.epochs,
+            accelerator=train.accelerator,
+            devices=train.devices,
+            num_nodes=train.num_nodes,
+            strategy=train.strategy,
+            precision=train.precision,
+            max_steps=train.max_steps,
+            max_minutes=train.max_minutes,
+            checkpoint_every_steps=train.checkpoint_every_steps,
+            sync_batchnorm=train.sync_batchnorm,
+            find_unused_parameters=find_unused_parameters,
+            log_every_n_steps=train.log_every_n_steps,
+            progress_bar=train.progress_bar,
+        )
+
+    @property
+    def device_type(self) -> str:
+        """``cuda`` or ``cpu``."""
+        return runtime.device_type(self.accelerator)
+
+    @property
+    def lightning_precision(self) -> str:
+        """The precision string handed to Lightning."""
+        return runtime.resolve_precision(self.precision, self.device_type)
+
+    def check(self) -> None:
+        """Refuse settings this machine cannot run, before anything is written.
+
+        Raises:
+            ConfigError: A GPU where there is none; SyncBatchNorm on CPU processes.
+        """
+        runtime.check_accelerator(self.accelerator)
+        if self.sync_batchnorm and self.device_type != "cuda":
+            raise ConfigError(
+                "train.sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel); "
+                "on CPU processes leave it off (BatchNorm per process), or use moco_v2's bn: "
+                "shuffle"
+            )
+
+
+def checkpoint_callbacks(settings: EngineSettings) -> list[ModelCheckpoint]:
+    """Checkpoints at epoch ends and, if asked, every ``checkpoint_every_steps`` steps.
+
+    The two newest of each are kept, and ``last.ckpt`` is the newest state.
+    """
+    assert settings.output_dir is not None
+    folder = settings.output_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=folder,
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            every_n_epochs=1,
+            save_last=True,
+            save_top_k=2,  # the two newest epochs, so one good file survives an interrupted write
+            monitor="step",
+            mode="max",
+        )
+    ]
+    if settings.checkpoint_every_steps:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=folder,
+                filename="step{step:07d}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=settings.checkpoint_every_steps,
+                save_last=True,  # last.ckpt is always the newest state
+                save_top_k=2,
+                monitor="step",
+                mode="max",
+            )
+        )
+    return callbacks
+
+
+def build_trainer(settings: EngineSettings, callbacks: list[L.Callback]) -> L.Trainer:
+    """The Lightning trainer for ``settings``, with ``callbacks`` and the checkpoint callbacks.
+
+    Args:
+        settings: What the run asks for.
+        callbacks: The run's own callbacks (monitors), called before the checkpoints.
+    """
+    settings.check()
+    strategy: str | DDPStrategy = settings.strategy
+    if strategy == "ddp":
+        strategy = DDPStrategy(
+            find_unused_parameters=settings.find_unused_parameters,
+            # Per-step state (queues, per-image targets) is updated identically on every
+            # process from gathered tensors; broadcasting it from rank 0 each step would only
+            # cost time (10 GB a step for SimSiam's moving-average table on ImageNet).
+            broadcast_buffers=False,
+            timeout=timedelta(minutes=30),
+        )
+    out = settings.output_dir
+    all_callbacks = list(callbacks)
+    if out is not None:
+        all_callbacks += checkpoint_callbacks(settings)
+    if settings.progress_bar:
+        all_callbacks.append(TQDMProgressBar(refresh_rate=1))
+    loggers: list[Any] | bool = (
+        [CSVLogger(str(out), name="", version=""), TensorBoardLogger(str(out), "tensorboard", "")]
+        if out is not None
+        else False
+    )
+    return L.Trainer(
+        accelerator=settings.accelerator,
+        devices=settings.devices if settings.devices == "auto" else int(settings.devices),
+        num_nodes=settings.num_nodes,
+        strategy=strategy,
+        precision=settings.lightning_precision,  # type: ignore[arg-type]
+        max_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1,
+        max_time=timedelta(minutes=settings.max_minutes) if settings.max_minutes else None,
+        sync_batchnorm=settings.sync_batchnorm,
+        callbacks=all_callbacks,
+        logger=loggers,
+        enable_checkpointing=out is not None,
+        log_every_n_steps=settings.log_every_n_steps,
+        enable_progress_bar=settings.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        use_distributed_sampler=False,  # every loader splits its own epochs between ranks
+    )
+
+
+class TrainData(L.LightningDataModule):
+    """The training loader, built inside ``fit`` when every process knows its rank.
+
+    Args:
+        data: The training images (any storage).
+        specs: The views workers cut.
+        batch_size: Images per batch of one process.
+        seed: Seed of the order and of the crops.
+        pin_memory: Pin batches (training on a GPU).
+    """
+
+    def __init__(
+        self, data: ImageData, specs: list[ViewSpec], batch_size: int, seed: int, pin_memory: bool
+    ) -> None:
+        super().__init__()
+        self.data, self.specs, self.batch_size = data, specs, batch_size
+        self.seed, self.pin_memory = seed, pin_memory
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, idx: int) -> Any:
+        """Move a batch; encoded JPEGs (``data.decode: device``) are decoded on the device."""
+        return to_device(batch, device)
+
+    def train_dataloader(self) -> Any:
+        """This process's loader: litdata's own for whole shards, else the epoch sampler's."""
+        native = getattr(self.data, "streaming_loader", None)
+        loader = native(self.specs, self.batch_size, self.seed, self.pin_memory) if native else None
+        if loader is not None:
+            return loader
+        assert self.trainer is not None
+        return make_loader(
+            self.data,
+            self.specs,
+            self.batch_size,
+            train=True,
+            seed=self.seed,
+            rank=self.trainer.global_rank,
+            world=self.trainer.world_size,
+            pin_memory=self.pin_memory,
+        )
+
+
+def prepare_run_folder(out_dir: Path, resuming: bool, overwrite: bool) -> None:
+    """Make ``out_dir``, refusing an earlier run's checkpoints there.
+
+    They are kept when resuming and removed with ``overwrite``.
+
+    Raises:
+        ConfigError: Checkpoints of an earlier run, without ``--resume`` or ``--overwrite``.
+    """
+    ckpt_dir = out_dir / "checkpoints"
+    old = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
+    if old and not resuming:
+        if not overwrite:
+            raise ConfigError(
+                f"run folder {str(out_dir)!r} already holds checkpoints of an earlier run; "
+                f"continue it with --resume {out_dir}, choose another --output, or pass "
+                "--overwrite to replace it"
+            )
+        for f in old:
+            f.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
