@@ -6,6 +6,7 @@ checkpoints without importing each other.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError
 from siamkit.methods import create_method
 from siamkit.recipes import config_from_dict
+from siamkit.safe_io import safe_torch_load
 from siamkit.strict import to_dict
 
 #: Key under which a Lightning checkpoint stores the run config.
@@ -26,12 +28,21 @@ CONFIG_KEY = "siamkit_config"
 
 @dataclass
 class Checkpoint:
-    """A readable siamkit checkpoint."""
+    """A readable siamkit checkpoint.
+
+    Attributes:
+        path: The file.
+        config: The run config it was trained with.
+        state_dict: The module's weights and buffers.
+        epoch: Epochs completed (as Lightning counts them at the save).
+        global_step: Optimiser steps completed.
+    """
 
     path: str
     config: RunConfig
     state_dict: dict[str, torch.Tensor]
     epoch: int
+    global_step: int = 0
 
 
 def load_file(path: Path, what: str, fix: str) -> Any:
@@ -43,10 +54,20 @@ def load_file(path: Path, what: str, fix: str) -> Any:
         fix: What the user can do when it cannot be read.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zip, pickle errors, ...: all mean "unreadable"
+        return safe_torch_load(path)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err):  # a class or function to call: refused, never run
+            raise CheckpointError(
+                f"{what} {str(path)!r} holds objects other than weights and settings, so it "
+                f"was not loaded (siamkit loads checkpoints with weights_only=True); {fix}"
+            ) from None
         raise CheckpointError(
-            f"{what} {str(path)!r} cannot be read ({type(err).__name__}: {err}); {fix}"
+            f"{what} {str(path)!r} cannot be read (not a checkpoint); {fix}"
+        ) from None
+    except Exception as err:  # truncated zip, foreign files, ...: all mean "unreadable"
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise CheckpointError(
+            f"{what} {str(path)!r} cannot be read ({type(err).__name__}: {first}); {fix}"
         ) from None
 
 
@@ -89,7 +110,8 @@ def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkp
                     f"checkpoint {str(p)!r} was trained with a different {section} "
                     f"(checkpoint vs now: {diff}); resume with the config it was trained with"
                 )
-    return Checkpoint(str(p), config, raw["state_dict"], int(raw.get("epoch", -1)) + 1)
+    epoch, step = int(raw.get("epoch", -1)) + 1, int(raw.get("global_step", 0))
+    return Checkpoint(str(p), config, raw["state_dict"], epoch, step)
 
 
 def load_method(path: str | Path) -> tuple[RunConfig, nn.Module]:

@@ -312,6 +312,11 @@ class TrainConfig:
             is reported at the end.
         online_probe_lr: The online probe's constant SGD learning rate (0.1, the offline
             probe's default on standardised features).
+        mi_every: Estimate the mutual information of the backbone features of two augmented
+            views (MINE, arXiv:1801.04062) every this many epochs and at the last (0: off);
+            logged as ``val/mi_two_view`` in nats and plotted by the report. Costs two
+            feature passes over ``mi_images`` images and a statistics network's training.
+        mi_images: Training images (a fixed random subset) the estimate uses.
         collapse_threshold: Warn when std(l2-normalised output) x sqrt(d) falls below this
             (healthy runs here sit at 0.7-1.0; without stop-gradient it falls below 0.2).
         log_every_n_steps: Logging interval.
@@ -340,6 +345,8 @@ class TrainConfig:
     knn_query_size: int = 0
     online_probe: bool = False
     online_probe_lr: float = 0.1
+    mi_every: int = 0
+    mi_images: int = 2048
     collapse_threshold: float = 0.3
     log_every_n_steps: int = 10
     progress_bar: bool = True
@@ -360,6 +367,10 @@ class TrainConfig:
             raise ConfigError("train.knn_k must be >= 1 and train.knn_temperature > 0")
         if self.knn_every < 0:
             raise ConfigError("train.knn_every must be >= 0 (0 turns the kNN monitor off)")
+        if self.mi_every < 0:
+            raise ConfigError("train.mi_every must be >= 0 (0 turns the MI estimate off)")
+        if self.mi_images < 10:
+            raise ConfigError(f"train.mi_images must be at least 10, got {self.mi_images}")
         if not self.online_probe_lr > 0:
             raise ConfigError(f"train.online_probe_lr must be positive, got {self.online_probe_lr}")
 

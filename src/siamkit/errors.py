@@ -32,6 +32,12 @@ class TrainingDivergedError(SiamkitError):
     exit_code = 4
 
 
+class TrainingInterrupted(SiamkitError):
+    """SIGTERM or Ctrl-C stopped training at a step boundary; a resumable checkpoint is saved."""
+
+    exit_code = 130
+
+
 class CheckpointError(SiamkitError):
     """A checkpoint that cannot be read or does not match the requested model."""
 

@@ -94,7 +94,13 @@ def load_config(
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from err
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(
+                f"config file {str(p)!r} is not valid YAML{where}: {problem}; fix the recipe's "
+                "syntax (indentation, a missing ':' or an unclosed bracket or quote)"
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -36,6 +36,48 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
+def check_devices(devices: str, accelerator: str = "auto") -> None:
+    """Raise a :class:`ConfigError` unless ``devices`` is ``auto``, a count, or GPU indices.
+
+    A list of indices (``0,1``) names GPUs, so it needs one; a count asks for that many
+    processes (CPU or GPU), and more GPUs than the machine has is an error.
+    """
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return
+    parts = [p.strip() for p in text.split(",")] if "," in text else [text]
+    if not parts or not all(p.isdigit() for p in parts if p) or not any(parts):
+        raise ConfigError(
+            f"--devices {devices!r} is not understood; use auto, a count like 2, or GPU "
+            "indices like 0,1"
+        )
+    kind = device_type(accelerator)
+    if "," in text and kind != "cuda":
+        raise ConfigError(
+            f"--devices {devices} names GPU indices, but the run is on the CPU; use a count of "
+            "processes (e.g. --devices 2) or --accelerator gpu on a machine with GPUs"
+        )
+    if "," not in text and int(text) < 1:
+        raise ConfigError(f"--devices must be at least 1, got {devices}")
+    if kind == "cuda":
+        wanted = max(int(p) for p in parts if p) + 1 if "," in text else int(text)
+        have = torch.cuda.device_count()
+        if wanted > have:
+            raise ConfigError(f"--devices {devices} asks for more GPUs than the {have} here")
+
+
+def check_strategy(strategy: str) -> None:
+    """Raise a :class:`ConfigError` listing the choices unless Lightning knows ``strategy``."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    known = ["auto", *sorted(StrategyRegistry.available_strategies())]
+    if strategy not in known:
+        common = "auto, ddp, ddp_spawn, fsdp, deepspeed"
+        raise ConfigError(
+            f"--strategy {strategy!r} is not a Lightning strategy; use one of {common}"
+        )
+
+
 def resolve_device(accelerator: str = "auto", devices: str = "auto") -> torch.device:
     """The one device of a single-process evaluation.
 

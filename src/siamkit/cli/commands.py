@@ -256,6 +256,39 @@ def metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def mutual_information(args: argparse.Namespace) -> int:
+    """``siamkit eval mi``: MINE estimates of two-view and label MI."""
+    from siamkit.errors import ConfigError
+    from siamkit.eval.mutual_information import FitSettings
+    from siamkit.protocols.mutual_information import checkpoint_mi
+
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    result = checkpoint_mi(
+        args.checkpoint,
+        _data_override(args),
+        max_images=args.max_images,
+        seed=args.seed,
+        device=_device(args),
+        settings=FitSettings(bound=args.bound, steps=args.steps),
+        random_init=args.random_init,
+    )
+    init = " (random init)" if args.random_init else ""
+    print(f"{result['num_images']} {result['split']} images{init}; {args.bound} bound, nats")
+
+    def nats(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    print(f"I(h(v1); h(v2))       {nats(result['h']['two_view'])}")
+    print(f"I(g(v1); g(v2))       {nats(result['g']['two_view'])}")
+    if "label" in result["h"]:
+        entropy = result["label_entropy"]
+        print(f"I(h; y)               {nats(result['h']['label'])}   (H(y) = {entropy:.3f})")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     """``siamkit report``: the HTML report of a run."""
     from siamkit.protocols.report import write_report

@@ -206,6 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_data_args(r, "data folder")
     r.set_defaults(func=commands.metrics)
 
+    mi = esub.add_parser(
+        "mi",
+        help="MINE estimates of two-view and label mutual information of h and g(h)",
+        description="Mutual information (MINE, arXiv:1801.04062) between the representations "
+        "of two augmented views of the same images, for h (backbone) and g(h) (projection), "
+        "and between h and the label: a statistics network fitted on 80%% of the pairs, its "
+        "bound read on the other 20%%, in nats.",
+    )
+    mi.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
+    mi.add_argument("--max-images", type=int, default=5000, help="images measured (5000)")
+    mi.add_argument("--bound", default="mine", choices=["mine", "dv", "mine_f", "infonce"])
+    mi.add_argument("--steps", type=int, default=1000, help="steps of the statistics network")
+    mi.add_argument(
+        "--random-init", action="store_true", help="measure the architecture at random init"
+    )
+    mi.add_argument("--seed", type=int, default=0, help="seed of the subset, views and fits")
+    _add_eval_data_args(mi, "data folder")
+    mi.set_defaults(func=commands.mutual_information)
+
     rep = sub.add_parser(
         "report", help="write a self-contained HTML report (and PNGs) of a pretraining run"
     )

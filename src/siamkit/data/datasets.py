@@ -16,6 +16,7 @@ budget and share one shape, and ``stream`` otherwise, and says why (:attr:`Split
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from siamkit.runtime import default_num_workers, total_memory_bytes
 
 #: Share of the machine's memory a decoded set may take under ``data.storage: auto``.
 MEMORY_SHARE = 0.25
+#: Images with a shorter side below this are warned about (they are mostly upsampling).
+MIN_SIDE = 8
 
 
 @dataclass
@@ -199,6 +202,12 @@ def load_folder_splits(root: Path, cfg: DataConfig, workers: int = 1) -> Splits:
     files = [f for f in (train, test) if f is not None]
     # CIFAR-10 is 32 x 32 by definition; other folders follow their images.
     shape = folder_shape(train, cfg.decode_size or (32 if cfg.dataset == "cifar10" else None))
+    if 0 < shape.smallest < MIN_SIDE:
+        warnings.warn(
+            f"{root} holds images with a side of {shape.smallest} px (below {MIN_SIDE}): they "
+            "are upsampled to the view size and carry little to learn from; check the folder",
+            stacklevel=2,
+        )
     storage, why = choose_storage(cfg, files, shape)
     if storage == "stream":
         streamed = [StreamSet(f, workers, cfg.decode) for f in files]

@@ -36,6 +36,7 @@ from siamkit.data.decode import DECODE_ERRORS, ViewSpec, image_size, open_image,
 from siamkit.data.files import FileList
 from siamkit.data.loader import Batch
 from siamkit.errors import DataError
+from siamkit.safe_io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,14 @@ class FolderShape:
         width: Columns kept in memory.
         uniform: Every sampled image has the same shape.
         sampled: Headers read.
+        smallest: Shorter side of the smallest sampled image.
     """
 
     height: int
     width: int
     uniform: bool
     sampled: int
+    smallest: int = 0
 
     def bytes_for(self, n: int) -> int:
         """Bytes of ``n`` decoded RGB images of this shape."""
@@ -153,6 +156,7 @@ def folder_shape(files: FileList, decode_size: int | None) -> FolderShape:
         width=max(side, round(w * scale)),
         uniform=len(set(sizes)) == 1,
         sampled=len(sizes),
+        smallest=min(min(s) for s in sizes),
     )
 
 
@@ -278,7 +282,8 @@ def _decode(
         tmp = _with_ext(stem, f".{os.getpid()}.tmp.npy")
         bad = decode_into(tmp, paths, shape.height, shape.width, workers)
         os.replace(tmp, _with_ext(stem, ".npy"))
-        _with_ext(stem, ".json").write_text(json.dumps({"bad": bad, "root": root}))  # last
+        marker = json.dumps({"bad": bad, "root": root})
+        atomic_write_text(_with_ext(stem, ".json"), marker, "decode cache")  # written last
         return np.load(_with_ext(stem, ".npy"), mmap_mode="c"), bad
     except OSError as err:  # a read-only or full cache folder must not stop training
         warnings.warn(f"could not write the decode cache at {stem}: {err}", stacklevel=2)

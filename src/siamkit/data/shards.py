@@ -41,6 +41,7 @@ from siamkit.data.files import FileList, folder_splits
 from siamkit.data.loader import Batch, image_rng
 from siamkit.data.stream import crops_batch, on_device
 from siamkit.errors import DataError
+from siamkit.safe_io import atomic_write_text
 
 #: The metadata file beside the litdata folders.
 META_FILE = "siamkit-shards.json"
@@ -180,7 +181,7 @@ def pack(
             "labels": None if files.labels is None else files.labels.tolist(),
             "unreadable": bad,
         }
-    (out / META_FILE).write_text(json.dumps(meta))
+    atomic_write_text(out / META_FILE, json.dumps(meta), "shard metadata")
     return meta
 
 

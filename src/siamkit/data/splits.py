@@ -28,6 +28,7 @@ import torch
 
 from siamkit.config import DataConfig
 from siamkit.errors import ConfigError, DataError
+from siamkit.safe_io import atomic_write_text
 
 #: First words of an index file's header line.
 HEADER = "# siamkit label subset "
@@ -118,13 +119,8 @@ def write_index_file(path: str | Path, indices: torch.Tensor, meta: dict[str, An
 
     Written to a temporary file and renamed, so a reader never sees half a file.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     lines = [HEADER + json.dumps(meta, sort_keys=True)] + [str(i) for i in indices.tolist()]
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(p)
-    return p
+    return atomic_write_text(path, "\n".join(lines) + "\n", "label index file")
 
 
 def read_index_file(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:

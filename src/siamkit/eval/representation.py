@@ -80,6 +80,37 @@ def output_metrics(
     }
 
 
+def two_view_features(
+    backbone: nn.Module,
+    images: ImageData,
+    augment: AugmentConfig,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features of two augmented views of every image: two ``(N, D)`` tensors.
+
+    Both views follow the run's recipe ``augment``; one device generator (seeded with ``seed``)
+    draws the first view's augmentation and then the second's, and streamed crops are cut with
+    seeds ``seed`` and ``seed + 1``, so the two views of an image differ.
+    """
+    device = next(backbone.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    views = Views([augment])
+    h1, h2 = (
+        extract_features(
+            backbone,
+            images,
+            augment,
+            batch_size=batch_size,
+            views=views,
+            generator=generator,
+            seed=s,
+        )
+        for s in (seed, seed + 1)
+    )
+    return h1, h2
+
+
 def method_metrics(
     method: nn.Module,
     images: ImageData,
@@ -100,24 +131,8 @@ def method_metrics(
         ``{"h": {...}, "g": {...}, "num_images": N}``.
     """
     backbone, projector = method.backbone, method.projector
-    device = next(method.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
-
-    def features(views: Views | None, crop_seed: int = 0) -> torch.Tensor:
-        return extract_features(
-            backbone,  # type: ignore[arg-type]
-            images,
-            augment,
-            batch_size=batch_size,
-            views=views,
-            generator=generator,
-            seed=crop_seed,
-        )
-
-    h = features(None)  # centre views
-    augmented = Views([augment])
-    h1 = features(augmented, seed)
-    h2 = features(augmented, seed + 1)  # the generators have moved on: other views
+    h = extract_features(backbone, images, augment, batch_size=batch_size)  # type: ignore[arg-type]
+    h1, h2 = two_view_features(backbone, images, augment, seed, batch_size)  # type: ignore[arg-type]
     g, g1, g2 = (project(projector, x) for x in (h, h1, h2))  # type: ignore[arg-type]
     return {
         "h": output_metrics(h, h1, h2),

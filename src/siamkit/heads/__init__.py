@@ -2,8 +2,9 @@
 
 from siamkit.heads.mlp import mlp, prediction_mlp, projection_mlp
 from siamkit.heads.prototypes import Prototypes
+from siamkit.heads.statistics import StatisticsNetwork
 from siamkit.heads.whitening import whiten
 
 __all__ = ["mlp", "prediction_mlp", "projection_mlp"]
 __all__ += ["whiten"]
-__all__ += ["Prototypes"]
+__all__ += ["Prototypes", "StatisticsNetwork"]

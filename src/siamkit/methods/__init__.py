@@ -22,6 +22,7 @@ from siamkit.encoders import Encoder
 from siamkit.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig
 from siamkit.methods.base import Method
 from siamkit.methods.byol import BYOL, BYOLConfig
+from siamkit.methods.mine import MINE, MINEConfig
 from siamkit.methods.moco_v2 import MoCoV2, MoCoV2Config
 from siamkit.methods.moco_v3 import MoCoV3, MoCoV3Config
 from siamkit.methods.simclr import SimCLR, SimCLRConfig
@@ -51,6 +52,7 @@ METHODS: dict[str, MethodSpec] = {
     "barlow_twins": MethodSpec(BarlowTwinsConfig, BarlowTwins),  # type: ignore[arg-type]
     "vicreg": MethodSpec(VICRegConfig, VICReg),  # type: ignore[arg-type]
     "wmse": MethodSpec(WMSEConfig, WMSE),  # type: ignore[arg-type]
+    "mine": MethodSpec(MINEConfig, MINE),  # type: ignore[arg-type]
 }
 
 
@@ -69,5 +71,5 @@ def create_method(backbone: Encoder, cfg: MethodConfig) -> Method:
 __all__ = ["METHODS", "Method", "MethodSpec", "create_method"]
 __all__ += ["BYOL", "BYOLConfig", "SimSiam", "SimSiamConfig", "SimSiamEMA", "SimSiamEMAConfig"]
 __all__ += ["MoCoV2", "MoCoV2Config", "MoCoV3", "MoCoV3Config", "SimCLR", "SimCLRConfig"]
-__all__ += ["SwAV", "SwAVConfig"]
+__all__ += ["MINE", "MINEConfig", "SwAV", "SwAVConfig"]
 __all__ += ["WMSE", "BarlowTwins", "BarlowTwinsConfig", "VICReg", "VICRegConfig", "WMSEConfig"]

@@ -25,6 +25,7 @@ from siamkit.errors import CheckpointError, ConfigError
 from siamkit.eval.features import extract_features
 from siamkit.methods import create_method
 from siamkit.recipes import method_from_dict
+from siamkit.safe_io import atomic_torch_save
 from siamkit.strict import from_dict
 from siamkit.strict import to_dict as config_to_dict
 
@@ -262,10 +263,7 @@ def save_classifier(path: str | Path, model: Classifier, info: ClassifierInfo) -
         "config": info.config,
         "results": info.results,
     }
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save({CLASSIFIER_KEY: payload}, tmp)
-    tmp.replace(p)
-    return p
+    return atomic_torch_save({CLASSIFIER_KEY: payload}, p, "classifier checkpoint")
 
 
 def load_classifier(

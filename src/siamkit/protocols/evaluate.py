@@ -25,6 +25,7 @@ from siamkit.eval.features import extract_features, iter_features
 from siamkit.eval.knn import knn_accuracy
 from siamkit.eval.linear import linear_probe
 from siamkit.eval.representation import method_metrics
+from siamkit.safe_io import atomic_write, atomic_write_text
 
 #: Which representation an evaluation reads: h (backbone output) or g(h) (after the projector).
 Features = Literal["backbone", "projection"]
@@ -242,9 +243,9 @@ def embed_folder(
             stacklevel=2,
         )
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, torch.cat(rows).numpy())
-    out.with_name(out.name + ".paths.txt").write_text("\n".join(paths) + "\n")
+    with atomic_write(out, "embeddings") as f:
+        np.save(f, torch.cat(rows).numpy())
+    atomic_write_text(out.with_name(out.name + ".paths.txt"), "\n".join(paths) + "\n", "paths")
     return out
 
 

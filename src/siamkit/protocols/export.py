@@ -11,6 +11,7 @@ from torch import nn
 
 from siamkit.encoders import ResNetEncoder, SmallCNN, torchvision_resnet
 from siamkit.errors import CheckpointError
+from siamkit.safe_io import atomic_save_with
 
 
 def backbone_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
@@ -33,10 +34,8 @@ def export_backbone(backbone: nn.Module, path: str | Path) -> Path:
     """
     arch = dict(getattr(backbone, "arch", {}))
     arch["num_features"] = int(backbone.num_features)  # type: ignore[arg-type]
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(backbone_state_dict(backbone), str(out), metadata={"siamkit_arch": json.dumps(arch)})
-    return out
+    state, meta = backbone_state_dict(backbone), {"siamkit_arch": json.dumps(arch)}
+    return atomic_save_with(lambda tmp: save_file(state, tmp, metadata=meta), path, "export")
 
 
 def load_exported(path: str | Path) -> nn.Module:

@@ -28,6 +28,8 @@ CURVES = (
     ("val/knn_top1", "kNN top-1 (%)"),
     ("train/collapse_std", "collapse std x sqrt(d)"),
 )
+#: Curves drawn only when the run logged them (``train.mi_every``).
+OPTIONAL_CURVES = (("val/mi_two_view", "two-view MI, MINE (nats)"),)
 
 
 def read_metrics_csv(path: Path) -> dict[str, list[tuple[int, int, float]]]:
@@ -96,16 +98,18 @@ def training_curves(metrics_csv: Path) -> Figure:
         metrics_csv: ``<run>/metrics.csv`` written by Lightning's CSVLogger.
 
     Returns:
-        A figure with one axes per entry of :data:`CURVES`, in that order.
+        A figure with one axes per entry of :data:`CURVES`, in that order, then one per entry
+        of :data:`OPTIONAL_CURVES` that the run logged.
     """
     from matplotlib.figure import Figure
 
     logged = read_metrics_csv(Path(metrics_csv))
     all_rows = [r for values in logged.values() for r in values]
     bounds = epoch_positions([r[0] for r in all_rows], [r[1] for r in all_rows])
-    fig = Figure(figsize=(4.2 * len(CURVES), 3.4), layout="constrained")
-    axes = fig.subplots(1, len(CURVES), squeeze=False)[0]
-    for ax, (column, title) in zip(axes, CURVES, strict=True):
+    curves = CURVES + tuple(c for c in OPTIONAL_CURVES if logged.get(c[0]))
+    fig = Figure(figsize=(4.2 * len(curves), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (column, title) in zip(axes, curves, strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

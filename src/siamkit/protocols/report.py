@@ -26,6 +26,7 @@ from siamkit.eval.features import extract_features
 from siamkit.eval.representation import method_metrics
 from siamkit.protocols.evaluate import metric_images
 from siamkit.protocols.plots import save_png, training_curves, tsne_plot
+from siamkit.safe_io import atomic_write_text
 
 #: Rows of the representation metrics table: key, name, what a better value looks like.
 METRIC_ROWS = (
@@ -85,12 +86,16 @@ def _results_section(results: dict[str, Any] | None) -> str:
             f"<p><b>kNN top-1: {trained:.2f}% trained vs {random:.2f}% at random "
             f"initialisation ({trained - random:+.2f} points).</b></p>"
         )
-    rows = [[k, v] for k, v in results.items() if k != "knn_history"]
+    rows = [[k, v] for k, v in results.items() if k not in ("knn_history", "mi_history")]
     parts.append(_table(["key", "value"], rows))
     history = results.get("knn_history")
     if history:
         parts.append("<p>kNN top-1 (%) per epoch:</p>")
         parts.append(_table(["epoch", "kNN top-1"], [list(r) for r in history]))
+    mi_history = results.get("mi_history")
+    if mi_history:
+        parts.append("<p>Two-view mutual information of h (MINE, nats) per epoch:</p>")
+        parts.append(_table(["epoch", "I(h(v1); h(v2))"], [list(r) for r in mi_history]))
     return "".join(parts)
 
 
@@ -166,7 +171,7 @@ def write_report(
     first = torch.arange(min(max_images, len(images)))
     metrics = method_metrics(method, images.subset(first), cfg.augment, seed)
     metrics["split"] = split
-    (out / "representation.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "representation.json", json.dumps(metrics, indent=2) + "\n", "metrics")
     shown = images.subset(torch.arange(min(tsne_images, len(images))))
     backbone: nn.Module = method.backbone  # type: ignore[assignment]
     h = extract_features(backbone, shown, cfg.augment)
@@ -193,5 +198,5 @@ def write_report(
         "</body></html>\n"
     )
     report = out / "report.html"
-    report.write_text(page, encoding="utf-8")
+    atomic_write_text(report, page, "report")
     return report

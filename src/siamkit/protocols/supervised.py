@@ -26,6 +26,7 @@ from siamkit.data.datasets import Splits, require_labels
 from siamkit.data.loader import Batch, ImageData
 from siamkit.data.views import Views
 from siamkit.errors import ConfigError, DataError, TrainingDivergedError
+from siamkit.safe_io import atomic_write_text
 from siamkit.train.engine import EngineSettings, TrainData, build_trainer, prepare_run_folder
 from siamkit.train.schedules import cosine_with_warmup
 
@@ -304,6 +305,4 @@ def labelled_test(splits: Splits, what: str) -> ImageData:
 def write_results(path: Path, results: dict[str, Any]) -> Path:
     """Write ``results`` as indented JSON (NaN figures of non-reporting processes as null)."""
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in results.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean, indent=2, default=str) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(clean, indent=2, default=str) + "\n", "results")

@@ -1,4 +1,4 @@
-"""Monitors that run inside the training loop: collapse, kNN, throughput."""
+"""Monitors that run inside the training loop: collapse, kNN, mutual information, throughput."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any
 import lightning as L
 import torch
 
-from siamkit.config import AugmentConfig, TrainConfig
+from siamkit.config import AugmentConfig, RunConfig, TrainConfig
+from siamkit.data.datasets import Splits
 from siamkit.data.loader import ImageData
 from siamkit.eval.knn import knn_top1
 from siamkit.eval.metrics import output_std
+from siamkit.eval.mutual_information import FitSettings, estimate_from_pairs
+from siamkit.eval.representation import two_view_features
 
 
 class CollapseMonitor(L.Callback):
@@ -34,6 +37,15 @@ class CollapseMonitor(L.Callback):
         """Collect the batch's detached output."""
         if isinstance(outputs, dict) and "embedding" in outputs:
             self._values.append(output_std(outputs["embedding"]))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch's values so far, the last mean and whether it warned (for resume)."""
+        return {"values": list(self._values), "last": self.last, "warned": self.warned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`."""
+        self._values = list(state["values"])
+        self.last, self.warned = state["last"], bool(state["warned"])
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Log the epoch's mean and warn once below the threshold."""
@@ -86,6 +98,14 @@ class KNNMonitor(L.Callback):
         self.bf16, self.channels_last = bf16, channels_last
         self.history: list[tuple[int, float]] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        """The ``(epoch, top-1)`` history (a resumed run reports all of it)."""
+        return {"history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.history = [(int(e), float(a)) for e, a in state["history"]]
+
     def evaluate(self, backbone: torch.nn.Module) -> float:
         """KNN top-1 (%) of ``backbone``'s features."""
         return knn_top1(
@@ -109,6 +129,61 @@ class KNNMonitor(L.Callback):
             acc = self.evaluate(pl_module.method.backbone)  # type: ignore[union-attr, arg-type]
             self.history.append((epoch, acc))
             pl_module.log("val/knn_top1", acc, prog_bar=True, rank_zero_only=True)
+
+
+class MIMonitor(L.Callback):
+    """MINE estimate of ``I(h(v1); h(v2))`` every ``every`` epochs (``val/mi_two_view``, nats).
+
+    The features of two augmented views (the run's recipe) of a fixed set of training images; a
+    fresh statistics network fitted on 80% of the pairs, its bound read on the rest
+    (:func:`~siamkit.eval.mutual_information.estimate_from_pairs`).
+
+    Args:
+        images: The images (a fixed subset of the training set).
+        augment: The run's view recipe.
+        every: Epoch interval.
+        settings: The statistics network and its training.
+    """
+
+    def __init__(
+        self, images: ImageData, augment: AugmentConfig, every: int, settings: FitSettings
+    ) -> None:
+        self.images, self.augment, self.every, self.settings = images, augment, every, settings
+        self.history: list[tuple[int, float]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The ``(epoch, nats)`` history (a resumed run reports all of it)."""
+        return {"history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.history = [(int(e), float(v)) for e, v in state["history"]]
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Estimate on rank 0 every ``every`` epochs and at the last."""
+        epoch = trainer.current_epoch + 1
+        if not trainer.is_global_zero or not (
+            epoch % self.every == 0 or epoch == trainer.max_epochs
+        ):
+            return
+        backbone = pl_module.method.backbone  # type: ignore[union-attr]
+        # Fixed seeds: the same views and split at every estimate, so that the series follows the
+        # encoder alone; fork_rng leaves the run's own RNG stream as it was (exact resume).
+        with torch.random.fork_rng(devices=[]):
+            h1, h2 = two_view_features(backbone, self.images, self.augment, seed=0)  # type: ignore[arg-type]
+            value = estimate_from_pairs(h1, h2, self.settings, seed=0).value
+        self.history.append((epoch, value))
+        pl_module.log("val/mi_two_view", value, rank_zero_only=True)
+
+
+def mi_monitor(cfg: RunConfig, splits: Splits) -> MIMonitor | None:
+    """The two-view MI estimate on a fixed random subset of the training images, if asked for."""
+    if not cfg.train.mi_every:
+        return None
+    train = splits.train
+    g = torch.Generator().manual_seed(0)
+    images = train.subset(torch.randperm(len(train), generator=g)[: cfg.train.mi_images])
+    return MIMonitor(images, cfg.augment, cfg.train.mi_every, FitSettings())
 
 
 class Throughput(L.Callback):

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from siamkit import runtime
@@ -25,6 +25,7 @@ from siamkit.data.decode import ViewSpec
 from siamkit.data.device_decode import to_device
 from siamkit.data.loader import ImageData, make_loader
 from siamkit.errors import ConfigError
+from siamkit.train.resume import ContinuedCSVLogger, Interruption, RandomState, SafeCheckpointIO
 
 
 @dataclass
@@ -47,6 +48,8 @@ class EngineSettings:
             prototypes).
         log_every_n_steps: Logging interval.
         progress_bar: Show the progress bar.
+        resume_step: Global step of the checkpoint being resumed (``metrics.csv`` keeps the
+            rows before it); ``None`` for a fresh run.
     """
 
     output_dir: Path | None
@@ -63,6 +66,7 @@ class EngineSettings:
     find_unused_parameters: bool = False
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    resume_step: int | None = None
 
     @classmethod
     def of_pretraining(cls, train: TrainConfig, find_unused_parameters: bool) -> EngineSettings:
@@ -98,9 +102,14 @@ class EngineSettings:
         """Refuse settings this machine cannot run, before anything is written.
 
         Raises:
-            ConfigError: A GPU where there is none; SyncBatchNorm on CPU processes.
+            ConfigError: A GPU where there is none; SyncBatchNorm on CPU processes; devices,
+                nodes or strategy that Lightning does not know.
         """
         runtime.check_accelerator(self.accelerator)
+        runtime.check_devices(self.devices, self.accelerator)
+        if self.num_nodes < 1:
+            raise ConfigError(f"--num-nodes must be at least 1, got {self.num_nodes}")
+        runtime.check_strategy(self.strategy)
         if self.sync_batchnorm and self.device_type != "cuda":
             raise ConfigError(
                 "train.sync_batchnorm needs GPUs (PyTorch's SyncBatchNorm has no CPU kernel); "
@@ -123,9 +132,10 @@ def checkpoint_callbacks(settings: EngineSettings) -> list[ModelCheckpoint]:
             auto_insert_metric_name=False,
             every_n_epochs=1,
             save_last=True,
-            save_top_k=2,  # the two newest epochs, so one good file survives an interrupted write
+            save_top_k=2,  # the two newest epochs: an older one is removed after a new one is whole
             monitor="step",
             mode="max",
+            enable_version_counter=False,  # a moved or copied run folder goes on in last.ckpt
         )
     ]
     if settings.checkpoint_every_steps:
@@ -139,6 +149,7 @@ def checkpoint_callbacks(settings: EngineSettings) -> list[ModelCheckpoint]:
                 save_top_k=2,
                 monitor="step",
                 mode="max",
+                enable_version_counter=False,
             )
         )
     return callbacks
@@ -163,19 +174,25 @@ def build_trainer(settings: EngineSettings, callbacks: list[L.Callback]) -> L.Tr
             timeout=timedelta(minutes=30),
         )
     out = settings.output_dir
-    all_callbacks = list(callbacks)
+    # RandomState before the run's callbacks: restored first on resume, saved with every
+    # checkpoint; Interruption saves the run when SIGTERM or Ctrl-C stops it.
+    all_callbacks: list[L.Callback] = [RandomState(), *callbacks]
     if out is not None:
         all_callbacks += checkpoint_callbacks(settings)
+        all_callbacks.append(Interruption(out / "checkpoints"))
     if settings.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=1))
     loggers: list[Any] | bool = (
-        [CSVLogger(str(out), name="", version=""), TensorBoardLogger(str(out), "tensorboard", "")]
+        [
+            ContinuedCSVLogger(str(out), settings.resume_step),
+            TensorBoardLogger(str(out), "tensorboard", ""),
+        ]
         if out is not None
         else False
     )
     return L.Trainer(
         accelerator=settings.accelerator,
-        devices=settings.devices if settings.devices == "auto" else int(settings.devices),
+        devices=_lightning_devices(settings.devices),
         num_nodes=settings.num_nodes,
         strategy=strategy,
         precision=settings.lightning_precision,  # type: ignore[arg-type]
@@ -185,6 +202,7 @@ def build_trainer(settings: EngineSettings, callbacks: list[L.Callback]) -> L.Tr
         sync_batchnorm=settings.sync_batchnorm,
         callbacks=all_callbacks,
         logger=loggers,
+        plugins=[SafeCheckpointIO()],
         enable_checkpointing=out is not None,
         log_every_n_steps=settings.log_every_n_steps,
         enable_progress_bar=settings.progress_bar,
@@ -193,6 +211,12 @@ def build_trainer(settings: EngineSettings, callbacks: list[L.Callback]) -> L.Tr
         deterministic=False,
         use_distributed_sampler=False,  # every loader splits its own epochs between ranks
     )
+
+
+def _lightning_devices(devices: str) -> int | str:
+    """What Lightning's ``devices`` takes: ``auto``, a count, or a string of GPU indices."""
+    text = str(devices).strip()
+    return text if text == "auto" or "," in text else int(text)
 
 
 class TrainData(L.LightningDataModule):

@@ -21,6 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from siamkit import runtime
 from siamkit.checkpoints import CONFIG_KEY, read_checkpoint
@@ -29,15 +30,17 @@ from siamkit.data.datasets import Splits, load_splits
 from siamkit.data.loader import Batch, ImageData
 from siamkit.data.views import Views
 from siamkit.encoders import create_backbone
-from siamkit.errors import DataError, TrainingDivergedError
+from siamkit.errors import DataError, TrainingDivergedError, TrainingInterrupted
 from siamkit.eval.features import extract_features
 from siamkit.eval.knn import knn_top1
 from siamkit.eval.online_probe import OnlineLinearProbe
 from siamkit.methods import METHODS, Method, create_method
+from siamkit.safe_io import atomic_write_text
 from siamkit.strict import to_dict
-from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput
+from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput, mi_monitor
 from siamkit.train.cpu_conv import patch_conv_helps, use_patch_grad_convs
 from siamkit.train.engine import EngineSettings, TrainData, build_trainer, prepare_run_folder
+from siamkit.train.resume import LAST, RunLock, resume_changes
 from siamkit.train.schedules import StepSchedule, build_optimizer
 
 
@@ -83,6 +86,8 @@ class PretrainModule(L.LightningModule):
             width = int(self.method.backbone.num_features)
             self.probe = OnlineLinearProbe(width, num_classes, cfg.train.online_probe_lr)
         self.unreadable = 0
+        #: Settings changed on resume (from :func:`~siamkit.train.resume.resume_changes`).
+        self.resumed_with: list[str] = []
 
     def total_steps_for(self, steps_per_epoch: int) -> int:
         """Optimiser steps of the run for ``steps_per_epoch`` (``train.max_steps`` caps it)."""
@@ -106,6 +111,9 @@ class PretrainModule(L.LightningModule):
                 f"{self.global_step}; training stopped"
             )
         self.log("train/loss", loss, prog_bar=True)
+        for key, value in out.items():  # a method's own scalars, e.g. MINE's bound "mi"
+            if key != "loss" and isinstance(value, torch.Tensor) and value.ndim == 0:
+                self.log(f"train/{key}", value)
         if self.probe is not None:
             self._update_probe(views[0], batch.labels)
         return out
@@ -142,11 +150,32 @@ class PretrainModule(L.LightningModule):
         if isinstance(batches, int) and batches > 0:
             self.schedule.total_steps = self.total_steps_for(batches)
             self.schedule.warmup_steps = round(self.cfg.optim.warmup_epochs * batches)
+        if self.resumed_with:
+            self._apply_optimiser_settings()
         if self.trainer.world_size > 1 and self.trainer.is_global_zero:
             # Say which BatchNorm the run really has (Lightning converts it for sync_batchnorm).
             n_sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in self.method.modules())
             mode = "synchronised across processes" if n_sync else "per process"
             print(f"siamkit: BatchNorm {mode} ({n_sync} SyncBatchNorm layers)", file=sys.stderr)
+
+    def _apply_optimiser_settings(self) -> None:
+        """A resumed run trains on with this config's learning rate and weight decay.
+
+        The optimiser and schedule come back from the checkpoint with the saved run's values;
+        here the schedule's base learning rate and every group's weight decay are set from
+        ``optim``, and the next step's rate follows the schedule from the saved step on.
+        """
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        scheduler = self.lr_schedulers()
+        assert isinstance(optimizer, torch.optim.Optimizer) and scheduler is not None
+        lr, decay = self.cfg.optim.lr, self.cfg.optim.weight_decay
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)  # type: ignore[union-attr]
+        lambdas = scheduler.lr_lambdas  # type: ignore[union-attr]
+        step = scheduler.last_epoch  # type: ignore[union-attr]
+        for group, factor in zip(optimizer.param_groups, lambdas, strict=True):
+            group["initial_lr"] = lr
+            group["lr"] = lr * factor(step)
+            group["weight_decay"] = decay
 
     def on_train_epoch_start(self) -> None:
         """The method's per-epoch state."""
@@ -199,6 +228,7 @@ class PretrainResult:
         data_wait: Share of that time spent waiting for data (0 when the loader keeps up).
         minutes: Wall-clock time of the whole call.
         knn_history: ``(epoch, top-1)`` of the monitor.
+        mi_history: ``(epoch, nats)`` of the two-view MI estimate (``train.mi_every``).
         online_probe_top1: Held-out top-1 (%) of the online linear probe, if it was on.
         storage: How the training images were held, and why.
     """
@@ -214,6 +244,7 @@ class PretrainResult:
     data_wait: float | None = None
     minutes: float = 0.0
     knn_history: list[tuple[int, float]] = field(default_factory=list)
+    mi_history: list[tuple[int, float]] = field(default_factory=list)
     online_probe_top1: float | None = None
     storage: str = ""
 
@@ -244,45 +275,56 @@ def pretrain(
         TrainingDivergedError: The loss became NaN/inf (the last good checkpoint is kept).
     """
     start = time.perf_counter()
-    # 1. The machine: what the engine will run on. Settings it cannot run fail here.
+    # 1. The machine and the checkpoint to resume: everything is checked before anything in
+    #    the run folder is touched (--overwrite removes nothing when a flag is wrong).
     train = cfg.train
     skips = getattr(METHODS[cfg.method.name].build, "skips_parameters", False)
     settings = EngineSettings.of_pretraining(train, find_unused_parameters=skips)
     settings.check()
-    resume_path = read_checkpoint(resume, expect=cfg).path if resume else None
+    checkpoint = read_checkpoint(resume, expect=cfg) if resume else None
+    changes = resume_changes(checkpoint.config, cfg) if checkpoint else []
+    settings.resume_step = checkpoint.global_step if checkpoint else None
 
     # 2. The data, in the storage data.storage picks.
     processes = runtime.local_processes(train.accelerator, train.devices)
     splits = splits or load_splits(cfg.data, processes)
 
-    # 3. The run folder.
-    out_dir = Path(train.output_dir)
-    prepare_run_folder(out_dir, resume is not None, overwrite)
-    (out_dir / "config.yaml").write_text(_yaml(to_dict(cfg)))
-
-    # 4. The method, built once; a copy of its backbone is the random-init baseline.
+    # 3. The method, built once; a copy of its backbone is the random-init baseline.
     L.seed_everything(train.seed, workers=True, verbose=False)
     method = create_method(create_backbone(cfg.backbone), cfg.method)
     method.setup(len(splits.train))
     random_init = copy.deepcopy(method.backbone)
 
-    # 5. The trainer and its monitors.
+    # 4. The trainer and its monitors.
+    out_dir = Path(train.output_dir)
     precision = settings.lightning_precision
     knn = _knn_monitor(cfg, precision, splits)
     collapse, throughput = CollapseMonitor(train.collapse_threshold), Throughput()
-    monitors: list[L.Callback] = [m for m in (knn, collapse, throughput) if m is not None]
+    mi = mi_monitor(cfg, splits)
+    monitors: list[L.Callback] = [m for m in (knn, mi, collapse, throughput) if m is not None]
     trainer = build_trainer(settings, monitors)
     world = trainer.world_size
     per_device = _per_process_batch(cfg, world, len(splits.train))
     num_classes = _probe_classes(cfg, splits)
 
-    # 6. The module and this process's loader.
+    # 5. The module and this process's loader.
     module = PretrainModule(
         cfg, method, len(splits.train) // (per_device * world), num_classes, splits.train
     )
+    module.resumed_with = changes
     on_gpu = settings.device_type == "cuda"
     data = TrainData(splits.train, module.views.specs, per_device, train.seed, on_gpu)
+
+    # 6. The run folder: locked, then prepared (rank 0; the other ranks write nothing).
+    lock = RunLock(out_dir)
     if trainer.is_global_zero:
+        lock.acquire()
+        try:
+            prepare_run_folder(out_dir, resume is not None, overwrite)
+        except BaseException:
+            lock.release()  # a folder this run may not use stays free for the one that may
+            raise
+        atomic_write_text(out_dir / "config.yaml", _yaml(to_dict(cfg)), "run config")
         n_params = sum(p.numel() for p in module.parameters())
         print(
             f"siamkit: {cfg.method.name} | {cfg.backbone.name} (width {cfg.backbone.width}"
@@ -292,12 +334,21 @@ def pretrain(
             f" | run folder {out_dir}\nsiamkit: data {splits.note}",
             file=sys.stderr,
         )
+        for change in changes:
+            print(f"siamkit: resumed with {change}", file=sys.stderr)
 
     # 7. Train.
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume_path)
+        trainer.fit(module, datamodule=data, ckpt_path=checkpoint.path if checkpoint else None)
     except TrainingDivergedError as err:
         raise TrainingDivergedError(f"{err}; {_diverged_hint(out_dir)}") from None
+    except SIGTERMException:
+        raise TrainingInterrupted(
+            f"stopped at step {trainer.global_step} (SIGTERM or Ctrl-C); the run is saved in "
+            f"{out_dir / 'checkpoints' / LAST}: continue it with --resume {out_dir}"
+        ) from None
+    finally:
+        lock.release()
 
     # 8. Final figures on the whole held-out split, against the same encoder at random init.
     last = out_dir / "checkpoints" / "last.ckpt"
@@ -310,6 +361,7 @@ def pretrain(
         images_per_sec=throughput.last,
         data_wait=throughput.data_wait,
         knn_history=knn.history if knn else [],
+        mi_history=mi.history if mi else [],
         storage=splits.note,
     )
     if trainer.is_global_zero:
@@ -322,7 +374,8 @@ def pretrain(
             h = extract_features(method.backbone, test, cfg.augment)
             result.online_probe_top1 = module.probe.cpu().accuracy(h, test.labels)
         result.minutes = (time.perf_counter() - start) / 60
-        (out_dir / "results.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
+        text = json.dumps(result.__dict__, indent=2) + "\n"
+        atomic_write_text(out_dir / "results.json", text, "results")
     result.minutes = (time.perf_counter() - start) / 60
     return result
 

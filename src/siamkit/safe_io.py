@@ -1,0 +1,206 @@
+"""Writing files so that nothing is ever half-written, and reading them back safely.
+
+Every checkpoint, export, classifier, cache and results file siamkit writes goes through
+:func:`atomic_write`: the bytes go to a temporary file in the destination's own folder, are
+flushed and synced to disk, and the temporary file is renamed over the destination. A rename
+within one folder is atomic, whatever ``TMPDIR`` is (a temporary file on another filesystem,
+``/tmp`` on a tmpfs say, would be copied, and a kill during the copy leaves a truncated file). A
+kill leaves either the old file or the new one, never a mixture; a full disk leaves the old
+file and an error that says so.
+
+:func:`safe_torch_load` reads checkpoints with ``torch.load(weights_only=True)``: tensors,
+numbers, strings and containers only, so a crafted file cannot run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from siamkit.errors import SiamkitError
+
+#: Prefix of the temporary files of :func:`atomic_write` (left behind only by a killed write
+#: of an earlier run; :func:`remove_stale_temporaries` clears them).
+TEMP_PREFIX = ".siamkit-tmp-"
+
+
+class DiskFullError(SiamkitError):
+    """No space left for a file; what was there before is intact."""
+
+    exit_code = 6
+
+
+class OutputError(SiamkitError):
+    """An output path that cannot be written (a folder, a missing permission, a file above)."""
+
+    exit_code = 7
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Raise an :class:`OutputError` naming the fix unless a file can be written at ``path``.
+
+    Args:
+        path: The file to write.
+        what: What it is, for the message ("export", "embeddings").
+    """
+    if path.is_dir():
+        raise OutputError(
+            f"{what} output {str(path)!r} is a folder; pass a file name, e.g. {path}/model.out"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(
+                    f"{what} output {str(path)!r} lies under {str(parent)!r}, which is a file; "
+                    "choose a path in a folder"
+                )
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise OutputError(
+                    f"{what} output {str(path)!r}: no permission to write in {str(parent)!r}; "
+                    "choose a folder you can write to"
+                )
+            return
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, what: str = "file") -> Iterator[IO[bytes]]:
+    """Open a temporary file beside ``path`` for writing; on success it replaces ``path``.
+
+    Args:
+        path: The destination.
+        what: What it is, for messages.
+
+    Yields:
+        A binary file object.
+
+    Raises:
+        DiskFullError: The disk filled up (``path`` keeps its earlier content, if any).
+        OutputError: ``path`` cannot be written.
+    """
+    dest = Path(path)
+    check_writable(dest, what)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _temporary(dest)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        _sync_folder(dest.parent)
+    except OSError as err:
+        _remove(tmp)
+        raise _write_error(err, dest, what) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _write_error(err: OSError, dest: Path, what: str) -> SiamkitError:
+    """The error to raise for a failed write of ``dest``: a full disk or an unwritable output."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(
+            f"no space left on the disk of {str(dest)!r} while writing the {what}; free some "
+            "space (the files written before are intact) and run again"
+        )
+    return OutputError(f"cannot write the {what} {str(dest)!r}: {err.strerror}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, what: str = "file") -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path, what) as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode(), what)
+
+
+def atomic_torch_save(obj: Any, path: str | Path, what: str = "checkpoint") -> Path:
+    """``torch.save`` to ``path`` atomically."""
+    with atomic_write(path, what) as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
+def atomic_save_with(write: Callable[[str], None], path: str | Path, what: str) -> Path:
+    """Atomically write ``path`` with a library function that takes a file name.
+
+    For safetensors or ONNX writers: ``write`` writes a temporary file beside ``path``, which
+    then replaces it.
+    """
+    dest = Path(path)
+    check_writable(dest, what)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _temporary(dest)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except OSError as err:
+        _remove(tmp)
+        raise _write_error(err, dest, what) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return dest
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files killed writes left in ``folder``; returns how many."""
+    if not folder.is_dir():
+        return 0
+    stale = list(folder.glob(TEMP_PREFIX + "*"))
+    for f in stale:
+        _remove(str(f))
+    return len(stale)
+
+
+def safe_torch_load(source: str | Path | bytes) -> Any:
+    """``torch.load(weights_only=True)`` on the CPU: no code runs, whatever the file holds.
+
+    Raises:
+        pickle.UnpicklingError: The file holds objects other than tensors, numbers, strings
+            and containers (a crafted or foreign pickle).
+    """
+    src = io.BytesIO(source) if isinstance(source, bytes) else source
+    return torch.load(src, map_location="cpu", weights_only=True)
+
+
+def _temporary(dest: Path) -> tuple[int, str]:
+    """A new temporary file beside ``dest``: ``.siamkit-tmp-<random>-<name>.tmp``.
+
+    It gets the permissions a plain ``open`` would give (``mkstemp`` makes it private).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=f"-{dest.name}.tmp", dir=dest.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every filesystem allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -1,0 +1,57 @@
+"""MINE as a pretraining objective: the loss is minus the bound of the two views' projections."""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import pytest
+import torch
+
+from siamkit.errors import ConfigError
+from siamkit.losses.mutual_information import derangement, dv_bound
+from siamkit.methods import METHODS, MINE, MINEConfig
+from tests.methods.conftest import BATCH, build, random_views
+
+SMALL = {"proj_dim": 16, "proj_hidden_dim": 24, "critic_hidden_dim": 32}
+
+_build = partial(build, MINE, MINEConfig, SMALL)
+
+
+def test_registered_with_the_papers_bound():
+    assert METHODS["mine"].config_class is MINEConfig
+    assert MINEConfig().bound == "mine"
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [({"bound": "nce"}, "method.bound"), ({"ema_rate": 0.0}, "method.ema_rate"),
+     ({"critic_depth": 0}, "method.critic_depth")],
+)  # fmt: skip
+def test_bad_settings_are_config_errors(options, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        MINEConfig(**options)
+
+
+def test_loss_is_minus_the_dv_bound_of_the_projections():
+    method = _build(bound="dv")
+    ref = copy.deepcopy(method)
+    views = random_views()
+    torch.manual_seed(3)
+    out = method.training_step(views)
+    z_a, z_b = (ref.encode(v) for v in views)
+    torch.manual_seed(3)  # the same marginal pairing
+    idx = derangement(BATCH)
+    expected = dv_bound(ref.mi.critic(z_a, z_b), ref.mi.critic(z_a, z_b[idx]))
+    torch.testing.assert_close(out["loss"], -expected)
+    torch.testing.assert_close(out["mi"], expected.detach())
+
+
+def test_encoder_head_and_statistics_network_all_learn_and_the_average_is_saved():
+    method = _build()
+    assert not torch.isfinite(method.mi.log_average)
+    method.training_step(random_views())["loss"].backward()
+    for name, p in method.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert torch.isfinite(method.mi.log_average)
+    assert "mi.log_average" in method.state_dict()
