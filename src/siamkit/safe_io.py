@@ -71,6 +71,29 @@ def check_writable(path: Path, what: str) -> None:
 
 
 @contextlib.contextmanager
+def _replacing(dest: Path, what: str) -> Iterator[tuple[int, str]]:
+    """A temporary file beside ``dest`` (descriptor, name) that replaces it when the block ends.
+
+    The block writes the file and flushes it to disk; then it is renamed over ``dest`` and the
+    folder synced. On any error the temporary file is removed and ``dest`` is left as it was;
+    an ``OSError`` becomes a :class:`DiskFullError` or :class:`OutputError`.
+    """
+    check_writable(dest, what)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _temporary(dest)
+    try:
+        yield fd, tmp
+        os.replace(tmp, dest)
+        _sync_folder(dest.parent)
+    except OSError as err:
+        _remove(tmp)
+        raise _write_error(err, dest, what) from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | Path, what: str = "file") -> Iterator[IO[bytes]]:
     """Open a temporary file beside ``path`` for writing; on success it replaces ``path``.
 
@@ -85,23 +108,10 @@ def atomic_write(path: str | Path, what: str = "file") -> Iterator[IO[bytes]]:
         DiskFullError: The disk filled up (``path`` keeps its earlier content, if any).
         OutputError: ``path`` cannot be written.
     """
-    dest = Path(path)
-    check_writable(dest, what)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary(dest)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-        _sync_folder(dest.parent)
-    except OSError as err:
-        _remove(tmp)
-        raise _write_error(err, dest, what) from None
-    except BaseException:
-        _remove(tmp)
-        raise
+    with _replacing(Path(path), what) as (fd, _), os.fdopen(fd, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _write_error(err: OSError, dest: Path, what: str) -> SiamkitError:
@@ -140,21 +150,11 @@ def atomic_save_with(write: Callable[[str], None], path: str | Path, what: str) 
     then replaces it.
     """
     dest = Path(path)
-    check_writable(dest, what)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary(dest)
-    os.close(fd)
-    try:
+    with _replacing(dest, what) as (fd, tmp):
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except OSError as err:
-        _remove(tmp)
-        raise _write_error(err, dest, what) from None
-    except BaseException:
-        _remove(tmp)
-        raise
     return dest
 
 

@@ -10,6 +10,7 @@ import torch
 from siamkit.heads.statistics import StatisticsNetwork
 from siamkit.losses.mutual_information import (
     MutualInformation,
+    cyclic_pairings,
     derangement,
     dv_bound,
     infonce_bound,
@@ -198,3 +199,14 @@ def test_marginal_samples_never_pair_an_element_with_itself(bound: str) -> None:
     for x, z in marginal:
         assert sorted(z.squeeze(1).tolist()) == list(range(50))  # every z once
         assert not bool((x == z).any())  # never its own
+
+
+def test_cyclic_pairings_give_each_element_different_partners_never_itself():
+    idx = cyclic_pairings(9, 8, torch.Generator().manual_seed(0))  # every other element once
+    assert idx.shape == (8, 9)
+    for row in idx:
+        assert sorted(row.tolist()) == list(range(9))
+    for i in range(9):
+        assert sorted(idx[:, i].tolist()) == [j for j in range(9) if j != i]
+    with pytest.raises(ValueError, match="1 to 8 pairings"):
+        cyclic_pairings(9, 9)

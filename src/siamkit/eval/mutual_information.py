@@ -22,7 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from siamkit.heads.statistics import StatisticsNetwork
-from siamkit.losses.mutual_information import Bound, MutualInformation, dv_bound, mine_f_bound
+from siamkit.losses.mutual_information import (
+    Bound,
+    MutualInformation,
+    cyclic_pairings,
+    dv_bound,
+    mine_f_bound,
+)
 
 #: Draws ``n`` joint pairs ``(x, z)``: ``(n, Dx)``, ``(n, Dz)``.
 Sampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -99,13 +105,11 @@ def held_out_bound(
         value = torch.stack(values).mean().item()
     else:
         n = x.shape[0]
-        cycle = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        pairings = cyclic_pairings(
+            n, min(HELD_OUT_PAIRINGS, n - 1), torch.Generator().manual_seed(seed)
+        )
         t_joint = critic(x, z)  # (N,)
-        t_marginal = []
-        for shift in range(1, min(HELD_OUT_PAIRINGS, n - 1) + 1):
-            idx = torch.empty_like(cycle)
-            idx[cycle] = cycle.roll(-shift)  # x[c[j]] meets z[c[j + shift]]
-            t_marginal.append(critic(x, z[idx]))
+        t_marginal = [critic(x, z[idx]) for idx in pairings]  # K x (N,)
         bound = mine_f_bound if estimator.bound == "mine_f" else dv_bound
         value = bound(t_joint, torch.cat(t_marginal)).item()  # (N,) against (K * N,)
     estimator.train(was_training)

@@ -37,22 +37,38 @@ Bound = Literal["mine", "dv", "mine_f", "infonce"]
 BOUNDS: tuple[str, ...] = get_args(Bound)
 
 
-def derangement(
-    n: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+def cyclic_pairings(
+    n: int, k: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
-    """A random permutation of ``range(n)`` without fixed points: ``idx[i] != i`` for all ``i``.
+    """``k`` fixed-point-free permutations of ``range(n)``, each element meeting ``k`` others.
 
-    A random cyclic order ``c`` of the batch sends each element to its successor in the cycle,
-    ``idx[c[k]] = c[k + 1]``; one cycle through all ``n`` elements fixes none of them.
+    ``(k, n)``: row ``s - 1`` is the shift by ``s`` along one random cycle.
+
+    A random cyclic order ``c`` of the batch sends each element ``s`` places on in the cycle,
+    ``idx[c[j]] = c[j + s]``; for ``1 <= s < n`` no element lands on itself, and different
+    shifts give each element different partners.
     """
     if n < 2:
         raise ValueError(
             f"samples of the product of the marginals need a batch of at least 2, got {n}"
         )
+    if not 1 <= k < n:
+        raise ValueError(f"a batch of {n} has 1 to {n - 1} pairings without fixed points, not {k}")
     cycle = torch.randperm(n, generator=generator).to(device)
-    idx = torch.empty_like(cycle)
-    idx[cycle] = cycle.roll(-1)
+    idx = torch.empty(k, n, dtype=cycle.dtype, device=cycle.device)
+    for shift in range(1, k + 1):
+        idx[shift - 1, cycle] = cycle.roll(-shift)
     return idx
+
+
+def derangement(
+    n: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """A random permutation of ``range(n)`` without fixed points: ``idx[i] != i`` for all ``i``.
+
+    The first of :func:`cyclic_pairings`: each element goes to its successor in a random cycle.
+    """
+    return cyclic_pairings(n, 1, generator, device)[0]
 
 
 def _log_mean_exp(t: torch.Tensor) -> torch.Tensor:
@@ -164,6 +180,7 @@ __all__ = [
     "BOUNDS",
     "Bound",
     "MutualInformation",
+    "cyclic_pairings",
     "derangement",
     "dv_bound",
     "infonce_bound",
