@@ -95,9 +95,11 @@ def update_log_moving_average(
     scores do not overflow; the first batch starts the average at its own mean. Detached.
     """
     batch = _log_mean_exp(t_marginal.detach())
-    if log_average is None or not torch.isfinite(log_average):
+    if log_average is None:
         return batch
-    return torch.logaddexp(log_average + math.log1p(-rate), batch + math.log(rate))
+    # NaN (no batch yet) selects the batch; torch.where keeps this free of a device-host sync.
+    moved = torch.logaddexp(log_average + math.log1p(-rate), batch + math.log(rate))
+    return torch.where(torch.isfinite(log_average), moved, batch)
 
 
 def mine_bound(
@@ -170,9 +172,9 @@ class MutualInformation(nn.Module):
             self.log_average = update_log_moving_average(
                 self.log_average, t_marginal, self.ema_rate
             )
-        log_average = (
-            self.log_average if torch.isfinite(self.log_average) else _log_mean_exp(t_marginal)
-        )
+        # Before any training batch (eval mode), the batch's own mean; no device-host sync.
+        own = _log_mean_exp(t_marginal.detach())
+        log_average = torch.where(torch.isfinite(self.log_average), self.log_average, own)
         return mine_bound(t_joint, t_marginal, log_average)
 
 
