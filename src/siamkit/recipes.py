@@ -7,6 +7,7 @@ method.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,37 @@ from siamkit.config import MethodConfig, RunConfig
 from siamkit.errors import ConfigError
 from siamkit.methods import METHODS
 from siamkit.strict import from_dict
+
+
+#: The recipes shipped with the package (``siamkit/configs/<method>/<name>.yaml``); in a checkout
+#: the repository's ``configs/`` points here.
+RECIPE_DIR = Path(str(resources.files("siamkit") / "configs"))
+
+
+def list_recipes() -> list[str]:
+    """Names of the shipped recipes, ``<method>/<name>``, sorted."""
+    return sorted(p.relative_to(RECIPE_DIR).with_suffix("").as_posix() for p in _recipe_files())
+
+
+def _recipe_files() -> list[Path]:
+    return list(RECIPE_DIR.glob("*/*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """The file of the shipped recipe ``name`` (``simsiam/cifar10``; ``.yaml`` may be given).
+
+    Raises:
+        ConfigError: No recipe of that name; the message lists the recipes of its method.
+    """
+    stem = name.removesuffix(".yaml").strip("/")
+    path = RECIPE_DIR / f"{stem}.yaml"
+    if stem.count("/") != 1 or not path.is_file():
+        method = stem.split("/")[0]
+        close = [r for r in list_recipes() if r.startswith(f"{method}/")] or list_recipes()
+        raise ConfigError(
+            f"no recipe named {name!r}; recipes are <method>/<name>, e.g. {', '.join(close)}"
+        )
+    return path
 
 
 def method_config_class(name: str) -> type[MethodConfig]:
