@@ -18,7 +18,6 @@ from siamkit.errors import ConfigError
 from siamkit.methods import METHODS
 from siamkit.strict import from_dict
 
-
 #: The recipes shipped with the package (``siamkit/configs/<method>/<name>.yaml``); in a checkout
 #: the repository's ``configs/`` points here.
 RECIPE_DIR = Path(str(resources.files("siamkit") / "configs"))
