@@ -345,3 +345,33 @@ def pack(args: argparse.Namespace) -> int:
         print(f"{name}: {split['num_images']} images ({len(split['unreadable'])} unreadable)")
     print(f"wrote {args.output}; train with --data {args.output}")
     return 0
+
+
+def experiment(args: argparse.Namespace) -> int:
+    """``siamkit experiment``: run a paper's experiment, or list them."""
+    from siamkit.errors import ConfigError
+    from siamkit.experiments import experiment_names, load_experiment, run_experiment
+
+    if args.list:
+        for name in experiment_names():
+            exp = load_experiment(name)
+            scales = "/".join(s for s in ("cpu", "gpu", "paper") if s in exp.scales)
+            print(f"{name:28} {len(exp.cells):3d} cells  {scales:14} {exp.title}")
+        return 0
+    if not args.name:
+        raise ConfigError("name an experiment (siamkit experiment --list shows them)")
+    result = run_experiment(
+        load_experiment(args.name),
+        scale=args.scale,
+        output=args.output,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        data=args.data,
+    )
+    reproduced = sum(c.reproduced is True for c in result.claims)
+    print(
+        f"{result.name} ({result.scale}): {len(result.cells)} cells; {reproduced} of "
+        f"{len(result.claims)} claims reproduced in direction; report: "
+        f"{result.output}/report.md and report.html"
+    )
+    return 0

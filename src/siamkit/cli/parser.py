@@ -270,4 +270,27 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--strict", action="store_true", help="fail on unreadable images")
     k.add_argument("--overwrite", action="store_true", help="replace an existing output")
     k.set_defaults(func=commands.pack)
+
+    ex = sub.add_parser(
+        "experiment",
+        help="run a paper's experiment: every cell pretrained, measured, set beside the paper",
+        description="Run one of the papers' experiments (a grid of pretraining runs, each "
+        "measured), skipping cells already finished, and write report.md and report.html with "
+        "the paper's figure beside each measured one and whether each claim's direction was "
+        "reproduced. --list shows the experiments.",
+    )
+    ex.add_argument("name", nargs="?", help="experiment name (or a YAML file of one)")
+    ex.add_argument("--list", action="store_true", help="list the experiments and exit")
+    ex.add_argument(
+        "--scale",
+        choices=["cpu", "gpu", "paper"],
+        default="cpu",
+        help="cpu: minutes a cell on a 2-core CPU; gpu: a single-GPU CIFAR-10 ResNet-18 grid; "
+        "paper: the paper's recipe (default cpu)",
+    )
+    ex.add_argument("--output", help="folder (default runs/experiments/NAME-SCALE)")
+    ex.add_argument("--resume", action="store_true", help="continue a killed experiment")
+    ex.add_argument("--overwrite", action="store_true", help="start again in --output")
+    ex.add_argument("--data", help="data folder in place of the recipes' (e.g. CIFAR-10's)")
+    ex.set_defaults(func=commands.experiment)
     return parser
