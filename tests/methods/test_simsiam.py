@@ -24,7 +24,7 @@ _build = partial(build, SimSiam, SimSiamConfig, SMALL)
 
 
 def _reference_loss(m: SimSiam, views: list[torch.Tensor], symmetry: str, d=D) -> torch.Tensor:
-    """The paper's loss written from Eq. 3-4 and Table 5, not from the method's code."""
+    """The paper's loss written from Eq. 3-4 and Sec. 4.6, not from the method's code."""
     z = [m.projector(m.backbone.forward_features(v)) for v in views]
     p = [m.predictor(zi) for zi in z]
     if symmetry == "symmetric":

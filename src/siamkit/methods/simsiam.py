@@ -42,11 +42,12 @@ class SimSiamConfig(MethodConfig):
         predictor: ``learned``; ``none`` (h = identity; collapses, Table 1a); ``fixed_random``
             (h frozen at random init; does not learn, Table 1b).
         fixed_predictor_lr: Keep the predictor's lr constant instead of decaying it (68.1% vs
-            66.7%, Table 1c); the default recipe.
+            67.7%, Table 1c); the default recipe.
         loss_symmetry: ``symmetric`` (Eq. 4); ``asymmetric`` (only D(p1, z2); 64.8% vs 68.1%);
-            ``asymmetric_2x`` (asymmetric, two pairs of views per image; 67.3%) [Table 5].
+            ``asymmetric_2x`` (asymmetric, two pairs of views per image; 67.3%) [Sec. 4.6, its
+            unnumbered table].
         similarity: ``cosine`` (Eq. 1) or ``cross_entropy`` (softmax over channels;
-            63.2% vs 68.1%) [Sec. 4.4, Table 4].
+            63.2% vs 68.1%) [Sec. 4.5, its unnumbered table].
         bn_placement: Where the MLPs have BatchNorm [Table 3]: ``none`` (34.6%), ``hidden``
             (hidden layers of both MLPs, 67.4%), ``hidden_proj_out`` (+ projection output; the
             default, 68.1%), ``hidden_proj_out_pred_out`` (+ prediction output; unstable).
@@ -133,7 +134,7 @@ class SimSiam(Method):
         if cfg.predictor == "fixed_random":
             self.predictor.requires_grad_(False)  # Table 1b: h stays at its random init
         self.loss_fn = NEGATIVE_SIMILARITY_LOSSES[cfg.similarity]
-        # asymmetric_2x compares two independent pairs of views per image [Table 5].
+        # asymmetric_2x compares two independent pairs of views per image [Sec. 4.6].
         self.num_views = 4 if cfg.loss_symmetry == "asymmetric_2x" else 2
         # Multi-step alternation [Sec. 5.2]: f as it was k steps ago gives the targets.
         self.alternating = cfg.alternation_steps != 1
