@@ -301,27 +301,35 @@ def report(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    """``siamkit export``: the backbone's weights for other libraries."""
-    from siamkit.checkpoints import load_backbone
-    from siamkit.protocols.export import export_backbone
+    """``siamkit export``: the backbone in a format other libraries load."""
+    from siamkit.protocols.export import export_checkpoint
 
-    _, backbone = load_backbone(args.checkpoint)
-    out = export_backbone(backbone, args.output)
-    print(f"wrote {out}")
+    out = export_checkpoint(args.checkpoint, args.output, args.format)
+    print(f"wrote {out.path} ({out.format}); load with: {out.load_hint}")
     return 0
 
 
 def embed(args: argparse.Namespace) -> int:
     """``siamkit embed``: embeddings of a folder of images."""
+    from siamkit.errors import ConfigError
     from siamkit.protocols.evaluate import embed_folder
 
+    if (args.model is None) != (args.weights is None):
+        raise ConfigError(
+            "--model and --weights go together (e.g. --model timm/resnet18 --weights "
+            "r18.pth); a run or a siamkit .safetensors export is passed as --checkpoint"
+        )
     out = embed_folder(
-        args.checkpoint,
+        args.checkpoint or args.weights,
         args.data,
         args.output,
         strict=args.strict,
         device=_device(args),
         num_workers=args.workers,
+        model=args.model,
+        image_size=args.image_size,
+        mean=args.mean,
+        std=args.std,
     )
     print(f"wrote {out} (row order in {out.name}.paths.txt)")
     return 0

@@ -48,6 +48,7 @@ def _add_eval_data_args(parser: argparse.ArgumentParser, data_help: str) -> None
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     from siamkit.methods import METHODS
+    from siamkit.protocols.export import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="siamkit",
@@ -235,16 +236,65 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=commands.report)
 
     x = sub.add_parser(
-        "export", help="write the backbone's weights (safetensors, torchvision key names)"
+        "export",
+        help="write the backbone for other libraries: safetensors, torchvision, timm or ONNX",
+        description="Write a run's backbone as safetensors (weights, the siamkit architecture "
+        "and the run's evaluation size and normalisation; siamkit.protocols.export."
+        "load_exported reads it), a torchvision or timm state dict (.pth/.pt, loads with "
+        "strict=True into torchvision.models.<name>() with fc = nn.Identity(), or timm."
+        "create_model(<name>, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict("
+        "file=...)); only width-1 ResNets without the CIFAR stem, and timm backbones, have such "
+        "a model), or ONNX (normalised (N, 3, S, S) float32 images at the run's evaluation size "
+        "S -> (N, features), any N). It prints a line that loads the file.",
     )
     x.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
-    x.add_argument("--output", required=True, help="output .safetensors file")
+    x.add_argument(
+        "--output", required=True, help=".safetensors, .pth/.pt (torchvision, timm) or .onnx file"
+    )
+    x.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        help="default: from the extension (.safetensors, .onnx); a .pth/.pt file needs "
+        "--format torchvision or timm",
+    )
     x.set_defaults(func=commands.export)
 
-    m = sub.add_parser("embed", help="write backbone embeddings of a folder of images to .npy")
-    m.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
+    m = sub.add_parser(
+        "embed",
+        help="write backbone embeddings of a folder of images to .npy",
+        description="Embed every image under --data with a run's backbone, a siamkit "
+        ".safetensors export, or a torchvision/timm model with local weights. Each image is "
+        "resized (shorter side S x 256/224, bilinear, antialiased), centre-cropped to S x S "
+        "and normalised; S, mean and std are the run's (a checkpoint, or an export of one), "
+        "else timm's pretrained_cfg input size, mean and std (timm's crop_pct and "
+        "interpolation are not used), else 224 and ImageNet's; --image-size, --mean and --std "
+        "override them. A run embeds at its training precision (bf16 where it trained with it), "
+        "anything else in float32.",
+    )
+    source = m.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--checkpoint", help=".ckpt file, run folder, or a .safetensors file of siamkit export"
+    )
+    source.add_argument(
+        "--model",
+        help="torchvision/<name> or timm/<name> (e.g. timm/resnet50), with --weights",
+    )
+    m.add_argument(
+        "--weights",
+        help="state dict of --model (.pth/.pt; timm also .safetensors), e.g. from siamkit "
+        "export --format torchvision|timm; a classifier in it is ignored",
+    )
     m.add_argument("--data", required=True, help="folder of images")
     m.add_argument("--output", required=True, help="output .npy file")
+    m.add_argument("--image-size", type=int, help="side S of the centre view (see above)")
+    for flag in ("mean", "std"):
+        m.add_argument(
+            f"--{flag}",
+            type=float,
+            nargs=3,
+            metavar=("R", "G", "B"),
+            help=f"normalisation {flag} per channel (default: see above)",
+        )
     m.add_argument("--strict", action="store_true", help="fail on unreadable images")
     m.add_argument("--workers", type=int, help="DataLoader workers decoding the images")
     _add_device_args(m)
