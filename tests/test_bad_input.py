@@ -134,6 +134,8 @@ CASES = [
     Case("missing recipe file", lambda t, r: ["pretrain", "--config", str(t / "none.yaml")], 2, ("not found",)),
     Case("--set without '='", lambda t, r: _pretrain(t, "--set", "train.epochs"), 2, ("must look like section.key=value",)),
     Case("zero epochs", lambda t, r: _pretrain(t, "--epochs", "0"), 2, ("train.epochs must be at least 1",)),
+    Case("unknown logger", lambda t, r: _pretrain(t, "--loggers", "csv,neptune"), 2, ("train.loggers[1] must be one of", "'tensorboard'", "'wandb'", "'mlflow'")),
+    Case("loggers not a list", lambda t, r: _pretrain(t, "--set", "train.loggers=csv"), 2, ("train.loggers must be a list",)),
     Case("zero optimiser steps", lambda t, r: _pretrain(t, "--max-steps", "0"), 2, ("train.max_steps must be at least 1",)),
     Case("decode side below 8 px", lambda t, r: _pretrain(t, "--set", "data.decode_size=4"), 2, ("data.decode_size must be at least 8",)),
     Case("negative worker count", lambda t, r: _pretrain(t, "--workers", "-1"), 2, ("data.num_workers must be >= 0",)),

@@ -20,6 +20,7 @@ from PIL import Image
 
 from siamkit.checkpoints import load_backbone, read_checkpoint
 from siamkit.cli import main
+from siamkit.cli.parser import build_parser
 from siamkit.methods import METHODS
 
 # Lightning's notes about a reused run folder are expected in the overwrite test.
@@ -410,6 +411,27 @@ def test_eval_finetune_bad_fraction(run_dir, tmp_path, capsys, args, code, fragm
     )
     assert got == code
     _assert_one_error_line(err, fragment)
+
+
+def test_eval_finetune_and_distill_take_loggers_and_refuse_unknown_ones(run_dir, tmp_path, capsys):
+    parser = build_parser()
+    common = ["--output", str(tmp_path), "--loggers", "csv, mlflow"]
+    args = parser.parse_args(
+        ["eval", "finetune", "--checkpoint", "x", "--label-fraction", "0.1", *common]
+    )
+    assert args.loggers == ["csv", "mlflow"]
+    args = parser.parse_args(["eval", "distill", "--teacher", "x", *common])
+    assert args.loggers == ["csv", "mlflow"]
+    code, _, err = _run(
+        [
+            *("eval", "finetune", "--checkpoint", str(run_dir), "--label-fraction", "0.2"),
+            *("--output", str(tmp_path / "ft"), "--loggers", "csv,neptune", "--epochs", "1"),
+        ],
+        capsys,
+    )
+    assert code == 2
+    _assert_one_error_line(err, "unknown logger 'neptune'", "valid loggers: csv, tensorboard")
+    assert not (tmp_path / "ft").exists()  # refused before the output folder is made
 
 
 def test_eval_finetune_needs_labels(run_dir, tmp_path, capsys):

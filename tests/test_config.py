@@ -11,7 +11,7 @@ from siamkit.config import AugmentConfig, OptimConfig, RunConfig
 from siamkit.errors import ConfigError, SiamkitError
 from siamkit.methods import METHODS, SimSiamConfig
 from siamkit.recipes import config_from_dict, load_config, parse_override
-from siamkit.strict import to_dict
+from siamkit.strict import flat_dict, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("**/*.yaml"))
@@ -124,6 +124,9 @@ def test_missing_or_malformed_recipe(tmp_path):
         ("method.predictor=linear", r"method\.predictor must be one of"),
         ("train.precision=fp16", r"train\.precision must be one of"),
         ("data.dataset=imagenet", r"data\.dataset must be one of"),
+        ("train.loggers=csv", r"train\.loggers must be a list, got 'csv'"),
+        ("train.loggers={csv: 1}", r"train\.loggers must be a list"),
+        ("train.loggers=[csv, 3]", r"train\.loggers\[1\] must be one of"),
         ("train={epochs: 2}", None),  # a mapping is fine for a section ...
         ("train=5", r"train must be a mapping"),  # ... a scalar is not
     ],
@@ -134,6 +137,32 @@ def test_wrong_types_raise(override, expected):
         return
     with pytest.raises(ConfigError, match=expected):
         load_config(overrides=[override])
+
+
+def test_loggers_are_a_typed_list_of_the_known_names():
+    assert load_config().train.loggers == ["csv", "tensorboard"]  # the default
+    cfg = load_config(overrides=["train.loggers=[csv, wandb, mlflow]"])
+    assert cfg.train.loggers == ["csv", "wandb", "mlflow"]
+    assert load_config(overrides=["train.loggers=[]"]).train.loggers == []  # no logs at all
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["train.loggers=[csv, neptune]"])
+    assert "train.loggers[1] must be one of" in str(err.value)
+    for name in ("'csv'", "'tensorboard'", "'wandb'", "'mlflow'"):  # the valid ones, listed
+        assert name in str(err.value)
+    with pytest.raises(ConfigError, match=r"train\.loggers names csv twice"):
+        load_config(overrides=["train.loggers=[csv, wandb, csv]"])
+
+
+def test_flat_dict_gives_dotted_keys_of_a_config_or_a_mapping_of_sections():
+    cfg = load_config(overrides=["train.loggers=[csv, mlflow]"])
+    flat = flat_dict(cfg)
+    assert flat["optim.base_lr"] == cfg.optim.base_lr
+    assert flat["augment.crop_scale"] == [0.2, 1.0]  # YAML-safe, as to_dict
+    assert flat["train.loggers"] == ["csv", "mlflow"]
+    assert len(flat) == sum(len(section) for section in to_dict(cfg).values())
+    mixed = flat_dict({"finetune": cfg.optim, "checkpoint": "a.ckpt", "n": {"k": {"j": 1}}})
+    assert mixed["finetune.momentum"] == cfg.optim.momentum
+    assert (mixed["checkpoint"], mixed["n.k.j"]) == ("a.ckpt", 1)
 
 
 def test_int_is_accepted_for_float_and_converted():
@@ -283,6 +312,7 @@ def test_to_dict_round_trips_through_from_dict():
             "augment.blur_prob=0.25",
             "optim.batch_size=64",
             "train.max_minutes=1.5",
+            "train.loggers=[mlflow, csv]",
         ]
     )
     tree = to_dict(cfg)

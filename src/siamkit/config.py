@@ -14,10 +14,16 @@ set by the CIFAR recipes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from siamkit.errors import ConfigError
+
+#: The loggers a run can write to (``train.loggers``): Lightning's CSV and TensorBoard loggers,
+#: and Weights & Biases and MLflow (optional extras ``siamkit[wandb]``, ``siamkit[mlflow]``).
+LoggerName = Literal["csv", "tensorboard", "wandb", "mlflow"]
+LOGGER_NAMES: tuple[str, ...] = get_args(LoggerName)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +328,17 @@ class TrainConfig:
             (healthy runs here sit at 0.7-1.0; without stop-gradient it falls below 0.2).
         log_every_n_steps: Logging interval.
         progress_bar: Show the progress bar.
+        loggers: Where the metrics, the learning rates and the run's config go: ``csv``
+            (``metrics.csv`` in the run folder), ``tensorboard`` (``tensorboard/``), ``wandb``
+            (Weights & Biases, files in ``wandb/``), ``mlflow`` (MLflow). The last two are
+            optional extras. The defaults of this and the next keys are tooling choices, not a
+            paper's: the two loggers that need no account and no extra package.
+        log_project: The W&B project and the MLflow experiment of the run.
+        log_run_name: The run's name in W&B and MLflow; ``None``: the run folder's name.
+        wandb_offline: Log W&B offline (``wandb sync`` uploads later); otherwise W&B's own
+            mode, ``WANDB_MODE`` or online.
+        mlflow_tracking_uri: The MLflow tracking store; ``None``: ``MLFLOW_TRACKING_URI``, else
+            a file store in the run folder, ``file:<run folder>/mlruns``.
     """
 
     epochs: int = 100
@@ -351,8 +368,14 @@ class TrainConfig:
     collapse_threshold: float = 0.3
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    loggers: list[LoggerName] = field(default_factory=lambda: ["csv", "tensorboard"])
+    log_project: str = "siamkit"
+    log_run_name: str | None = None
+    wandb_offline: bool = False
+    mlflow_tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
+        check_loggers(self.loggers, "train.loggers")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be at least 1, got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -404,6 +427,22 @@ class RunConfig:
                 "2 images per batch to compute statistics; use --batch-size 32 or more "
                 "(SimSiam uses 512, and works down to 64, Table 2)"
             )
+
+
+def check_loggers(names: Sequence[str], where: str) -> None:
+    """Refuse logger names siamkit does not know, and a logger named twice.
+
+    Raises:
+        ConfigError: The message names the valid loggers.
+    """
+    for name in names:
+        if name not in LOGGER_NAMES:
+            raise ConfigError(
+                f"{where}: unknown logger {name!r}; valid loggers: {', '.join(LOGGER_NAMES)}"
+            )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{where} names {', '.join(twice)} twice; name each logger once")
 
 
 def _check_probability(name: str, value: float) -> None:

@@ -131,6 +131,26 @@ def from_dict(
         raise ConfigError(f"{where or cls.__name__}: {err}") from err
 
 
+def flat_dict(config: Any) -> dict[str, Any]:
+    """A config tree with dotted keys, one level: ``{"optim.base_lr": 0.05, ...}``.
+
+    Args:
+        config: A config dataclass, or a mapping of sections (dataclasses, mappings, values).
+    """
+
+    def flat(tree: Any, prefix: str) -> dict[str, Any]:
+        if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+            tree = to_dict(tree)
+        if not isinstance(tree, dict):
+            return {prefix.removesuffix("."): tree}
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}."))
+        return out
+
+    return flat(config, "")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A plain, YAML-safe dict of a config tree (tuples become lists)."""
 

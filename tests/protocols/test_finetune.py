@@ -4,6 +4,7 @@ small CNN keep each run to seconds."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
@@ -380,3 +381,48 @@ def test_a_finetuning_resumed_from_its_second_epoch_ends_where_the_whole_run_end
     b, _ = load_classifier(cut)
     for key, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_finetuning_logs_to_the_chosen_loggers_and_a_resumed_one_goes_on(
+    pretrained, splits, tmp_path, monkeypatch
+) -> None:
+    """``loggers`` reaches the fine-tuning engine: MLflow (a file store in the output folder)
+    gets the run's settings and the scheduled learning rate; no TensorBoard folder is made;
+    resumed from its first epoch in the same folder, it goes on in the same MLflow run and
+    metrics.csv holds each step once."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # 600 images, batch 64: 9 steps an epoch, 18 in all; Lightning logs step 9 (every 10th).
+    cfg = FinetuneConfig(epochs=2, label_fraction=1.0, loggers=["csv", "mlflow"], **FAST)  # type: ignore[arg-type]
+    out = tmp_path / "ft"
+    finetune(None, cfg, pretrained, output=out, splits=splits)
+    assert not (out / "tensorboard").exists()
+    run_id = json.loads((out / "loggers.json").read_text())["mlflow"]
+    client = mlflow.MlflowClient((out / "mlruns").as_uri())
+    run = client.get_run(run_id)
+    assert (run.info.run_name, run.info.status) == ("ft", "FINISHED")
+    assert run.data.params["finetune.label_fraction"] == "1.0"
+    assert run.data.params["finetune.lr"] == str(FAST["lr"])
+    assert run.data.params["checkpoint"] == str(pretrained)
+    assert run.data.params["backbone.name"] == "small_cnn"
+    # cosine of 0.2 over 18 steps at step 9: 0.2 x 0.5 (1 + cos(pi / 2)) = 0.1, as float32
+    lrs = client.get_metric_history(run_id, "lr/all")
+    assert [(m.step, m.value) for m in lrs] == [(9, float(np.float32(0.1)))]
+    assert len(client.get_metric_history(run_id, "train/loss_epoch")) == 2
+
+    finetune(
+        None,
+        cfg,
+        pretrained,
+        output=out,
+        splits=splits,
+        resume=out / "checkpoints" / "epoch000.ckpt",
+    )
+    assert json.loads((out / "loggers.json").read_text())["mlflow"] == run_id
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["train/loss_step"]] == [9]
+    assert [int(r["epoch"]) for r in rows if r["train/loss_epoch"]] == [0, 1]  # epoch 0's kept

@@ -134,3 +134,30 @@ def test_adamw_and_sgd_are_selectable():
     for name, cls in (("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)):
         opt, _ = build_optimizer([{"params": [p]}], OptimConfig(optimizer=name), StepSchedule(5, 0))
         assert isinstance(opt, cls)
+
+
+def test_every_group_is_named_for_the_logs_and_lars_halves_keep_the_name():
+    """``lr/<name>`` in the logs: the method's names, ``all`` for a lone group, ``group<i>``
+    otherwise; LARS's weight and bias halves of a group share its name and its rate."""
+    encoder, predictor = nn.Linear(4, 4), nn.Linear(4, 2)
+    groups = [
+        {"params": list(encoder.parameters()), "name": "encoder"},
+        {"params": list(predictor.parameters()), "name": "predictor", "fixed_lr": True},
+    ]
+    opt, sched = build_optimizer(groups, OptimConfig(optimizer="lars"), StepSchedule(10, 0))
+    named = [(g["name"], g["adapt"], len(g["params"])) for g in opt.param_groups]
+    assert named == [
+        ("encoder", True, 1),
+        ("encoder", False, 1),
+        ("predictor", True, 1),
+        ("predictor", False, 1),
+    ]
+    opt.step()
+    sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[0] == lrs[1] < lrs[2] == lrs[3] == OptimConfig().lr  # one rate per named group
+    p, q = torch.nn.Parameter(torch.randn(3)), torch.nn.Parameter(torch.randn(3))
+    opt, _ = build_optimizer([{"params": [p]}], OptimConfig(), StepSchedule(5, 0))
+    assert [g["name"] for g in opt.param_groups] == ["all"]
+    opt, _ = build_optimizer([{"params": [p]}, {"params": [q]}], OptimConfig(), StepSchedule(5, 0))
+    assert [g["name"] for g in opt.param_groups] == ["group0", "group1"]

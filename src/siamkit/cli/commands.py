@@ -32,6 +32,7 @@ def pretrain(args: argparse.Namespace) -> int:
         "train.strategy": args.strategy,
         "train.accelerator": args.accelerator,
         "train.progress_bar": False if args.no_progress else None,
+        "train.loggers": args.loggers,
         "train.max_steps": args.max_steps,
         "data.storage": args.storage,
         "data.num_workers": args.workers,
@@ -73,12 +74,13 @@ def _data_override(args: argparse.Namespace) -> Any:
 
 
 def _machine(args: argparse.Namespace) -> dict[str, Any]:
-    """Accelerator, devices, strategy and nodes of a fine-tuning or distillation run."""
+    """Accelerator, devices, strategy, nodes and loggers of a fine-tuning or distillation run."""
     flags = {
         "accelerator": args.accelerator,
         "devices": args.devices,
         "strategy": args.strategy,
         "num_nodes": args.num_nodes,
+        "loggers": args.loggers,
     }
     return {k: v for k, v in flags.items() if v is not None}
 

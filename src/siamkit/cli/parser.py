@@ -15,8 +15,20 @@ def _add_device_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_loggers_arg(parser: argparse.ArgumentParser) -> None:
+    """--loggers: train.loggers as a comma-separated list."""
+    parser.add_argument(
+        "--loggers",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        metavar="NAMES",
+        help="where the logs go, comma-separated: csv, tensorboard, wandb, mlflow "
+        "(default csv,tensorboard; wandb and mlflow need siamkit[wandb] / siamkit[mlflow])",
+    )
+
+
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     """The training-run flags fine-tuning and distillation share with ``pretrain``."""
+    _add_loggers_arg(parser)
     parser.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
     parser.add_argument("--num-nodes", type=int, help="machines of a multi-node run (Lightning)")
     parser.add_argument("--resume", help="checkpoint or output folder of an interrupted run")
@@ -84,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
     p.add_argument("--accelerator", help="cpu, gpu or auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_loggers_arg(p)
     _add_storage_args(p)
     p.add_argument(
         "--set",

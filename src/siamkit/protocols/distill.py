@@ -273,7 +273,8 @@ def distill(
         loader = _WithLabelled(
             loader, train_data(labelled, views, run.batch_size, cfg.seed + 1, cfg)
         )
-    trainer = fit(module, loader, cfg, output, resume, overwrite)
+    config = {"distill": cfg, "teacher": str(teacher), "data": data, "student": student_cfg}
+    trainer = fit(module, loader, cfg, output, resume, overwrite, config)
 
     # 4. Evaluate teacher and student on the held-out split (one process reports).
     result = DistillResult(

@@ -312,7 +312,15 @@ def finetune(
         "fine-tuning",
     )
     loader = train_data(labelled, views, run.batch_size, cfg.seed, cfg)
-    trainer = fit(module, loader, cfg, output, resume, overwrite)
+    source = None if checkpoint is None else str(checkpoint)
+    config = {
+        "finetune": cfg,
+        "checkpoint": source,
+        "data": data,
+        "backbone": backbone_cfg,
+        "augment": augment,
+    }
+    trainer = fit(module, loader, cfg, output, resume, overwrite, config)
 
     # 4. Evaluate (one process reports).
     result = FinetuneResult(
@@ -323,7 +331,7 @@ def finetune(
         num_classes=num_classes,
         label_fraction=cfg.label_fraction,
         from_head_layers=cfg.from_head_layers,
-        source=None if checkpoint is None else str(checkpoint),
+        source=source,
         epochs=run.epochs,
         lr=run.lr,
         num_params=count_parameters(model),

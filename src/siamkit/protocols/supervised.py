@@ -2,7 +2,7 @@
 
 A classifier is trained with plain (Nesterov) SGD and a per-step cosine decay on crop + flip
 views, by the same Lightning trainer as pretraining (:mod:`siamkit.train.engine`): any
-accelerator and number of devices, DDP, CSV and TensorBoard logs, checkpoints and ``--resume``.
+accelerator and number of devices, DDP, the loggers of ``--loggers``, checkpoints and ``--resume``.
 The caller supplies the loss of a batch; the module supplies the views, the optimiser, the
 schedule and the divergence check.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,14 +20,17 @@ import lightning as L
 import torch
 from torch import nn
 
-from siamkit.config import AugmentConfig
+from siamkit.checkpoints import load_file
+from siamkit.config import AugmentConfig, LoggerName
 from siamkit.data.augment import crop_flip_recipe
 from siamkit.data.datasets import Splits, require_labels
 from siamkit.data.loader import Batch, ImageData
 from siamkit.data.views import Views
 from siamkit.errors import ConfigError, DataError, TrainingDivergedError
 from siamkit.safe_io import atomic_write_text
+from siamkit.strict import flat_dict
 from siamkit.train.engine import EngineSettings, TrainData, build_trainer, prepare_run_folder
+from siamkit.train.loggers import LogSettings
 from siamkit.train.schedules import cosine_with_warmup
 
 #: File of a fine-tuning or distillation run's results.
@@ -45,6 +48,9 @@ class Machine:
         strategy: Lightning strategy (``ddp`` for several processes).
         checkpoint_every_steps: Also checkpoint inside epochs.
         progress_bar: Show the progress bar.
+        loggers: As pretraining's ``train.loggers`` (a tooling default, no paper's): the
+            project ``siamkit``, the output folder's name as the run name, W&B's mode from
+            ``WANDB_MODE``, the MLflow store from ``MLFLOW_TRACKING_URI`` or ``<output>/mlruns``.
     """
 
     accelerator: str = "auto"
@@ -53,6 +59,7 @@ class Machine:
     strategy: str = "auto"
     checkpoint_every_steps: int | None = None
     progress_bar: bool = False
+    loggers: list[LoggerName] = field(default_factory=lambda: ["csv", "tensorboard"])
 
 
 @dataclass
@@ -225,23 +232,28 @@ def fit(
     output: str | Path | None,
     resume: str | Path | None = None,
     overwrite: bool = False,
+    config: dict[str, Any] | None = None,
 ) -> L.Trainer:
     """Train ``module`` on the engine of pretraining; logs and checkpoints in ``output``.
 
     Args:
         module: The module to train.
         data: Its training data.
-        machine: Accelerator, devices, strategy.
+        machine: Accelerator, devices, strategy, loggers.
         output: Run folder (``None``: no logs, no checkpoints).
         resume: A checkpoint (or the run folder) to continue from.
         overwrite: Replace an earlier run's checkpoints in ``output``.
+        config: The run's settings by section (dataclasses or values), for the loggers.
 
     Returns:
         The trainer after ``fit`` (its ``is_global_zero`` says which process reports).
     """
     out = Path(output) if output is not None else None
-    if out is not None:
-        prepare_run_folder(out, resume is not None, overwrite)
+    ckpt = None
+    if resume is not None:
+        ckpt = Path(resume)
+        if ckpt.is_dir():
+            ckpt = ckpt / "checkpoints" / "last.ckpt"
     settings = EngineSettings(
         output_dir=out,
         epochs=module.run.epochs,
@@ -252,13 +264,19 @@ def fit(
         precision=module.run.precision,
         checkpoint_every_steps=machine.checkpoint_every_steps,
         progress_bar=machine.progress_bar,
+        logs=LogSettings(
+            loggers=list(machine.loggers),
+            hparams=flat_dict(config or {}),
+            summary_metrics=("train/loss_epoch",),
+        ),
     )
+    settings.check()
+    if ckpt is not None:  # metrics.csv keeps the rows before it; W&B and MLflow go on
+        fix = "use an earlier checkpoint of the run, or start again without --resume"
+        settings.resume_step = int(load_file(ckpt, "checkpoint", fix).get("global_step", 0))
+    if out is not None:
+        prepare_run_folder(out, resume is not None, overwrite)
     trainer = build_trainer(settings, [])
-    ckpt = None
-    if resume is not None:
-        ckpt = Path(resume)
-        if ckpt.is_dir():
-            ckpt = ckpt / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=data, ckpt_path=None if ckpt is None else str(ckpt))
     return trainer
 

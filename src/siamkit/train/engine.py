@@ -1,14 +1,15 @@
 """The Trainer setup every training run shares: pretraining, fine-tuning and distillation.
 
-One place decides the accelerator, precision, strategy, loggers (CSV and TensorBoard in the run
-folder), checkpoints (epoch ends, optionally every N steps, ``last.ckpt`` the newest) and the
+One place decides the accelerator, precision, strategy, loggers (``train.loggers``: CSV and
+TensorBoard in the run folder by default, W&B and MLflow as extras; :mod:`siamkit.train.loggers`),
+checkpoints (epoch ends, optionally every N steps, ``last.ckpt`` the newest) and the
 progress bar, so a fine-tuning run takes ``--devices 4 --strategy ddp`` and ``--resume`` like a
 pretraining run does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from siamkit import runtime
@@ -25,7 +25,11 @@ from siamkit.data.decode import ViewSpec
 from siamkit.data.device_decode import to_device
 from siamkit.data.loader import ImageData, make_loader
 from siamkit.errors import ConfigError
-from siamkit.train.resume import ContinuedCSVLogger, Interruption, RandomState, SafeCheckpointIO
+from siamkit.train.loggers import LearningRates, LogSettings, RunInfo, build_loggers
+from siamkit.train.resume import Interruption, RandomState, SafeCheckpointIO
+
+#: The metrics TensorBoard's HParams tab shows beside a pretraining run's config.
+PRETRAINING_SUMMARY = ("train/loss", "val/knn_top1", "train/collapse_std")
 
 
 @dataclass
@@ -49,7 +53,8 @@ class EngineSettings:
         log_every_n_steps: Logging interval.
         progress_bar: Show the progress bar.
         resume_step: Global step of the checkpoint being resumed (``metrics.csv`` keeps the
-            rows before it); ``None`` for a fresh run.
+            rows before it, W&B and MLflow go on in the same runs); ``None`` for a fresh run.
+        logs: The loggers, their settings and the config they record.
     """
 
     output_dir: Path | None
@@ -67,10 +72,19 @@ class EngineSettings:
     log_every_n_steps: int = 10
     progress_bar: bool = True
     resume_step: int | None = None
+    logs: LogSettings = field(default_factory=LogSettings)
 
     @classmethod
-    def of_pretraining(cls, train: TrainConfig, find_unused_parameters: bool) -> EngineSettings:
-        """The settings of a pretraining run's ``train`` section."""
+    def of_pretraining(
+        cls, train: TrainConfig, find_unused_parameters: bool, hparams: dict[str, Any]
+    ) -> EngineSettings:
+        """The settings of a pretraining run's ``train`` section.
+
+        Args:
+            train: The section.
+            find_unused_parameters: The method leaves parameters without gradient.
+            hparams: The whole run config, flattened, for the loggers.
+        """
         return cls(
             output_dir=Path(train.output_dir),
             epochs=train.epochs,
@@ -86,6 +100,15 @@ class EngineSettings:
             find_unused_parameters=find_unused_parameters,
             log_every_n_steps=train.log_every_n_steps,
             progress_bar=train.progress_bar,
+            logs=LogSettings(
+                loggers=list(train.loggers),
+                project=train.log_project,
+                run_name=train.log_run_name,
+                wandb_offline=train.wandb_offline,
+                mlflow_tracking_uri=train.mlflow_tracking_uri,
+                hparams=hparams,
+                summary_metrics=PRETRAINING_SUMMARY,
+            ),
         )
 
     @property
@@ -103,7 +126,8 @@ class EngineSettings:
 
         Raises:
             ConfigError: A GPU where there is none; SyncBatchNorm on CPU processes; devices,
-                nodes or strategy that Lightning does not know.
+                nodes or strategy that Lightning does not know; a logger that is unknown or
+                whose package is not installed.
         """
         runtime.check_accelerator(self.accelerator)
         runtime.check_devices(self.devices, self.accelerator)
@@ -116,6 +140,8 @@ class EngineSettings:
                 "on CPU processes leave it off (BatchNorm per process), or use moco_v2's bn: "
                 "shuffle"
             )
+        if self.output_dir is not None:  # without a run folder nothing is logged
+            self.logs.check()
 
 
 def checkpoint_callbacks(settings: EngineSettings) -> list[ModelCheckpoint]:
@@ -177,19 +203,16 @@ def build_trainer(settings: EngineSettings, callbacks: list[L.Callback]) -> L.Tr
     # RandomState before the run's callbacks: restored first on resume, saved with every
     # checkpoint; Interruption saves the run when SIGTERM or Ctrl-C stops it.
     all_callbacks: list[L.Callback] = [RandomState(), *callbacks]
+    loggers: list[Any] = []
     if out is not None:
         all_callbacks += checkpoint_callbacks(settings)
         all_callbacks.append(Interruption(out / "checkpoints"))
+        loggers = build_loggers(settings.logs, out, settings.resume_step)
+        if loggers:
+            resuming = settings.resume_step is not None
+            all_callbacks += [RunInfo(settings.logs.hparams, out, resuming), LearningRates()]
     if settings.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=1))
-    loggers: list[Any] | bool = (
-        [
-            ContinuedCSVLogger(str(out), settings.resume_step),
-            TensorBoardLogger(str(out), "tensorboard", ""),
-        ]
-        if out is not None
-        else False
-    )
     return L.Trainer(
         accelerator=settings.accelerator,
         devices=_lightning_devices(settings.devices),
@@ -201,7 +224,7 @@ def build_trainer(settings: EngineSettings, callbacks: list[L.Callback]) -> L.Tr
         max_time=timedelta(minutes=settings.max_minutes) if settings.max_minutes else None,
         sync_batchnorm=settings.sync_batchnorm,
         callbacks=all_callbacks,
-        logger=loggers,
+        logger=loggers or False,
         plugins=[SafeCheckpointIO()],
         enable_checkpointing=out is not None,
         log_every_n_steps=settings.log_every_n_steps,

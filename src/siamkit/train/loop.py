@@ -36,7 +36,7 @@ from siamkit.eval.knn import knn_top1
 from siamkit.eval.online_probe import OnlineLinearProbe
 from siamkit.methods import METHODS, Method, create_method
 from siamkit.safe_io import atomic_write_text
-from siamkit.strict import to_dict
+from siamkit.strict import flat_dict, to_dict
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput, mi_monitor
 from siamkit.train.cpu_conv import patch_conv_helps, use_patch_grad_convs
 from siamkit.train.engine import EngineSettings, TrainData, build_trainer, prepare_run_folder
@@ -279,7 +279,7 @@ def pretrain(
     #    the run folder is touched (--overwrite removes nothing when a flag is wrong).
     train = cfg.train
     skips = getattr(METHODS[cfg.method.name].build, "skips_parameters", False)
-    settings = EngineSettings.of_pretraining(train, find_unused_parameters=skips)
+    settings = EngineSettings.of_pretraining(train, skips, hparams=flat_dict(cfg))
     settings.check()
     checkpoint = read_checkpoint(resume, expect=cfg) if resume else None
     changes = resume_changes(checkpoint.config, cfg) if checkpoint else []

@@ -24,20 +24,20 @@ import signal
 import socket
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from siamkit.config import RunConfig
 from siamkit.errors import ConfigError
 from siamkit.safe_io import atomic_torch_save, remove_stale_temporaries, safe_torch_load
-from siamkit.strict import to_dict
+from siamkit.strict import flat_dict
 
 #: Name of the last checkpoint of a run, the one ``--resume RUN`` continues from.
 LAST = "last.ckpt"
@@ -173,14 +173,14 @@ class ContinuedCSVLogger(CSVLogger):
         self.resume_step = resume_step
 
     @property
-    def experiment(self) -> _ExperimentWriter:
+    def experiment(self) -> ExperimentWriter:
         """The writer, created once, keeping the earlier rows of a resumed run."""
         if self._experiment is None:
             self._experiment = _ContinuedWriter(self.log_dir, self.resume_step)
-        return self._experiment
+        return cast(ExperimentWriter, self._experiment)  # hparams.yaml too (Lightning's writer)
 
 
-class _ContinuedWriter(_ExperimentWriter):
+class _ContinuedWriter(ExperimentWriter):
     def __init__(self, log_dir: str, resume_step: int | None) -> None:
         self.resume_step = resume_step
         super().__init__(log_dir)
@@ -206,11 +206,16 @@ class _ContinuedWriter(_ExperimentWriter):
 def _before(row: dict[str, str], step: int) -> bool:
     """Whether a metrics row was logged before a checkpoint at ``step``.
 
-    Those are the per-step rows of earlier steps, and the epoch rows (no ``train/loss``)
-    logged at that step.
+    Those are the per-step rows of earlier steps, and the epoch rows logged at that step. A
+    per-step row holds the step's loss (``train/loss``, or ``train/loss_step`` of fine-tuning
+    and distillation) or its learning rates (``lr/<group>``).
     """
     logged = int(row.get("step") or 0)
-    return logged < step or (logged == step and not row.get("train/loss"))
+    per_step = any(
+        value and (key in ("train/loss", "train/loss_step") or key.startswith("lr/"))
+        for key, value in row.items()
+    )
+    return logged < step or (logged == step and not per_step)
 
 
 #: Settings a resumed run may change (applied from the resumed step on, and said); every other
@@ -230,7 +235,7 @@ def resume_changes(saved: RunConfig, now: RunConfig) -> list[str]:
     Raises:
         ConfigError: A setting that cannot change on resume (:data:`FIXED_ON_RESUME`).
     """
-    before, after = _flat(to_dict(saved)), _flat(to_dict(now))
+    before, after = flat_dict(saved), flat_dict(now)
     changes = []
     for key in sorted(set(before) | set(after)):
         if before.get(key) == after.get(key) or key == "train.output_dir":
@@ -243,16 +248,6 @@ def resume_changes(saved: RunConfig, now: RunConfig) -> list[str]:
             )
         changes.append(f"{key}: {before.get(key)!r} -> {after.get(key)!r}")
     return changes
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 class RunLock:

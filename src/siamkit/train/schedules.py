@@ -91,6 +91,15 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+def group_name(group: dict[str, Any], index: int, count: int) -> str:
+    """A parameter group's name in the logs (``lr/<name>``).
+
+    Its own ``name`` (SimSiam's ``encoder`` and ``predictor``), else ``all`` for an optimiser's
+    only group, else ``group<index>``.
+    """
+    return str(group.get("name") or ("all" if count == 1 else f"group{index}"))
+
+
 def _split_for_lars(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each group twice: weights (adapted, decayed) and biases/norm parameters (``ndim <= 1``)."""
     out = []
@@ -115,6 +124,10 @@ def build_optimizer(
         cfg: Optimiser config.
         schedule: Steps of the run and of the warm-up (read at every step).
     """
+    # Every group named before LARS halves it: both halves keep the method's group name (and
+    # its learning rate), so the logs show one lr per group of the method.
+    n = len(param_groups)
+    param_groups = [{**g, "name": group_name(g, i, n)} for i, g in enumerate(param_groups)]
     if cfg.optimizer == "lars":
         param_groups = _split_for_lars(param_groups)
     groups = [{k: v for k, v in g.items() if k != "fixed_lr"} for g in param_groups]
