@@ -149,6 +149,11 @@ CASES = [
     Case("--num-nodes 0", lambda t, r: _pretrain(t, "--num-nodes", "0"), 2, ("train.num_nodes must be at least 1",)),
     Case("SyncBatchNorm on CPU processes", lambda t, r: _pretrain(t, "--accelerator", "cpu", "--set", "train.sync_batchnorm=true"), 2, ("sync_batchnorm needs GPUs",)),
     Case("fine-tuning on no labels", lambda t, r: ["eval", "finetune", "--checkpoint", str(r), "--label-fraction", "0", "--output", str(t / "ft")], 2, ("label fraction must be in (0, 1]",)),
+    Case("export to an extension of another format", lambda t, r: ["export", "--checkpoint", str(r), "--output", str(t / "b.pth"), "--format", "onnx"], 2, ("onnx export is a .onnx file",)),
+    Case("export to .pth without --format", lambda t, r: ["export", "--checkpoint", str(r), "--output", str(t / "b.pth")], 2, ("--format torchvision|timm",)),
+    Case("export of a small CNN as torchvision", lambda t, r: ["export", "--checkpoint", str(r), "--output", str(t / "b.pth"), "--format", "torchvision"], 2, ("has no torchvision model", "--format safetensors")),
+    Case("embed --model without --weights", lambda t, r: ["embed", "--model", "torchvision/resnet18", "--data", str(t), "--output", str(t / "e.npy")], 2, ("--model and --weights go together",)),
+    Case("embed an unknown torchvision model", lambda t, r: ["embed", "--model", "torchvision/resnet81", "--weights", str(t / "w.pth"), "--data", str(t), "--output", str(t / "e.npy")], 2, ("unknown torchvision model 'resnet81'", "resnet18")),
     # ---- the run folder (exit 2), nothing of the earlier run lost
     Case("earlier run's folder without --overwrite", lambda t, r: _pretrain(t, "--output", str(r)), 2, ("already holds checkpoints", "--resume", "--overwrite"), keeps_run=True),
     Case("--overwrite with --devices two", lambda t, r: _pretrain(t, "--output", str(r), "--overwrite", "--devices", "two"), 2, ("--devices 'two'",), keeps_run=True),
@@ -177,6 +182,7 @@ CASES = [
     Case("random bytes as a checkpoint", lambda t, r: ["eval", "knn", "--checkpoint", str(t / "rand.ckpt")], 5, ("cannot be read",), _junk("rand.ckpt", bytes(range(256)) * 4)),
     Case("crafted pickle as a checkpoint", lambda t, r: ["eval", "knn", "--checkpoint", str(t / "crafted.ckpt")], 5, ("not loaded", "weights_only=True"), _crafted),
     Case("pretraining checkpoint as a teacher", lambda t, r: ["eval", "distill", "--teacher", str(r), "--output", str(t / "s")], 5, ("eval finetune",)),
+    Case("embed weights that are not a state dict", lambda t, r: ["embed", "--model", "torchvision/resnet18", "--weights", str(t / "w.pth"), "--data", str(t), "--output", str(t / "e.npy")], 5, ("weights file", "cannot be read"), _junk("w.pth", bytes(range(256)) * 4)),
     # ---- outputs (exit 7) and a full disk (exit 6)
     Case("export to a folder", lambda t, r: ["export", "--checkpoint", str(r), "--output", str(t)], 7, ("is a folder",)),
     Case("export under a file", lambda t, r: ["export", "--checkpoint", str(r), "--output", str(t / "f.txt" / "x.safetensors")], 7, ("which is a file",), _text("f.txt", "x")),

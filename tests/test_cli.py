@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from siamkit.checkpoints import load_backbone, read_checkpoint
@@ -109,8 +110,11 @@ def test_console_script_help_in_a_subprocess(tmp_path):
         (["pretrain", "--help"], ["--config", "--set", "--resume", "--overwrite", "--batch-size"]),
         (["eval", "knn", "--help"], ["--checkpoint", "--k", "--temperature"]),
         (["eval", "linear", "--help"], ["--checkpoint", "--epochs", "--lr"]),
-        (["export", "--help"], ["--checkpoint", "--output"]),
-        (["embed", "--help"], ["--checkpoint", "--data", "--output"]),
+        (["export", "--help"], ["--checkpoint", "--output", "--format", "onnx", "timm"]),
+        (
+            ["embed", "--help"],
+            ["--checkpoint", "--data", "--output", "--model", "--weights", "--image-size"],
+        ),
     ],
 )
 def test_subcommand_help_exits_zero(argv, flags, capsys):
@@ -485,6 +489,60 @@ def test_embed_folder_of_pngs(run_dir, tmp_path, capsys):
     paths = (tmp_path / "e.npy.paths.txt").read_text().splitlines()
     assert [Path(p).name for p in paths] == names
     assert all(Path(p).is_file() for p in paths)
+
+
+def test_export_formats_and_embed_from_files(run_dir, tmp_path, capsys):
+    """export --format writes the file its extension names and prints how to load it; embed
+    reads a .safetensors export (same rows as the run) and --model/--weights with the
+    preprocessing flags (same rows as the Python API given the same options)."""
+    from siamkit.protocols.evaluate import embed_folder
+
+    images = tmp_path / "pngs"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (18 + i, 21, 3), dtype=np.uint8)).save(
+            images / f"{i}.png"
+        )
+    code, out, err = _run(
+        ["export", "--checkpoint", str(run_dir), "--output", str(tmp_path / "b.onnx")], capsys
+    )
+    assert code == 0, err
+    assert "(onnx); load with: onnxruntime.InferenceSession" in out
+    assert "(N, 3, 16, 16)" in out  # the run's evaluation size
+    code, out, err = _run(
+        ["export", "--checkpoint", str(run_dir), "--output", str(tmp_path / "b.safetensors")],
+        capsys,
+    )
+    assert code == 0, err
+
+    def embed(*source: str) -> np.ndarray:
+        target = tmp_path / "e.npy"
+        argv = ["embed", *source, "--data", str(images), "--output", str(target)]
+        code, _, err = _run([*argv, "--workers", "0"], capsys)
+        assert code == 0, err
+        return np.load(target)
+
+    run = embed("--checkpoint", str(run_dir))
+    np.testing.assert_allclose(
+        embed("--checkpoint", str(tmp_path / "b.safetensors")), run, atol=1e-5, rtol=1e-5
+    )
+    weights = tmp_path / "tv.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    flags = ["--image-size", "24", "--mean", "0.5", "0.5", "0.5", "--std", "0.2", "0.3", "0.4"]
+    got = embed("--model", "torchvision/resnet18", "--weights", str(weights), *flags)
+    api = embed_folder(
+        weights,
+        images,
+        tmp_path / "api.npy",
+        num_workers=0,
+        model="torchvision/resnet18",
+        image_size=24,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.2, 0.3, 0.4),
+    )
+    assert got.shape == (3, 512)
+    np.testing.assert_array_equal(got, np.load(api))
 
 
 def test_embed_missing_folder(run_dir, tmp_path, capsys):

@@ -208,15 +208,16 @@ class BackboneConfig:
             variant used by SimSiam's Appendix D (after He et al., 2016, Sec. 4.2).
         width: Multiplier of every stage's channel count (1.0 is the torchvision model); below 1
             for small CPU runs.
-        norm: ``batch`` (BatchNorm, the papers' default) or ``group_ws`` (GroupNorm + Weight
+        norm: ``batch`` (BatchNorm, the papers' default), ``group_ws`` (GroupNorm + Weight
             Standardisation, no batch statistics; "BYOL works even without batch statistics",
-            arXiv:2010.10241, Sec. 3). ResNets and the small CNN offer both.
+            arXiv:2010.10241, Sec. 3) or ``none`` (no normalisation layer at all, the ablation
+            that paper starts from). ResNets and the small CNN offer all three.
     """
 
     name: str = "resnet50"
     cifar_stem: bool = False
     width: float = 1.0
-    norm: Literal["batch", "group_ws"] = "batch"
+    norm: Literal["batch", "group_ws", "none"] = "batch"
 
     def __post_init__(self) -> None:
         if self.width <= 0:

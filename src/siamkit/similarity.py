@@ -30,7 +30,7 @@ def softmax_cross_entropy(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Negative cross-entropy of channel-softmax distributions: ``softmax(z) . log softmax(p)``.
 
     The SimSiam paper's alternative similarity, ``D(p, z) = -softmax(z) . log softmax(p)``
-    (arXiv:2011.10566, Sec. 4.4, Table 4); this returns ``-D``, so higher is more similar.
+    (arXiv:2011.10566, Sec. 4.5); this returns ``-D``, so higher is more similar.
 
     Args:
         p: ``(B, D)`` prediction (logits over D "channels").

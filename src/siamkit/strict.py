@@ -53,6 +53,19 @@ def _coerce(value: Any, annotation: Any, where: str, resolve: Resolver | None) -
             raise ConfigError(f"{where} must be a list of {len(items)} values, got {value!r}")
         pairs = enumerate(zip(value, items, strict=True))
         return tuple(_coerce(v, t, f"{where}[{i}]", resolve) for i, (v, t) in pairs)
+    if origin is list:
+        (item,) = get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]", resolve) for i, v in enumerate(value)]
+    if origin is dict:
+        key_type, item = get_args(annotation)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {
+            _coerce(k, key_type, f"{where} key", resolve): _coerce(v, item, f"{where}.{k}", resolve)
+            for k, v in value.items()
+        }
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
@@ -126,6 +139,8 @@ def to_dict(config: Any) -> dict[str, Any]:
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
         return v
 
     return typing.cast(dict[str, Any], plain(dataclasses.asdict(config)))

@@ -13,8 +13,9 @@ import pytest
 
 import siamkit
 from siamkit.cli import main
-from siamkit.cli.parser import METHOD_NAMES
+from siamkit.cli.parser import EXPORT_FORMATS, METHOD_NAMES
 from siamkit.methods import METHODS
+from siamkit.protocols.export import FORMATS
 
 SRC = str(Path(siamkit.__file__).resolve().parents[1])  # the siamkit these tests import
 
@@ -28,6 +29,10 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 def test_method_names_of_the_help_are_the_registry():
     assert list(METHOD_NAMES) == sorted(METHODS)
+
+
+def test_export_formats_of_the_parser_are_the_exporters():
+    assert list(EXPORT_FORMATS) == list(FORMATS)
 
 
 def test_version(capsys):

@@ -274,3 +274,15 @@ def test_group_ws_features_do_not_depend_on_the_rest_of_the_batch() -> None:
     encoder = ResNetEncoder("resnet18", width=0.25, cifar_stem=True, norm="group_ws").train()
     x = torch.randn(4, 3, 16, 16)
     torch.testing.assert_close(encoder(x[:1]), encoder(x)[:1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "small_cnn"])
+def test_norm_none_has_no_normalisation_layer_and_no_batch_dependence(name: str) -> None:
+    torch.manual_seed(0)
+    encoder = create_backbone(BackboneConfig(name=name, width=0.25, cifar_stem=True, norm="none"))
+    norms = (nn.BatchNorm2d, nn.GroupNorm)
+    assert not any(isinstance(m, norms) for m in encoder.modules())
+    x = torch.randn(4, 3, 16, 16)
+    out = encoder.train().forward_features(x)
+    assert out.shape == (4, encoder.num_features)
+    torch.testing.assert_close(encoder.forward_features(x[:1]), out[:1], atol=1e-5, rtol=1e-4)

@@ -125,6 +125,19 @@ def test_barlow_twins_is_zero_for_identical_decorrelated_views():
     assert barlow_twins(z, -z, eps=0.0).item() == pytest.approx(4.0 * 8, rel=1e-5)
 
 
+def test_barlow_twins_terms_switch_off_for_the_table_5_ablations():
+    z_a, z_b = shifted_randn(16, 6, seed=8), shifted_randn(16, 6, seed=9)
+    full, only_invariance = barlow_twins(z_a, z_b, 5e-3), barlow_twins(z_a, z_b, 0.0)
+    only_redundancy = barlow_twins(z_a, z_b, 5e-3, invariance_weight=0.0)
+    torch.testing.assert_close(only_invariance + only_redundancy, full)
+    z = _decorrelated(64, 8, seed=7)
+    # A flipped view: C = -I, so only the invariance term (C_ii - 1)^2 = 4 per dimension counts.
+    assert barlow_twins(z, -z, 5e-3, eps=0.0, invariance_weight=0.0).item() == pytest.approx(
+        0.0, abs=1e-9
+    )
+    assert barlow_twins(z, -z, 0.0, eps=0.0).item() == pytest.approx(4.0 * 8, rel=1e-5)
+
+
 def test_barlow_twins_is_symmetric_in_the_views():
     z_a, z_b = shifted_randn(16, 6, seed=8), shifted_randn(16, 6, seed=9)
     torch.testing.assert_close(barlow_twins(z_a, z_b), barlow_twins(z_b, z_a))

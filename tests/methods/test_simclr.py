@@ -78,6 +78,26 @@ def test_head_depth_widths_and_bn(layers):
     assert not isinstance(list(method.projector)[-1], nn.ReLU)  # no ReLU on z
 
 
+def test_no_head_compares_h_itself_and_matches_lightly():
+    # Fig. 8's "None": NT-Xent on the backbone features h, no projection at all.
+    method = _build(proj_layers=0)
+    assert isinstance(method.projector, nn.Identity)
+    assert not list(method.projector.parameters())
+    views = random_views()
+    out = method.training_step(views)
+    h = [method.backbone.forward_features(v) for v in views]
+    torch.testing.assert_close(out["loss"], NTXentLoss(temperature=0.1)(h[0], h[1]))
+    assert out["embedding"].shape == (BATCH, method.backbone.num_features)
+
+
+def test_linear_head_is_one_fc_and_its_bn():
+    # Fig. 8's "Linear": g(h) = W h (and BN, as every fc of the released head has).
+    method = _build(proj_layers=1)
+    layers = list(method.projector)
+    assert [type(m) for m in layers] == [nn.Linear, nn.BatchNorm1d]
+    assert (layers[0].in_features, layers[0].out_features) == (32, SMALL["proj_dim"])
+
+
 def test_head_bn_off_gives_the_papers_plain_mlp():
     method = _build(head_bn=False)
     assert not any(isinstance(m, nn.BatchNorm1d) for m in method.projector.modules())
@@ -112,3 +132,5 @@ def test_config_rejects_impossible_values():
         SimCLRConfig(temperature=0.0)
     with pytest.raises(ConfigError, match="proj_dim"):
         SimCLRConfig(proj_dim=0)
+    with pytest.raises(ConfigError, match="proj_layers"):
+        SimCLRConfig(proj_layers=-1)

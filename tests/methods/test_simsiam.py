@@ -11,6 +11,7 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 from torch import nn
 
+from siamkit.errors import ConfigError
 from siamkit.losses import cross_entropy
 from siamkit.methods import SimSiam, SimSiamConfig
 from tests.methods.conftest import BATCH, SIZE, assert_same_grads, build, grads, random_views
@@ -23,7 +24,7 @@ _build = partial(build, SimSiam, SimSiamConfig, SMALL)
 
 
 def _reference_loss(m: SimSiam, views: list[torch.Tensor], symmetry: str, d=D) -> torch.Tensor:
-    """The paper's loss written from Eq. 3-4 and Table 5, not from the method's code."""
+    """The paper's loss written from Eq. 3-4 and Sec. 4.6, not from the method's code."""
     z = [m.projector(m.backbone.forward_features(v)) for v in views]
     p = [m.predictor(zi) for zi in z]
     if symmetry == "symmetric":
@@ -345,3 +346,76 @@ def test_config_rejects_non_positive_widths():
 
     with pytest.raises(ConfigError, match="pred_hidden_dim"):
         SimSiamConfig(pred_hidden_dim=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-step alternation [Sec. 5.2]
+# --------------------------------------------------------------------------------------------
+def _online(grads_by_name: dict) -> dict:
+    return {k: v for k, v in grads_by_name.items() if not k.startswith("target_")}
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_alternation_equals_simsiam_while_the_copy_is_the_online_network():
+    # At the start of an alternation eta_x = F_theta_t(T'(x)): the loss and every gradient of
+    # the online network are SimSiam's.
+    method, ref = _build(0, alternation_steps=10), _build(0)
+    views = random_views()
+    loss = method.training_step(views)["loss"]
+    expected = ref.training_step(views)["loss"]
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    expected.backward()
+    assert_same_grads(_online(grads(method)), grads(ref))
+    assert all(p.grad is None for p in method.target_backbone.parameters())
+    assert all(p.grad is None for p in method.target_projector.parameters())
+
+
+def test_alternation_keeps_targets_fixed_for_k_steps_then_takes_the_online_network():
+    k = 3
+    method = _build(0, alternation_steps=k)
+    groups = method.param_groups()
+    optimised = {id(p) for g in groups for p in g["params"]}
+    assert optimised.isdisjoint(id(p) for p in method.target_backbone.parameters())
+    optimiser = torch.optim.SGD([p for g in groups for p in g["params"]], lr=0.5)
+    initial = _state(method.target_backbone)
+    for step in range(1, k + 1):
+        optimiser.zero_grad()
+        method.training_step(random_views(seed=step))["loss"].backward()
+        optimiser.step()
+        if step < k:
+            method.on_step_end(step / 10)
+            for name, value in method.target_backbone.state_dict().items():
+                if "running" not in name and "num_batches" not in name:  # BN buffers move
+                    torch.testing.assert_close(value, initial[name], msg=name)
+    online_now = _state(method.backbone)
+    assert any(not torch.equal(online_now[n], initial[n]) for n in initial if "weight" in n)
+    method.on_step_end(k / 10)  # the k-th step ends the alternation
+    for name, value in method.target_backbone.state_dict().items():
+        torch.testing.assert_close(value, online_now[name], msg=name)
+    assert int(method.steps_since_refresh) == 0
+
+
+def test_one_epoch_alternation_refreshes_at_epoch_starts_only():
+    method = _build(0, alternation_steps=0)
+    with torch.no_grad():
+        next(method.backbone.parameters()).add_(1.0)
+    before = _state(method.target_backbone)
+    for _ in range(5):
+        method.on_step_end(0.1)
+    assert all(torch.equal(v, before[k]) for k, v in method.target_backbone.state_dict().items())
+    method.on_epoch_start(1)
+    online = method.backbone.state_dict()
+    assert all(torch.equal(v, online[k]) for k, v in method.target_backbone.state_dict().items())
+
+
+def test_alternation_settings_are_checked():
+    assert SimSiamConfig().alternation_steps == 1
+    assert not hasattr(_build(0), "target_backbone")  # SimSiam itself keeps no copy
+    with pytest.raises(ConfigError, match="alternation_steps"):
+        SimSiamConfig(alternation_steps=-1)
+    with pytest.raises(ConfigError, match="stop_gradient"):
+        SimSiamConfig(alternation_steps=10, stop_gradient=False)

@@ -10,7 +10,9 @@
     siamkit eval metrics --checkpoint runs/simsiam-digits
     siamkit report --run runs/simsiam-digits
     siamkit export --checkpoint runs/simsiam-digits --output backbone.safetensors
+    siamkit export --checkpoint runs/simsiam-digits --output backbone.onnx
     siamkit embed --checkpoint runs/simsiam-digits --data my_images/ --output emb.npy
+    siamkit embed --model timm/resnet50 --weights r50.pth --data my_images/ --output emb.npy
     siamkit pack --data /data/imagenet --output /data/imagenet-shards
 
 Building the parser imports neither torch nor Lightning (each command imports what it needs), so

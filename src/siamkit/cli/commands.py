@@ -346,27 +346,35 @@ def report(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    """``siamkit export``: the backbone's weights for other libraries."""
-    from siamkit.checkpoints import load_backbone
-    from siamkit.protocols.export import export_backbone
+    """``siamkit export``: the backbone in a format other libraries load."""
+    from siamkit.protocols.export import export_checkpoint
 
-    _, backbone = load_backbone(args.checkpoint)
-    out = export_backbone(backbone, args.output)
-    print(f"wrote {out}")
+    out = export_checkpoint(args.checkpoint, args.output, args.format)
+    print(f"wrote {out.path} ({out.format}); load with: {out.load_hint}")
     return 0
 
 
 def embed(args: argparse.Namespace) -> int:
     """``siamkit embed``: embeddings of a folder of images."""
+    from siamkit.errors import ConfigError
     from siamkit.protocols.evaluate import embed_folder
 
+    if (args.model is None) != (args.weights is None):
+        raise ConfigError(
+            "--model and --weights go together (e.g. --model timm/resnet18 --weights "
+            "r18.pth); a run or a siamkit .safetensors export is passed as --checkpoint"
+        )
     out = embed_folder(
-        args.checkpoint,
+        args.checkpoint or args.weights,
         args.data,
         args.output,
         strict=args.strict,
         device=_device(args),
         num_workers=args.workers,
+        model=args.model,
+        image_size=args.image_size,
+        mean=args.mean,
+        std=args.std,
     )
     print(f"wrote {out} (row order in {out.name}.paths.txt)")
     return 0
@@ -389,4 +397,34 @@ def pack(args: argparse.Namespace) -> int:
     for name, split in meta["splits"].items():
         print(f"{name}: {split['num_images']} images ({len(split['unreadable'])} unreadable)")
     print(f"wrote {args.output}; train with --data {args.output}")
+    return 0
+
+
+def experiment(args: argparse.Namespace) -> int:
+    """``siamkit experiment``: run a paper's experiment, or list them."""
+    from siamkit.errors import ConfigError
+    from siamkit.experiments import experiment_names, load_experiment, run_experiment
+
+    if args.list:
+        for name in experiment_names():
+            exp = load_experiment(name)
+            scales = "/".join(s for s in ("cpu", "gpu", "paper") if s in exp.scales)
+            print(f"{name:28} {len(exp.cells):3d} cells  {scales:14} {exp.title}")
+        return 0
+    if not args.name:
+        raise ConfigError("name an experiment (siamkit experiment --list shows them)")
+    result = run_experiment(
+        load_experiment(args.name),
+        scale=args.scale,
+        output=args.output,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        data=args.data,
+    )
+    reproduced = sum(c.reproduced is True for c in result.claims)
+    print(
+        f"{result.name} ({result.scale}): {len(result.cells)} cells; {reproduced} of "
+        f"{len(result.claims)} claims reproduced in direction; report: "
+        f"{result.output}/report.md and report.html"
+    )
     return 0

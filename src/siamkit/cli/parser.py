@@ -21,6 +21,9 @@ METHOD_NAMES = (
     "vicreg",
     "wmse",
 )
+#: ``siamkit export --format`` choices (:data:`siamkit.protocols.export.FORMATS`, compared by a
+#: test), written out for the same reason.
+EXPORT_FORMATS = ("safetensors", "torchvision", "timm", "onnx")
 
 
 def _add_device_args(parser: argparse.ArgumentParser) -> None:
@@ -287,16 +290,65 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=commands.report)
 
     x = sub.add_parser(
-        "export", help="write the backbone's weights (safetensors, torchvision key names)"
+        "export",
+        help="write the backbone for other libraries: safetensors, torchvision, timm or ONNX",
+        description="Write a run's backbone as safetensors (weights, the siamkit architecture "
+        "and the run's evaluation size and normalisation; siamkit.protocols.export."
+        "load_exported reads it), a torchvision or timm state dict (.pth/.pt, loads with "
+        "strict=True into torchvision.models.<name>() with fc = nn.Identity(), or timm."
+        "create_model(<name>, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict("
+        "file=...)); only width-1 ResNets without the CIFAR stem, and timm backbones, have such "
+        "a model), or ONNX (normalised (N, 3, S, S) float32 images at the run's evaluation size "
+        "S -> (N, features), any N). It prints a line that loads the file.",
     )
     x.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
-    x.add_argument("--output", required=True, help="output .safetensors file")
+    x.add_argument(
+        "--output", required=True, help=".safetensors, .pth/.pt (torchvision, timm) or .onnx file"
+    )
+    x.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        help="default: from the extension (.safetensors, .onnx); a .pth/.pt file needs "
+        "--format torchvision or timm",
+    )
     x.set_defaults(func=commands.export)
 
-    m = sub.add_parser("embed", help="write backbone embeddings of a folder of images to .npy")
-    m.add_argument("--checkpoint", required=True, help=".ckpt file or run folder")
+    m = sub.add_parser(
+        "embed",
+        help="write backbone embeddings of a folder of images to .npy",
+        description="Embed every image under --data with a run's backbone, a siamkit "
+        ".safetensors export, or a torchvision/timm model with local weights. Each image is "
+        "resized (shorter side S x 256/224, bilinear, antialiased), centre-cropped to S x S "
+        "and normalised; S, mean and std are the run's (a checkpoint, or an export of one), "
+        "else timm's pretrained_cfg input size, mean and std (timm's crop_pct and "
+        "interpolation are not used), else 224 and ImageNet's; --image-size, --mean and --std "
+        "override them. A run embeds at its training precision (bf16 where it trained with it), "
+        "anything else in float32.",
+    )
+    source = m.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--checkpoint", help=".ckpt file, run folder, or a .safetensors file of siamkit export"
+    )
+    source.add_argument(
+        "--model",
+        help="torchvision/<name> or timm/<name> (e.g. timm/resnet50), with --weights",
+    )
+    m.add_argument(
+        "--weights",
+        help="state dict of --model (.pth/.pt; timm also .safetensors), e.g. from siamkit "
+        "export --format torchvision|timm; a classifier in it is ignored",
+    )
     m.add_argument("--data", required=True, help="folder of images")
     m.add_argument("--output", required=True, help="output .npy file")
+    m.add_argument("--image-size", type=int, help="side S of the centre view (see above)")
+    for flag in ("mean", "std"):
+        m.add_argument(
+            f"--{flag}",
+            type=float,
+            nargs=3,
+            metavar=("R", "G", "B"),
+            help=f"normalisation {flag} per channel (default: see above)",
+        )
     m.add_argument("--strict", action="store_true", help="fail on unreadable images")
     m.add_argument("--workers", type=int, help="DataLoader workers decoding the images")
     _add_device_args(m)
@@ -322,4 +374,27 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--strict", action="store_true", help="fail on unreadable images")
     k.add_argument("--overwrite", action="store_true", help="replace an existing output")
     k.set_defaults(func=commands.pack)
+
+    ex = sub.add_parser(
+        "experiment",
+        help="run a paper's experiment: every cell pretrained, measured, set beside the paper",
+        description="Run one of the papers' experiments (a grid of pretraining runs, each "
+        "measured), skipping cells already finished, and write report.md and report.html with "
+        "the paper's figure beside each measured one and whether each claim's direction was "
+        "reproduced. --list shows the experiments.",
+    )
+    ex.add_argument("name", nargs="?", help="experiment name (or a YAML file of one)")
+    ex.add_argument("--list", action="store_true", help="list the experiments and exit")
+    ex.add_argument(
+        "--scale",
+        choices=["cpu", "gpu", "paper"],
+        default="cpu",
+        help="cpu: minutes a cell on a 2-core CPU; gpu: a single-GPU CIFAR-10 ResNet-18 grid; "
+        "paper: the paper's recipe (default cpu)",
+    )
+    ex.add_argument("--output", help="folder (default runs/experiments/NAME-SCALE)")
+    ex.add_argument("--resume", action="store_true", help="continue a killed experiment")
+    ex.add_argument("--overwrite", action="store_true", help="start again in --output")
+    ex.add_argument("--data", help="data folder in place of the recipes' (e.g. CIFAR-10's)")
+    ex.set_defaults(func=commands.experiment)
     return parser

@@ -16,6 +16,7 @@ from siamkit.normalization import group_norm, weight_standardize_convs
 _NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
     "batch": nn.BatchNorm2d,
     "group_ws": group_norm,
+    "none": lambda channels: nn.Identity(),
 }
 
 # name -> (residual block, blocks per stage)
@@ -43,7 +44,8 @@ def torchvision_resnet(
             BN and weight-standardised convolutions, the batch-independent encoder of "BYOL works
             even without batch statistics" (arXiv:2010.10241, Sec. 3). The key names stay
             torchvision's: convolutions keep ``weight``, each GroupNorm has the ``weight`` and
-            ``bias`` of the BN it replaces (and no running statistics).
+            ``bias`` of the BN it replaces (and no running statistics). ``none``: no
+            normalisation layer at all (an identity where each BN was).
     """
     if name not in _ARCHS:
         raise ValueError(f"unknown ResNet {name!r}; choose from {sorted(_ARCHS)}")

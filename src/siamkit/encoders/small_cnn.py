@@ -15,6 +15,8 @@ def _conv_bn(cin: int, cout: int, stride: int, norm: str = "batch") -> list[nn.M
     # No conv bias: the BatchNorm (or GroupNorm) that follows has its own shift.
     if norm == "group_ws":  # batch-independent [arXiv:2010.10241, Sec. 3]
         return [WSConv2d(cin, cout, 3, stride, 1, bias=False), group_norm(cout), nn.ReLU(True)]
+    if norm == "none":  # no normalisation: the convolution keeps its bias
+        return [nn.Conv2d(cin, cout, 3, stride, 1), nn.ReLU(True)]
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
 
 
@@ -25,14 +27,15 @@ class SmallCNN(Encoder):
 
     Args:
         width: Multiplier of the channel counts 32, 64, 128, 128.
-        norm: ``batch`` or ``group_ws`` (GroupNorm + weight-standardised convolutions).
+        norm: ``batch``, ``group_ws`` (GroupNorm + weight-standardised convolutions) or
+            ``none`` (no normalisation layer).
     """
 
     def __init__(self, width: float = 1.0, cifar_stem: bool = False, norm: str = "batch") -> None:
         super().__init__()
         del cifar_stem  # the small CNN always has a 3x3 stride-1 stem
-        if norm not in ("batch", "group_ws"):
-            raise ValueError(f"unknown norm {norm!r}; choose from 'batch', 'group_ws'")
+        if norm not in ("batch", "group_ws", "none"):
+            raise ValueError(f"unknown norm {norm!r}; choose from 'batch', 'group_ws', 'none'")
         self.arch: dict[str, Any] = {"name": "small_cnn", "width": width, "cifar_stem": True}
         if norm != "batch":  # recorded only when not the default, so BN exports are unchanged
             self.arch["norm"] = norm

@@ -20,7 +20,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``D(p, z) = -softmax(z) . log softmax(p)``, averaged [SimSiam, Sec. 4.4, Table 4]."""
+    """``D(p, z) = -softmax(z) . log softmax(p)``, averaged [SimSiam, Sec. 4.5]."""
     return -softmax_cross_entropy(p, z).mean()
 
 

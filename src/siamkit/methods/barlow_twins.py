@@ -38,7 +38,9 @@ class BarlowTwinsConfig(MethodConfig):
             are followed by BN and ReLU; the last has neither (C's standardisation plays the role
             of the official code's affine-free BN) and no bias (C is invariant to a shift).
         lambda_offdiag: lambda, weight of the redundancy-reduction term, 5e-3 [Implementation
-            Details].
+            Details]; 0 keeps only the invariance term (Table 5: 57.3%).
+        invariance_weight: Weight of the invariance term, 1 [Eq. 1]; 0 keeps only the
+            redundancy-reduction term (Table 5: 0.1%).
         loss_scale: Factor on the loss, 1 (the paper's loss). The loss is a sum over D dimensions
             (hundreds at the start), and LARS adapts only the weights' step to the gradient's
             scale: biases and BN parameters get ``lr x gradient``. The paper gives them a 40x
@@ -53,6 +55,7 @@ class BarlowTwinsConfig(MethodConfig):
     proj_dim: int = 8192
     proj_layers: int = 3
     lambda_offdiag: float = 5e-3
+    invariance_weight: float = 1.0
     loss_scale: float = 1.0
     blur_probs: tuple[float, float] = (1.0, 0.1)
     solarize_probs: tuple[float, float] = (0.0, 0.2)
@@ -61,6 +64,10 @@ class BarlowTwinsConfig(MethodConfig):
         require_at_least_one(self, "proj_hidden_dim", "proj_dim", "proj_layers")
         if self.loss_scale <= 0:
             raise ConfigError(f"method.loss_scale must be positive, got {self.loss_scale}")
+        if self.invariance_weight < 0:
+            raise ConfigError(
+                f"method.invariance_weight must be >= 0, got {self.invariance_weight} (paper: 1)"
+            )
         if self.lambda_offdiag < 0:
             raise ConfigError(
                 f"method.lambda_offdiag must be >= 0, got {self.lambda_offdiag} (paper: 5e-3)"
@@ -108,5 +115,7 @@ class BarlowTwins(Method):
         """
         z_a, z_b = self.encode(views[0]), self.encode(views[1])  # (B, proj_dim) each
         # Both branches carry gradient: no stop-gradient anywhere [Sec. 2].
-        loss = self.cfg.loss_scale * barlow_twins(z_a, z_b, self.cfg.lambda_offdiag)
+        loss = self.cfg.loss_scale * barlow_twins(
+            z_a, z_b, self.cfg.lambda_offdiag, invariance_weight=self.cfg.invariance_weight
+        )
         return {"loss": loss, "embedding": z_a.detach()}

@@ -31,7 +31,9 @@ class SimCLRConfig(MethodConfig):
 
     Attributes:
         proj_layers: Depth of g: 2 for SimCLR, ``g(h) = W2 relu(W1 h)`` [arXiv:2002.05709,
-            Sec. 2.1]; 3 for SimCLRv2 [arXiv:2006.10029, Sec. 2].
+            Sec. 2.1]; 3 for SimCLRv2 [arXiv:2006.10029, Sec. 2]. The paper's head ablation
+            [arXiv:2002.05709, Sec. 4.2, Fig. 8] also trains with a linear head (1: ``g(h) = W h``,
+            followed by BN under ``head_bn``) and with none (0: NT-Xent on h itself).
         proj_hidden_dim: Hidden width of g, 2048: the width of ResNet-50's h, which the
             released code uses for every hidden layer of the head.
         proj_dim: Output width of g, 128 [arXiv:2002.05709, Sec. 2.3, "Default setting"].
@@ -50,7 +52,12 @@ class SimCLRConfig(MethodConfig):
     head_bn: bool = True
 
     def __post_init__(self) -> None:
-        require_at_least_one(self, "proj_dim", "proj_hidden_dim", "proj_layers")
+        require_at_least_one(self, "proj_dim", "proj_hidden_dim")
+        if self.proj_layers < 0:
+            raise ConfigError(
+                f"method.proj_layers must be 0 (no head), 1 (linear) or more, got "
+                f"{self.proj_layers}"
+            )
         if self.temperature <= 0:
             raise ConfigError(f"method.temperature must be positive, got {self.temperature}")
 
@@ -67,13 +74,18 @@ class SimCLR(Method):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
-        self.projector = projection_mlp(
-            backbone.num_features,
-            cfg.proj_hidden_dim,
-            cfg.proj_dim,
-            cfg.proj_layers,
-            hidden_bn=cfg.head_bn,
-            output_bn=cfg.head_bn,
+        # No head (proj_layers 0): the loss compares h itself, z = h [Fig. 8, "None"].
+        self.projector: nn.Module = (
+            nn.Identity()
+            if cfg.proj_layers == 0
+            else projection_mlp(
+                backbone.num_features,
+                cfg.proj_hidden_dim,
+                cfg.proj_dim,
+                cfg.proj_layers,
+                hidden_bn=cfg.head_bn,
+                output_bn=cfg.head_bn,
+            )
         )
 
     def training_step(

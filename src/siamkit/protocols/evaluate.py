@@ -25,6 +25,7 @@ from siamkit.eval.features import extract_features, iter_features
 from siamkit.eval.knn import knn_accuracy
 from siamkit.eval.linear import linear_probe
 from siamkit.eval.representation import method_metrics
+from siamkit.protocols.plain_models import embedding_model, with_preprocessing
 from siamkit.safe_io import atomic_write, atomic_write_text
 
 #: Which representation an evaluation reads: h (backbone output) or g(h) (after the projector).
@@ -216,23 +217,49 @@ def embed_folder(
     strict: bool = False,
     device: torch.device | None = None,
     num_workers: int | None = None,
+    model: str | None = None,
+    image_size: int | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
 ) -> Path:
     """Write backbone features of every image under ``folder`` to ``output`` (.npy).
 
-    Images are streamed (any folder size fits) and given the run's evaluation centre view. The
-    row order is written beside it, one source path a line, in ``<output>.paths.txt``;
-    unreadable images are left out of both (an error under ``strict``).
+    Images are streamed (any folder size fits) and given the evaluation centre view: the shorter
+    side resized to ``S x 256/224`` (bilinear, antialiased), the centre ``S x S`` cut and
+    normalised. The row order is written beside it, one source path a line, in
+    ``<output>.paths.txt``; unreadable images are left out of both (an error under ``strict``).
+
+    Args:
+        checkpoint: A run folder or ``.ckpt`` file; a siamkit ``.safetensors`` export; or, with
+            ``model``, a weights file of that model (a state dict, with or without its
+            classifier).
+        folder: The images (any layout).
+        output: The ``.npy`` file.
+        strict: Fail on an unreadable image.
+        device: Where to compute (default: the CPU).
+        num_workers: DataLoader workers decoding the images.
+        model: ``torchvision/<name>`` or ``timm/<name>``: the model ``checkpoint`` holds weights
+            of (see :func:`~siamkit.protocols.plain_models.embedding_model`).
+        image_size: Side ``S`` of the centre view. Default: the run's evaluation size (a
+            checkpoint, or an export of one); timm's pretrained_cfg input size; else 224.
+        mean: Per-channel normalisation mean; default as ``image_size`` (ImageNet's last).
+        std: Per-channel normalisation std; default as ``image_size``.
     """
     device = device or torch.device("cpu")
-    cfg, backbone = load_backbone(checkpoint)
+    options: dict[str, Any] = {"device": device}
+    if model is not None or Path(checkpoint).suffix == ".safetensors":
+        backbone, augment = embedding_model(checkpoint, model)
+    else:
+        cfg, backbone = load_backbone(checkpoint)
+        augment, options = cfg.augment, run_extract_options(cfg, device)
+    augment = with_preprocessing(augment, image_size, mean, std)
     backbone.to(device)
     files = list_files(Path(folder))
     data = StreamSet(
         files, num_workers if num_workers is not None else runtime.default_num_workers()
     )
-    options = run_extract_options(cfg, device)
     rows, paths, skipped = [], [], 0
-    for batch in iter_features(backbone, data, cfg.augment, strict=strict, **options):
+    for batch in iter_features(backbone, data, augment, strict=strict, **options):
         keep = ~batch.unreadable
         rows.append(batch.values[keep])
         paths += [files.paths[i] for i in batch.indices[keep].tolist()]

@@ -9,7 +9,6 @@ written beside it for other uses.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import html
 import json
@@ -25,6 +24,7 @@ from siamkit.errors import ConfigError, DataError
 from siamkit.eval.features import extract_features
 from siamkit.eval.representation import method_metrics
 from siamkit.protocols.evaluate import metric_images
+from siamkit.protocols.html import img, page, table
 from siamkit.protocols.plots import save_png, training_curves, tsne_plot
 from siamkit.safe_io import atomic_write_text
 
@@ -36,44 +36,6 @@ METRIC_ROWS = (
     ("alignment", "alignment of two views [arXiv:2005.10242]", "lower; 0 = identical"),
     ("uniformity", "uniformity, t = 2 [arXiv:2005.10242]", "lower; 0 = collapsed"),
 )
-
-_STYLE = """
-body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: 0.5em 0; }
-td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-img { max-width: 100%; display: block; margin: 0.5em 0; }
-.note { color: #666; font-size: 0.9em; }
-"""
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value)
-    return str(value)
-
-
-def _img(png: Path, alt: str) -> str:
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = "".join(
-            f'<td class="num">{html.escape(_fmt(v))}</td>'
-            if isinstance(v, (int, float))
-            else f"<td>{html.escape(_fmt(v))}</td>"
-            for v in row
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def _results_section(results: dict[str, Any] | None) -> str:
@@ -87,15 +49,15 @@ def _results_section(results: dict[str, Any] | None) -> str:
             f"initialisation ({trained - random:+.2f} points).</b></p>"
         )
     rows = [[k, v] for k, v in results.items() if k not in ("knn_history", "mi_history")]
-    parts.append(_table(["key", "value"], rows))
+    parts.append(table(["key", "value"], rows))
     history = results.get("knn_history")
     if history:
         parts.append("<p>kNN top-1 (%) per epoch:</p>")
-        parts.append(_table(["epoch", "kNN top-1"], [list(r) for r in history]))
+        parts.append(table(["epoch", "kNN top-1"], [list(r) for r in history]))
     mi_history = results.get("mi_history")
     if mi_history:
         parts.append("<p>Two-view mutual information of h (MINE, nats) per epoch:</p>")
-        parts.append(_table(["epoch", "I(h(v1); h(v2))"], [list(r) for r in mi_history]))
+        parts.append(table(["epoch", "I(h(v1); h(v2))"], [list(r) for r in mi_history]))
     return "".join(parts)
 
 
@@ -103,11 +65,11 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
     rows = [
         [name, metrics["h"][key], metrics["g"][key], better] for key, name, better in METRIC_ROWS
     ]
-    table = _table(["metric", "h (backbone)", "g(h) (projection)", "better"], rows)
+    shown = table(["metric", "h (backbone)", "g(h) (projection)", "better"], rows)
     return (
         f"<p>On {metrics['num_images']} {metrics['split']} images: centre views for collapse "
         "std, RankMe and uniformity; two augmented views (the run's recipe) for alignment.</p>"
-        + table
+        + shown
     )
 
 
@@ -184,19 +146,15 @@ def write_report(
     results_file = run / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else None
     title = f"siamkit run {run.resolve().name}: {cfg.method.name}, {cfg.backbone.name}"
-    figures = "".join(f"<h2>{html.escape(k)}</h2>{_img(p, k)}" for k, p in pngs.items())
+    figures = "".join(f"<h2>{html.escape(k)}</h2>{img(p, k)}" for k, p in pngs.items())
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
-    page = (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>"
+    body = (
         f'<p class="note">Written {stamp} with torch {html.escape(torch.__version__)}.</p>'
         f"<h2>Results</h2>{_results_section(results)}"
         f"<h2>Representation metrics</h2>{_metrics_section(metrics)}"
         f"{figures}"
         f"<h2>Config</h2><pre>{html.escape(config_text or '(no config.yaml)')}</pre>"
-        "</body></html>\n"
     )
     report = out / "report.html"
-    atomic_write_text(report, page, "report")
+    atomic_write_text(report, page(title, body), "report")
     return report

@@ -1,0 +1,151 @@
+"""Taking a measure of a finished cell: read from its run, or computed by a protocol.
+
+Every measure of :data:`~siamkit.experiments.spec.MeasureKind` is a function of the cell's run
+folder (and the experiment's folder, for the shared labelled subsets): the pretraining figures
+come from ``results.json`` and ``metrics.csv``, the others from the protocols that the CLI's
+``eval`` commands run (linear probe, fine-tuning, distillation), so an experiment's figure is
+the figure a user gets by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from siamkit.errors import DataError
+from siamkit.experiments.spec import Cell, Measure, ScaleSpec
+
+#: Folder of an experiment's labelled subsets, shared by every cell of the experiment.
+SPLITS_DIR = "splits"
+
+
+def run_results(run: Path) -> dict[str, Any]:
+    """A finished pretraining run's ``results.json``."""
+    path = run / "results.json"
+    if not path.is_file():
+        raise DataError(f"{run} has no results.json: its pretraining has not finished")
+    results: dict[str, Any] = json.loads(path.read_text())
+    return results
+
+
+def final_loss(run: Path) -> float:
+    """Mean training loss of the last logged epoch."""
+    from siamkit.protocols.plots import read_metrics_csv
+
+    rows = read_metrics_csv(run / "metrics.csv").get("train/loss", [])
+    if not rows:
+        raise DataError(f"{run}/metrics.csv logged no training loss")
+    last = max(e for e, _, _ in rows)
+    return statistics.fmean(v for e, _, v in rows if e == last)
+
+
+def take(measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec) -> float:
+    """The value of ``measure`` for ``cell``.
+
+    Args:
+        measure: What to take.
+        cell: The cell.
+        run: The cell's folder (its pretraining run, or its estimate's folder).
+        root: The experiment's folder (labelled subsets shared by its cells).
+        scale: The scale the experiment runs at (the measure's epochs for it).
+        spec: That scale's settings.
+    """
+    kind = measure.kind
+    if kind == "gaussian_mi":
+        return gaussian_estimate(measure, cell, spec)
+    if kind in ("knn", "knn_gain", "random_init_knn", "collapse_std"):
+        results = run_results(run)
+        trained, random = results.get("knn_top1"), results.get("random_init_knn_top1")
+        value = {
+            "knn": trained,
+            "random_init_knn": random,
+            "knn_gain": None if trained is None or random is None else trained - random,
+            "collapse_std": results.get("collapse_std"),
+        }[kind]
+        if value is None:
+            raise DataError(f"{run}/results.json has no figure for {kind} (unlabelled data?)")
+        return float(value)
+    if kind == "final_loss":
+        return final_loss(run)
+    epochs = measure.epochs.get(scale)
+    if kind == "linear":
+        from siamkit.protocols.evaluate import linear_eval
+
+        probe = linear_eval(run, features=measure.features, epochs=epochs or 100)
+        return float(probe["top1"])
+    if kind in ("finetune", "finetune_scratch"):
+        return _finetune(measure, run, root, epochs)
+    assert kind == "distill"
+    return _distill(measure, run, epochs)
+
+
+def _finetune(measure: Measure, run: Path, root: Path, epochs: int | None) -> float:
+    """Fine-tune the cell's checkpoint (or its architecture from scratch) on a labelled share."""
+    from siamkit.checkpoints import read_checkpoint
+    from siamkit.data.datasets import load_splits
+    from siamkit.data.splits import dataset_name, default_index_path
+    from siamkit.protocols.finetune import FinetuneConfig, finetune
+
+    config = read_checkpoint(run).config
+    splits = load_splits(config.data)
+    cfg = FinetuneConfig(
+        epochs=epochs,
+        label_fraction=measure.label_fraction,
+        from_head_layers=measure.from_head_layers,
+    )
+    # One labelled subset per fraction for the whole experiment, as the CLI keeps one per data
+    # set: every cell and the scratch baseline train on the same images.
+    name = default_index_path(dataset_name(config.data), len(splits.train), cfg.label_fraction, 0)
+    scratch = measure.kind == "finetune_scratch"
+    result = finetune(
+        data=config.data,
+        cfg=cfg,
+        checkpoint=None if scratch else run,
+        index_file=root / SPLITS_DIR / name.name,
+        backbone=config.backbone,
+        augment=config.augment,
+        output=run / "measures" / measure.name,
+        splits=splits,
+        overwrite=True,
+    )
+    return float(result.top1)
+
+
+def _distill(measure: Measure, run: Path, epochs: int | None) -> float:
+    """Distil the cell's fine-tuned teacher (measure ``measure.teacher``) into a student."""
+    from siamkit.protocols.classifier import load_classifier
+    from siamkit.protocols.distill import DistillConfig, distill
+
+    teacher = run / "measures" / measure.teacher
+    _, info = load_classifier(teacher)
+    student = info.backbone
+    if measure.student_width is not None:
+        student = replace(student, width=measure.student_width)
+    cfg = DistillConfig(epochs=epochs) if epochs else DistillConfig()
+    result = distill(
+        teacher,
+        cfg=cfg,
+        student_backbone=student,
+        output=run / "measures" / measure.name,
+        overwrite=True,
+    )
+    return float(result.student_top1)
+
+
+def gaussian_estimate(measure: Measure, cell: Cell, spec: ScaleSpec) -> float:
+    """The held-out MI estimate of the cell's correlated Gaussians, mean over the seeds.
+
+    The statistics network and its training are those of ``benchmarks/mine_gaussian.py``
+    (:func:`siamkit.eval.known_mi.validation_settings`).
+    """
+    from siamkit.eval.known_mi import estimates, gaussian_sampler, validation_settings
+
+    settings = validation_settings(measure.estimator, spec.mi_steps, spec.mi_batch)
+    sampler = gaussian_sampler(cell.dim, cell.rho)
+    return statistics.fmean(estimates(sampler, settings, spec.mi_seeds))
+
+
+__all__ = ["SPLITS_DIR", "final_loss", "gaussian_estimate", "run_results", "take"]

@@ -1,0 +1,221 @@
+"""An experiment's reports: ``report.md`` and a self-contained ``report.html``, with its curves.
+
+Both hold the same content: the table (the paper's figure beside the measured one, per cell and
+measure), the claims with whether their direction was reproduced at this scale, the curves per
+cell (loss, kNN and collapse metric over epochs; for Gaussian cells the estimates against the
+truth), and how the run was made. The curves are ``<name>.png`` beside the reports, so the
+Markdown report and its figure can be copied together (``docs/experiments/``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from siamkit.experiments.results import ExperimentResult
+from siamkit.experiments.spec import Cell, Experiment
+from siamkit.protocols.html import img, page, table
+from siamkit.protocols.plots import read_metrics_csv, save_png
+from siamkit.safe_io import atomic_write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: The words a claim's outcome is reported with.
+VERDICTS = {True: "reproduced", False: "not reproduced", None: "not measured"}
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return "" if value is None else str(value)
+
+
+def table_rows(experiment: Experiment, result: ExperimentResult) -> tuple[list[str], list[list]]:
+    """The header and rows of the results table.
+
+    Each measure that has a paper figure for any cell gets two columns, the paper's and the
+    measured; the others one. A last column gives each cell's minutes.
+    """
+    cells = {c.name: c for c in experiment.cells}
+    with_paper = [
+        m for m in experiment.measures if any(m.name in cells[r.name].paper for r in result.cells)
+    ]
+    header, columns = ["cell"], []
+    for m in experiment.measures:
+        if m not in with_paper:
+            header.append(m.header)
+            columns.append((m.name, False))
+            continue
+        header += [
+            "paper" if len(with_paper) == 1 else f"paper, {m.header}",
+            f"siamkit: {m.header}",
+        ]
+        columns += [(m.name, True), (m.name, False)]
+    header.append("minutes")
+    rows = []
+    for r in result.cells:
+        cell = cells[r.name]
+        row: list[Any] = [r.name + (" *" if _own_source(cell) or cell.note else "")]
+        for name, paper in columns:
+            if paper:
+                figure = cell.paper.get(name)
+                value = None if figure is None else figure.value
+                row.append(f"{value:g}" if isinstance(value, float) else _number(value))
+            else:
+                row.append(_number(r.values.get(name)))
+        row.append(f"{r.minutes:.1f}")
+        rows.append(row)
+    return header, rows
+
+
+def _own_source(cell: Cell) -> str:
+    return "; ".join(f"{k}: {f.source}" for k, f in cell.paper.items() if f.source)
+
+
+def _footnotes(experiment: Experiment, result: ExperimentResult) -> list[str]:
+    ran = {r.name for r in result.cells}
+    notes = []
+    for cell in experiment.cells:
+        if cell.name not in ran:
+            continue
+        parts = [p for p in (_own_source(cell), cell.note) if p]
+        if parts:
+            notes.append(f"{cell.name}: {' '.join(parts)}")
+    return notes
+
+
+def _claims(experiment: Experiment, result: ExperimentResult) -> list[tuple[str, str, str]]:
+    """``(verdict, claim with its source, detail and note)`` per claim."""
+    out = []
+    for claim, outcome in zip(experiment.claims, result.claims, strict=True):
+        text = claim.text + (f" [{claim.source}]" if claim.source else "")
+        detail = outcome.detail
+        if outcome.reproduced is not True and claim.note:
+            detail += f". {claim.note}"
+        out.append((VERDICTS[outcome.reproduced], text, detail))
+    return out
+
+
+def curves(experiment: Experiment, result: ExperimentResult) -> Figure:
+    """One line per cell: loss, kNN top-1 and collapse metric per epoch (or MI against truth)."""
+    from matplotlib.figure import Figure
+
+    cells = {c.name: c for c in experiment.cells}
+    ran = [cells[r.name] for r in result.cells]
+    if all(c.kind == "gaussian_mi" for c in ran):
+        return _gaussian_curves(experiment, result)
+    panels = (
+        ("train/loss", "training loss (epoch mean)"),
+        ("val/knn_top1", "kNN top-1 (%)"),
+        ("train/collapse_std", "collapse std x sqrt(d)"),
+    )
+    fig = Figure(figsize=(13.5, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    for r in result.cells:
+        path = Path(r.folder) / "metrics.csv"
+        if not path.is_file():
+            continue
+        logged = read_metrics_csv(path)
+        for ax, (column, _) in zip(axes, panels, strict=True):
+            rows = logged.get(column, [])
+            epochs = sorted({e for e, *_ in rows})
+            means = [sum(v for e2, _, v in rows if e2 == e) / sum(e2 == e for e2, *_ in rows)
+                     for e in epochs]  # fmt: skip
+            ax.plot([e + 1 for e in epochs], means, "o-", ms=3, label=r.name)
+    for ax, (_, title) in zip(axes, panels, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="x-small")
+    fig.suptitle(f"{experiment.title} ({result.scale} scale)")
+    return fig
+
+
+def _gaussian_curves(experiment: Experiment, result: ExperimentResult) -> Figure:
+    """Estimates against rho, one panel per dimension, the true MI as a line."""
+    from matplotlib.figure import Figure
+
+    from siamkit.eval.known_mi import gaussian_mi
+
+    cells = {c.name: c for c in experiment.cells}
+    dims = sorted({cells[r.name].dim for r in result.cells})
+    fig = Figure(figsize=(5.2 * len(dims), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(dims), squeeze=False)[0]
+    for ax, dim in zip(axes, dims, strict=True):
+        points = sorted(
+            (cells[r.name].rho, r.values) for r in result.cells if cells[r.name].dim == dim
+        )
+        rhos = [p[0] for p in points]
+        ax.plot(rhos, [gaussian_mi(dim, rho) for rho in rhos], "k--", label="true MI")
+        for m in experiment.measures:
+            ax.plot(rhos, [v.get(m.name, float("nan")) for _, v in points], "o-", label=m.header)
+        ax.set_title(f"{dim}-d Gaussians")
+        ax.set_xlabel("rho")
+        ax.set_ylabel("nats")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _how(experiment: Experiment, result: ExperimentResult) -> list[str]:
+    spec = experiment.scale(result.scale)
+    lines = [
+        f"Paper: {experiment.citation}. Its figures: {experiment.paper_metric}"
+        + (f" ({experiment.source})" if experiment.source else "")
+        + ".",
+        f"siamkit at the {result.scale} scale: recipe `{spec.recipe}`"
+        + (f" with `{' '.join(spec.set)}`" if spec.set else "")
+        + ", each cell's overrides on top; one seed."
+        + (f" {spec.note}" if spec.note else ""),
+        f"Machine: {result.machine}. Written "
+        f"{datetime.date.today().isoformat()} by `siamkit experiment {experiment.name} "
+        f"--scale {result.scale}`.",
+    ]
+    return lines
+
+
+def write_reports(experiment: Experiment, result: ExperimentResult) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html`` and ``<name>.png`` into the experiment's folder."""
+    out = Path(result.output)
+    png = save_png(curves(experiment, result), out / f"{experiment.name}.png")
+    header, rows = table_rows(experiment, result)
+    notes = _footnotes(experiment, result)
+    claims = _claims(experiment, result)
+    how = _how(experiment, result)
+
+    paper_line = f"Paper: {experiment.paper_metric}."
+    md = [f"# {experiment.title}", "", experiment.about, "", "## Results", ""]
+    md += [_markdown_table(header, rows), "", paper_line, ""]
+    md += [f"\\* {n}" for n in notes] + ([""] if notes else [])
+    md += ["## Claims", ""]
+    md += [f"- **{verdict}**: {text}  \n  {detail}" for verdict, text, detail in claims]
+    md += ["", "## Curves", "", f"![{experiment.name}]({png.name})", "", "## How", ""]
+    md += [f"- {line}" for line in how]
+    md_path = out / "report.md"
+    atomic_write_text(md_path, "\n".join(md) + "\n", "report")
+
+    body = f"<p>{html.escape(experiment.about)}</p><h2>Results</h2>{table(header, rows)}"
+    body += f'<p class="note">{html.escape(paper_line)}</p>'
+    body += "".join(f'<p class="note">* {html.escape(n)}</p>' for n in notes)
+    body += "<h2>Claims</h2><ul>" + "".join(
+        f"<li><b>{html.escape(v)}</b>: {html.escape(t)}<br>"
+        f'<span class="note">{html.escape(d)}</span></li>'
+        for v, t, d in claims
+    )
+    body += f"</ul><h2>Curves</h2>{img(png, experiment.name)}<h2>How</h2><ul>"
+    body += "".join(f"<li>{html.escape(line)}</li>" for line in how) + "</ul>"
+    html_path = out / "report.html"
+    atomic_write_text(html_path, page(experiment.title, body), "report")
+    return md_path, html_path
+
+
+__all__ = ["VERDICTS", "curves", "table_rows", "write_reports"]

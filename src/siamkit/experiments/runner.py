@@ -1,0 +1,221 @@
+"""Running an experiment: every cell pretrained and measured, finished work kept.
+
+The experiment's folder holds one folder per cell (a pretraining run folder, resumable like any
+other) with ``measures.json`` beside its ``results.json``, the experiment's ``results.json``,
+and the reports. A cell whose pretraining finished is not trained again, a measure that was
+taken is not taken again, and a cell killed in the middle resumes from its ``last.ckpt``, so a
+killed experiment continues with ``resume=True`` (``siamkit experiment NAME --resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from siamkit.errors import ConfigError
+from siamkit.experiments.claims import evaluate
+from siamkit.experiments.measures import take
+from siamkit.experiments.results import CellResult, ExperimentResult
+from siamkit.experiments.spec import Cell, Experiment, Measure, cell_config
+from siamkit.safe_io import atomic_write_text
+from siamkit.strict import to_dict
+
+#: Written first into an experiment's folder: what runs there, to refuse another one.
+SPEC_FILE = "experiment.json"
+#: The measured values of a cell, in its folder.
+MEASURES_FILE = "measures.json"
+#: Measures read from a pretraining run, as opposed to protocols that train (a probe, ...).
+READ_ONLY = ("knn", "knn_gain", "random_init_knn", "collapse_std", "final_loss")
+
+
+def applies(measure: Measure, cell: Cell) -> bool:
+    """Whether ``measure`` is taken of ``cell`` (Gaussian estimates only of Gaussian cells)."""
+    return (measure.kind == "gaussian_mi") == (cell.kind == "gaussian_mi")
+
+
+def paper_values(experiment: Experiment) -> dict[str, dict[str, float]]:
+    """The paper's numeric figures: cell name -> measure name -> value (words left out)."""
+    return {
+        c.name: {k: f.value for k, f in c.paper.items() if isinstance(f.value, float)}
+        for c in experiment.cells
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_json(path: Path, tree: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(tree, indent=2) + "\n", path.stem)
+
+
+def _prepare(experiment: Experiment, scale: str, out: Path, resume: bool, overwrite: bool) -> None:
+    """Check the folder can hold this experiment, then record what runs there.
+
+    Raises:
+        ConfigError: The folder holds another experiment or scale, or this one without
+            ``resume`` or ``overwrite``.
+    """
+    spec = {"name": experiment.name, "scale": scale, "experiment": to_dict(experiment)}
+    recorded = _read_json(out / SPEC_FILE)
+    if recorded and overwrite:
+        shutil.rmtree(out)
+    elif recorded and not resume:
+        raise ConfigError(
+            f"{out} already holds experiment {recorded.get('name')!r} at scale "
+            f"{recorded.get('scale')!r}; continue it with --resume, or pass --overwrite to start "
+            "again, or choose another --output"
+        )
+    elif recorded and (recorded.get("name"), recorded.get("scale")) != (experiment.name, scale):
+        raise ConfigError(
+            f"{out} holds experiment {recorded.get('name')!r} at scale {recorded.get('scale')!r}, "
+            f"not {experiment.name!r} at {scale!r}; choose another --output"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / SPEC_FILE, spec)
+
+
+def run_experiment(
+    experiment: Experiment,
+    scale: str = "cpu",
+    output: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    data: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ExperimentResult:
+    """Pretrain and measure every cell of ``experiment`` at ``scale``, check its claims, report.
+
+    Args:
+        experiment: The experiment (:func:`siamkit.experiments.load_experiment`).
+        scale: ``cpu``, ``gpu`` or ``paper``.
+        output: Its folder (default ``runs/experiments/<name>-<scale>``).
+        resume: Continue the experiment in ``output``: finished cells and measures are kept, an
+            interrupted cell resumes from its last checkpoint.
+        overwrite: Remove what ``output`` holds first.
+        data: A data folder in place of the recipes' (e.g. where CIFAR-10 lies).
+        log: Where progress lines go (default: standard error).
+
+    Returns:
+        The figures and claims; ``results.json``, ``report.md`` and ``report.html`` in ``output``
+        hold the same.
+
+    Raises:
+        ConfigError: An unknown scale, a cell whose config is invalid (checked for every cell
+            before anything runs), or a folder that holds other work.
+    """
+    from siamkit.experiments.report import write_reports
+    from siamkit.runtime import machine_summary
+
+    say = log or (lambda line: print(f"siamkit: {line}", file=sys.stderr, flush=True))
+    experiment.scale(scale)  # an unknown scale is an error before anything is written
+    out = Path(output or Path("runs") / "experiments" / f"{experiment.name}-{scale}")
+    cells = experiment.cells_at(scale)
+    configs = {
+        c.name: cell_config(experiment, c, scale, out / c.slug, data)
+        for c in cells
+        if c.kind == "pretrain"
+    }
+    _prepare(experiment, scale, out, resume, overwrite)
+    results = []
+    for i, cell in enumerate(cells, 1):
+        say(f"experiment {experiment.name} ({scale}): cell {i}/{len(cells)} {cell.name!r}")
+        results.append(_run_cell(experiment, cell, scale, out, configs.get(cell.name), say))
+    values = {r.name: r.values for r in results}
+    outcome = ExperimentResult(
+        name=experiment.name,
+        scale=scale,
+        output=str(out),
+        cells=results,
+        claims=[
+            evaluate(c.check, values, paper_values(experiment), experiment.collapse_measure)
+            for c in experiment.claims
+        ],
+        machine=machine_summary(),
+    )
+    tree = {**outcome.__dict__, "cells": [r.__dict__ for r in results]}
+    tree["claims"] = [
+        {"text": c.text, "reproduced": o.reproduced, "detail": o.detail}
+        for c, o in zip(experiment.claims, outcome.claims, strict=True)
+    ]
+    _write_json(out / "results.json", tree)
+    write_reports(experiment, outcome)
+    return outcome
+
+
+def _check_same_config(cell: Cell, folder: Path, config: Any) -> None:
+    """Refuse to continue a cell that was run with another config than it has now.
+
+    Raises:
+        ConfigError: The cell's folder holds a run of another config (the experiment's file
+            changed since), naming the keys that differ.
+    """
+    import yaml
+
+    saved_file = folder / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved = yaml.safe_load(saved_file.read_text())
+    now = to_dict(config)
+    differ = [
+        f"{section}.{key}"
+        for section, keys in now.items()
+        for key, value in keys.items()
+        if key not in ("output_dir", "progress_bar")
+        and saved.get(section, {}).get(key, value) != value
+    ]
+    if differ:
+        raise ConfigError(
+            f"cell {cell.name!r} in {folder} was run with another config (differs in "
+            f"{', '.join(differ)}); remove that folder to run the cell again, or pass --overwrite"
+        )
+
+
+def _run_cell(
+    experiment: Experiment,
+    cell: Cell,
+    scale: str,
+    out: Path,
+    config: Any,
+    say: Callable[[str], None],
+) -> CellResult:
+    """Pretrain ``cell`` (unless finished), then take each measure not taken yet."""
+    from siamkit.train import pretrain
+
+    folder = out / cell.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        _check_same_config(cell, folder, config)
+    store = _read_json(folder / MEASURES_FILE)
+    minutes = float(store.get("minutes", 0.0))
+    values: dict[str, float] = dict(store.get("values", {}))
+    start = time.perf_counter()
+    worked = False  # a finished cell's measures.json stays as it was
+    if config is not None and not (folder / "results.json").is_file():
+        last = folder / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            say(f"  resuming its pretraining from {last}")
+        pretrain(config, resume=str(folder) if last.is_file() else None, overwrite=True)
+        worked = True
+    for measure in experiment.measures:
+        if not applies(measure, cell) or measure.name in values:
+            continue
+        if measure.kind not in READ_ONLY:
+            say(f"  {measure.kind} {measure.name!r}")
+        values[measure.name] = take(measure, cell, folder, out, scale, experiment.scale(scale))
+        worked = True
+        # Each measure is kept as it is taken: an interrupted cell redoes only the missing ones.
+        spent = minutes + (time.perf_counter() - start) / 60
+        _write_json(folder / MEASURES_FILE, {"values": values, "minutes": spent})
+    if worked:
+        minutes += (time.perf_counter() - start) / 60
+        _write_json(folder / MEASURES_FILE, {"values": values, "minutes": minutes})
+    return CellResult(cell.name, str(folder), values, minutes)
+
+
+__all__ = ["applies", "paper_values", "run_experiment"]

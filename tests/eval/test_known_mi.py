@@ -1,0 +1,56 @@
+"""Pairs of known mutual information (MINE, arXiv:1801.04062, Sec. 4.1): the closed forms and the
+samplers agree."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from siamkit.eval.known_mi import (
+    FUNCTIONS,
+    gaussian_mi,
+    gaussian_sampler,
+    noisy_mi,
+    noisy_sampler,
+)
+
+
+def test_gaussian_mi_closed_form():
+    assert gaussian_mi(2, 0.0) == 0.0
+    assert gaussian_mi(1, 0.5) == pytest.approx(-0.5 * math.log(0.75))
+    assert gaussian_mi(20, -0.9) == gaussian_mi(20, 0.9) == pytest.approx(10 * math.log(1 / 0.19))
+
+
+def test_gaussian_sampler_has_the_stated_correlation_per_coordinate_only():
+    x, z = gaussian_sampler(3, -0.6)(200_000, torch.Generator().manual_seed(0))
+    corr = torch.corrcoef(torch.cat([x, z], 1).T)
+    torch.testing.assert_close(torch.diagonal(corr[:3, 3:]), torch.full((3,), -0.6), atol=6e-3,
+                               rtol=0)  # fmt: skip
+    off = corr[:3, 3:] - torch.diag(torch.diagonal(corr[:3, 3:]))
+    assert off.abs().max() < 6e-3
+    assert x.std().item() == pytest.approx(1.0, abs=5e-3) and z.std().item() == pytest.approx(
+        1.0, abs=5e-3
+    )
+
+
+def test_noisy_mi_of_a_small_noise_approaches_the_uniform_entropy():
+    # Y = X + sigma e with sigma << 1: h(Y) -> h(U(-1, 1)) = log 2.
+    sigma = 0.01
+    expected = math.log(2) - 0.5 * math.log(2 * math.pi * math.e * sigma**2)
+    # The noise smooths the two edges of the uniform, which adds about sigma nats to h(Y).
+    assert noisy_mi(FUNCTIONS["x"], sigma) == pytest.approx(expected, abs=sigma)
+
+
+def test_noisy_mi_of_a_large_noise_is_the_gaussian_channel_limit():
+    # Var(f(X)) / sigma^2 small: I -> 1/2 log(1 + Var(X) / sigma^2), Var(U(-1, 1)) = 1/3.
+    sigma = 5.0
+    expected = 0.5 * math.log(1 + (1 / 3) / sigma**2)
+    assert noisy_mi(FUNCTIONS["x"], sigma) == pytest.approx(expected, rel=2e-2)
+
+
+def test_noisy_sampler_draws_f_of_x_plus_noise():
+    x, y = noisy_sampler(FUNCTIONS["x^3"], 0.0)(1000, torch.Generator().manual_seed(1))
+    assert x.shape == y.shape == (1000, 1) and float(x.min()) >= -1 and float(x.max()) <= 1
+    torch.testing.assert_close(y, x**3)

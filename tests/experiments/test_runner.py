@@ -1,0 +1,136 @@
+"""Running an experiment: every cell pretrained and measured, reports written, finished work kept
+when a killed experiment resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from siamkit.errors import ConfigError
+from siamkit.experiments import load_experiment, run_experiment
+from siamkit.experiments import runner as runner_module
+
+#: Two tiny digits cells: SimSiam as it is and without stop-gradient, a few steps each.
+TINY = """
+title: "tiny: stop-gradient"
+citation: "Chen & He, arXiv:2011.10566v1"
+paper_metric: "ImageNet linear top-1 (%)"
+source: "Fig. 2"
+about: "A test experiment."
+scales:
+  cpu:
+    recipe: simsiam/digits
+    set: [train.epochs=1, train.max_steps={steps}, optim.batch_size=64, train.seed=0]
+measures:
+  - {{name: knn, kind: knn, label: "kNN top-1 (%)"}}
+  - {{name: collapse, kind: collapse_std}}
+cells:
+  - {{name: with stop-gradient, paper: {{knn: 67.7}}}}
+  - {{name: without stop-gradient, set: [method.stop_gradient=false], paper: {{knn: 0.1}}}}
+claims:
+  - text: "stop-gradient matters"
+    source: "Fig. 2"
+    check: {{kind: greater, cells: [with stop-gradient, without stop-gradient], measure: knn}}
+  - text: "with stop-gradient the output stays spread"
+    source: "Fig. 2"
+    check: {{kind: healthy, cells: [with stop-gradient], threshold: 0.0}}
+"""
+
+
+def _experiment_file(tmp_path: Path, steps: int = 3) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(steps=steps))
+    return path
+
+
+def test_runs_every_cell_writes_reports_and_keeps_finished_work(tmp_path, monkeypatch):
+    exp = load_experiment(str(_experiment_file(tmp_path)))
+    out = tmp_path / "out"
+    result = run_experiment(exp, "cpu", out, log=lambda line: None)
+    assert [c.name for c in result.cells] == ["with stop-gradient", "without stop-gradient"]
+    for cell in result.cells:
+        run = json.loads((Path(cell.folder) / "results.json").read_text())
+        # The measures are the run's own figures.
+        assert cell.values["knn"] == pytest.approx(run["knn_top1"])
+        assert cell.values["collapse"] == pytest.approx(run["collapse_std"])
+    assert [c.reproduced for c in result.claims][1] is True  # threshold 0: any spread is healthy
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["claims"][0]["text"] == "stop-gradient matters"
+    report = (out / "report.md").read_text()
+    # The paper's figure beside the measured one, in the row of each cell.
+    row = next(line for line in report.splitlines() if line.startswith("| with stop-gradient"))
+    assert "67.7" in row and f"{result.cells[0].values['knn']:.2f}" in row
+    assert "## Claims" in report and "stop-gradient matters" in report
+    assert "![tiny](tiny.png)" in report and (out / "tiny.png").stat().st_size > 1000
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
+
+    # Resuming a finished experiment trains nothing and takes no measure again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr("siamkit.train.pretrain", no_training)
+    monkeypatch.setattr(runner_module, "take", no_training)
+    again = run_experiment(exp, "cpu", out, resume=True, log=lambda line: None)
+    assert [c.values for c in again.cells] == [c.values for c in result.cells]
+
+
+def test_an_occupied_folder_needs_resume_or_overwrite(tmp_path):
+    exp = load_experiment(str(_experiment_file(tmp_path)))
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "experiment.json").write_text(json.dumps({"name": "other", "scale": "cpu"}))
+    with pytest.raises(ConfigError, match=r"already holds experiment 'other'.*--resume"):
+        run_experiment(exp, "cpu", out, log=lambda line: None)
+    with pytest.raises(ConfigError, match="holds experiment 'other'"):
+        run_experiment(exp, "cpu", out, resume=True, log=lambda line: None)
+    with pytest.raises(ConfigError, match="no 'gpu' scale"):
+        run_experiment(exp, "gpu", tmp_path / "elsewhere", log=lambda line: None)
+    assert not (tmp_path / "elsewhere").exists()  # refused before anything was written
+
+
+def test_a_cell_whose_config_changed_is_not_silently_continued(tmp_path):
+    path = _experiment_file(tmp_path)
+    out = tmp_path / "out"
+    run_experiment(load_experiment(str(path)), "cpu", out, log=lambda line: None)
+    path.write_text(TINY.format(steps=3).replace("optim.batch_size=64", "optim.batch_size=32"))
+    with pytest.raises(ConfigError, match=r"another config.*optim.batch_size"):
+        run_experiment(load_experiment(str(path)), "cpu", out, resume=True, log=lambda line: None)
+
+
+def test_a_killed_experiment_resumes_without_rerunning_finished_cells(tmp_path):
+    # The second cell trains long enough to be killed in the middle (checkpoints every 5 steps).
+    path = _experiment_file(tmp_path, steps=60)
+    path.write_text(
+        path.read_text().replace("train.seed=0]", "train.seed=0, train.checkpoint_every_steps=5]")
+    )
+    out = tmp_path / "out"
+    siamkit = Path(sys.executable).parent / "siamkit"  # the console script of this environment
+    cmd = [str(siamkit), "experiment", str(path), "--output", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "with-stop-gradient" / "measures.json"
+    second_ckpt = out / "without-stop-gradient" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while not second_ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the experiment ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.is_file() and not (out / "without-stop-gradient" / "results.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in (out / "with-stop-gradient").rglob("*")}
+
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming its pretraining" in done.stderr
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # the first cell untouched
+    results = json.loads((out / "results.json").read_text())
+    assert [len(c["values"]) for c in results["cells"]] == [2, 2]
+    assert (out / "report.md").is_file()
