@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv in the repository root and install siamkit with its test tools into it.
-# Plain `pip install torch torchvision` is used (the registry's build; it runs on CPUs too).
+# Create .venv in the repository root and install siamkit into it (editable), with its test and
+# lint tools (the `dev` extra) and a headless browser for the report's test: the developer and CI
+# install. `--user` installs siamkit alone, for running it (./quickstart.sh does).
+# Plain `pip install torch torchvision` is used (the registry's build; it runs on CPUs too; the
+# README says how to take PyTorch's smaller CPU-only wheels instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,6 +11,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+if [ "${1:-}" = "--user" ]; then
+  .venv/bin/python -m pip install --quiet -e .
+  echo "siamkit installed in .venv ($(.venv/bin/siamkit --version))"
+  exit 0
+fi
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 # Headless Chromium for the HTML report's browser test (tests/eval/test_report.py). Playwright's
 # own download host is not reachable here; the npm package @sparticuz/chromium carries a

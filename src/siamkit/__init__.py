@@ -12,18 +12,61 @@ composed per method in :mod:`siamkit.methods`, trained by the one engine in :mod
 measured by :mod:`siamkit.eval`; :mod:`siamkit.protocols` builds fine-tuning, distillation, the
 report and export on them.
 
+The names below are imported on first use (a module ``__getattr__``), so ``import siamkit`` and
+``siamkit --help`` do not load torch or Lightning.
+
 Example:
     >>> from siamkit import load_config, pretrain
-    >>> result = pretrain(load_config("configs/simsiam/digits.yaml"))
+    >>> result = pretrain(load_config(recipe="simsiam/digits"))
     >>> result.knn_top1, result.random_init_knn_top1
 """
 
-from siamkit.checkpoints import load_backbone, load_method
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from siamkit.config import RunConfig
 from siamkit.errors import SiamkitError
-from siamkit.recipes import load_config
-from siamkit.train import pretrain
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from siamkit.checkpoints import load_backbone, load_method
+    from siamkit.recipes import load_config
+    from siamkit.train import pretrain
+
+    __version__: str
+
+#: Public names imported on first use, and the module that holds each.
+_LAZY = {
+    "load_backbone": "siamkit.checkpoints",
+    "load_method": "siamkit.checkpoints",
+    "load_config": "siamkit.recipes",
+    "pretrain": "siamkit.train",
+}
 
 __all__ = ["RunConfig", "SiamkitError", "load_backbone", "load_config", "load_method", "pretrain"]
+
+
+def _version() -> str:
+    """The installed distribution's version (``pyproject.toml`` is its one source)."""
+    from importlib import metadata  # itself a few hundredths of a second: on use only
+
+    try:
+        return metadata.version("siamkit")
+    except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'siamkit' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, "__version__"})

@@ -1,15 +1,18 @@
 """Typed, strict run configuration.
 
 A run is described by one :class:`RunConfig`, a tree of dataclasses (the schema). YAML recipes
-under ``configs/`` map onto it key for key (:mod:`siamkit.recipes` loads them): an unknown key is an
-error that lists the valid ones, a value of the wrong type is an error that names the expected type,
-and each section's ``__post_init__`` rejects impossible values (:mod:`siamkit.strict` maps plain
-trees onto it). This module imports nothing of siamkit but its errors: a method's own config
-dataclass is chosen by the recipe loader, from the method registry.
+(the shipped ones in ``siamkit/configs/``) map onto it key for key (:mod:`siamkit.recipes` loads
+them): an unknown key is an error that lists the valid ones, a value of the wrong type is an error
+that names the expected type, and each section's ``__post_init__`` rejects impossible values
+(:mod:`siamkit.strict` maps plain trees onto it). This module imports nothing of siamkit but its
+errors: a method's own config dataclass is chosen by the recipe loader, from the method registry.
 
 Defaults are the SimSiam paper's ImageNet recipe (Chen & He, arXiv:2011.10566, Sec. 4.1 and
 Appendix A) unless a docstring says otherwise; the CIFAR settings come from its Appendix D and are
-set by the CIFAR recipes.
+set by the CIFAR recipes. The one exception is the data source: ``data.dataset`` defaults to the
+bundled digits, the only source that needs no path, so that ``RunConfig()`` is valid anywhere. The
+defaults document the paper, they are not a run to start: a run comes from a recipe
+(``siamkit pretrain`` alone runs ``simsiam/digits``; the ImageNet recipe is ``simsiam/imagenet``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ class DataConfig:
             labelled ``root/<class>/*`` or flat, or ImageNet's ``train/`` + ``val/``).
             ``path`` may also name shards written by ``siamkit pack``.
         path: Root folder for ``cifar10`` and ``folder``, or packed shards (a folder or an
-            object-store URL such as ``s3://bucket/imagenet``).
+            object-store URL such as ``s3://bucket/imagenet``). A relative path is relative to
+            the folder the run starts in, also in a recipe (not to the recipe's file).
         download: Let torchvision download CIFAR-10 into ``path`` (needs a network).
         storage: ``auto`` (shards for packed data; memory when the decoded folder fits
             ``memory_budget_gb`` and its images share one shape; stream otherwise), ``memory``

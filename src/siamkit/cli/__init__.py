@@ -1,6 +1,8 @@
 """``siamkit``: a thin command line over the Python API.
 
-    siamkit pretrain --config configs/simsiam/digits.yaml
+    siamkit pretrain                      # the quick start: --recipe simsiam/digits
+    siamkit recipes                       # the shipped recipes
+    siamkit config show --recipe simsiam/cifar10 --epochs 5
     siamkit eval knn --checkpoint runs/simsiam-digits
     siamkit eval linear --checkpoint runs/simsiam-digits
     siamkit eval finetune --checkpoint runs/simsiam-digits --label-fraction 0.1 --output ft
@@ -13,8 +15,10 @@
     siamkit embed --model timm/resnet50 --weights r50.pth --data my_images/ --output emb.npy
     siamkit pack --data /data/imagenet --output /data/imagenet-shards
 
-Errors from bad input print one line and exit with the error's code (2 config, 3 data,
-4 diverged training, 5 checkpoint), without a traceback.
+Building the parser imports neither torch nor Lightning (each command imports what it needs), so
+``siamkit --help`` and ``siamkit --version`` answer at once. Errors from bad input print one line
+and exit with the error's code (2 config, 3 data, 4 diverged training, 5 checkpoint), without a
+traceback.
 """
 
 from __future__ import annotations

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from siamkit.config import RunConfig
 
 
-def pretrain(args: argparse.Namespace) -> int:
-    """``siamkit pretrain``: pretrain, then print the run's figures (rank 0)."""
-    from lightning.pytorch.utilities import rank_zero_only
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The config of ``pretrain`` and ``config show``: a recipe, then flags and ``--set``.
 
-    from siamkit.recipes import load_config
-    from siamkit.train import format_result, pretrain
+    The recipe is ``--config`` (a file) or ``--recipe`` (a shipped one by name); with neither, the
+    method's digits recipe (``--method``, SimSiam by default): a bare ``siamkit pretrain`` is the
+    quick start.
+    """
+    from siamkit.recipes import DEFAULT_METHOD, load_config, method_config_class
 
     flags = {
         "method.name": args.method,
@@ -38,16 +43,56 @@ def pretrain(args: argparse.Namespace) -> int:
         "data.num_workers": args.workers,
     }
     values = {k: v for k, v in flags.items() if v is not None}
+    recipe = args.recipe
+    if args.config is None and recipe is None:
+        method_config_class(args.method or DEFAULT_METHOD)  # an unknown --method lists the valid
+        recipe = f"{args.method or DEFAULT_METHOD}/digits"
     if (
         args.data
         and not args.dataset
-        and load_config(args.config, args.set).data.dataset == "digits"
+        and load_config(args.config, args.set, recipe=recipe).data.dataset == "digits"
     ):
         values["data.dataset"] = "folder"  # --data on the digits recipe means "my own images"
-    cfg = load_config(args.config, args.set, values)
-    result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
-    if getattr(rank_zero_only, "rank", 0) == 0:  # under DDP every process gets here; one summary
+    return load_config(args.config, args.set, values, recipe=recipe)
+
+
+def pretrain(args: argparse.Namespace) -> int:
+    """``siamkit pretrain``: pretrain, then print the run's figures (rank 0)."""
+    from siamkit.train import format_result, pretrain
+
+    result = pretrain(_run_config(args), resume=args.resume, overwrite=args.overwrite)
+    if _is_rank_zero():  # under DDP every process gets here; one summary
         print(format_result(result))
+    return 0
+
+
+def config_show(args: argparse.Namespace) -> int:
+    """``siamkit config show``: the resolved config of the same flags as YAML (a recipe itself)."""
+    from siamkit.recipes import recipe_yaml
+
+    cfg = _run_config(args)
+    if args.config or args.recipe:
+        source = f"--config {args.config}" if args.config else f"--recipe {args.recipe}"
+    else:
+        source = f"--recipe {cfg.method.name}/digits (the default)"
+    print(f"# siamkit config show: {source}, with the command's flags and --set applied.")
+    print("# Every key is set; `siamkit pretrain --config THIS_FILE` runs this config.")
+    print(recipe_yaml(cfg), end="")
+    return 0
+
+
+def recipes(args: argparse.Namespace) -> int:
+    """``siamkit recipes``: the shipped recipes' names and what each is for."""
+    from siamkit.recipes import list_recipes, recipe_description
+
+    names = list_recipes()
+    width = max(len(name) for name in names)
+    for name in names:
+        print(f"{name:{width}}  {recipe_description(name)}")
+    print(
+        "\nrun one: siamkit pretrain --recipe NAME; see it resolved: "
+        "siamkit config show --recipe NAME"
+    )
     return 0
 
 

@@ -6,6 +6,25 @@ import argparse
 
 from siamkit.cli import commands
 
+#: The registered methods' names (:data:`siamkit.methods.METHODS`, which a test compares), written
+#: out so that ``siamkit --help`` does not import the registry and with it torch.
+METHOD_NAMES = (
+    "barlow_twins",
+    "byol",
+    "mine",
+    "moco_v2",
+    "moco_v3",
+    "simclr",
+    "simsiam",
+    "simsiam_ema",
+    "swav",
+    "vicreg",
+    "wmse",
+)
+#: ``siamkit export --format`` choices (:data:`siamkit.protocols.export.FORMATS`, compared by a
+#: test), written out for the same reason.
+EXPORT_FORMATS = ("safetensors", "torchvision", "timm", "onnx")
+
 
 def _add_device_args(parser: argparse.ArgumentParser) -> None:
     """--accelerator and --devices, as ``pretrain`` takes them."""
@@ -57,48 +76,40 @@ def _add_eval_data_args(parser: argparse.ArgumentParser, data_help: str) -> None
     _add_device_args(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used to document the CLI)."""
-    from siamkit.methods import METHODS
-    from siamkit.protocols.export import FORMATS
-
-    parser = argparse.ArgumentParser(
-        prog="siamkit",
-        description="Self-supervised pretraining of image encoders with siamese networks.",
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    """The flags that make a run's config: ``pretrain`` and ``config show`` take the same."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--recipe",
+        help="a shipped recipe by name, e.g. simsiam/cifar10 (`siamkit recipes` lists them; "
+        "default: <method>/digits)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Lightning's messages")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser(
-        "pretrain",
-        help="pretrain an encoder, then report kNN accuracy against random init",
-        description="Pretrain an encoder on unlabelled images. Flags override the recipe.",
-    )
-    p.add_argument("--config", help="YAML recipe (see configs/); defaults if omitted")
-    p.add_argument(
+    source.add_argument("--config", help="a YAML recipe file (may name a base: recipe)")
+    parser.add_argument(
         "--method",
-        help="method name, one of: " + ", ".join(sorted(METHODS)) + " (its defaults; a recipe "
-        "under configs/<method>/ sets the rest)",
+        help="method name, one of: " + ", ".join(METHOD_NAMES) + " (alone: its digits recipe; "
+        "with a recipe of another method: its own defaults for the method section)",
     )
-    p.add_argument("--dataset", choices=["digits", "cifar10", "folder"], help="data source")
-    p.add_argument("--data", help="data folder (image folder or CIFAR-10 folder)")
-    p.add_argument("--epochs", type=int, help="training epochs")
-    p.add_argument("--max-minutes", type=float, help="wall-clock budget for training")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    p.add_argument("--batch-size", type=int, help="images per step over all processes")
-    p.add_argument("--lr", type=float, help="base learning rate (for batch 256)")
-    p.add_argument("--output", help="run folder (checkpoints, logs, results.json)")
-    p.add_argument("--resume", help="checkpoint or run folder to resume from")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run's checkpoints")
-    p.add_argument("--strict", action="store_true", help="fail on unreadable images")
-    p.add_argument("--devices", help="Lightning devices, e.g. 2")
-    p.add_argument("--num-nodes", type=int, help="machines of a multi-node run (Lightning)")
-    p.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
-    p.add_argument("--accelerator", help="cpu, gpu or auto")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_loggers_arg(p)
-    _add_storage_args(p)
-    p.add_argument(
+    parser.add_argument("--dataset", choices=["digits", "cifar10", "folder"], help="data source")
+    parser.add_argument(
+        "--data",
+        help="data folder or shards (relative paths, here and in recipes: to where you run)",
+    )
+    parser.add_argument("--epochs", type=int, help="training epochs")
+    parser.add_argument("--max-minutes", type=float, help="wall-clock budget for training")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--batch-size", type=int, help="images per step over all processes")
+    parser.add_argument("--lr", type=float, help="base learning rate (for batch 256)")
+    parser.add_argument("--output", help="run folder (checkpoints, logs, results.json)")
+    parser.add_argument("--strict", action="store_true", help="fail on unreadable images")
+    parser.add_argument("--devices", help="Lightning devices, e.g. 2")
+    parser.add_argument("--num-nodes", type=int, help="machines of a multi-node run (Lightning)")
+    parser.add_argument("--strategy", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--accelerator", help="cpu, gpu or auto")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_loggers_arg(parser)
+    _add_storage_args(parser)
+    parser.add_argument(
         "--set",
         action="extend",
         nargs="+",
@@ -107,7 +118,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="override config keys, e.g. --set method.stop_gradient=false optim.base_lr=0.1 "
         "(repeatable)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    from siamkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="siamkit",
+        description="Self-supervised pretraining of image encoders with siamese networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"siamkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Lightning's messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain an encoder, then report kNN accuracy against random init",
+        description="Pretrain an encoder on unlabelled images: a recipe (by default "
+        "<method>/digits, the quick start), then flags and --set override it.",
+    )
+    _add_config_args(p)
+    p.add_argument("--resume", help="checkpoint or run folder to resume from")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run's checkpoints")
     p.set_defaults(func=commands.pretrain)
+
+    rec = sub.add_parser(
+        "recipes",
+        help="list the shipped recipes (names for --recipe) and what each is for",
+        description="The recipes shipped with siamkit: run one with `siamkit pretrain --recipe "
+        "NAME`, print it resolved with `siamkit config show --recipe NAME`.",
+    )
+    rec.set_defaults(func=commands.recipes)
+
+    c = sub.add_parser("config", help="show the config a pretraining run would use")
+    csub = c.add_subparsers(dest="action", required=True)
+    show = csub.add_parser(
+        "show",
+        help="print the resolved config as YAML (recipe, its base, flags and --set applied)",
+        description="Print, as YAML, the config `siamkit pretrain` would run with the same "
+        "flags: the recipe with its base merged in and every default filled in. The output is "
+        "itself a recipe: `siamkit pretrain --config FILE` runs it.",
+    )
+    _add_config_args(show)
+    show.set_defaults(func=commands.config_show)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint's frozen backbone")
     esub = e.add_subparsers(dest="protocol", required=True)
@@ -266,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument(
         "--format",
-        choices=list(FORMATS),
+        choices=EXPORT_FORMATS,
         help="default: from the extension (.safetensors, .onnx); a .pth/.pt file needs "
         "--format torchvision or timm",
     )

@@ -1,0 +1,66 @@
+"""The ``siamkit`` parser: --version, recipe flags, and a --help that loads neither torch nor
+Lightning."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import siamkit
+from siamkit.cli import main
+from siamkit.cli.parser import EXPORT_FORMATS, METHOD_NAMES
+from siamkit.methods import METHODS
+from siamkit.protocols.export import FORMATS
+
+SRC = str(Path(siamkit.__file__).resolve().parents[1])  # the siamkit these tests import
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_method_names_of_the_help_are_the_registry():
+    assert list(METHOD_NAMES) == sorted(METHODS)
+
+
+def test_export_formats_of_the_parser_are_the_exporters():
+    assert list(EXPORT_FORMATS) == list(FORMATS)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"siamkit {siamkit.__version__}\n"
+    try:
+        assert siamkit.__version__ == metadata.version("siamkit")
+    except metadata.PackageNotFoundError:
+        assert siamkit.__version__ == "0+unknown"
+
+
+def test_help_imports_neither_torch_nor_lightning():
+    proc = _python(
+        "import sys\n"
+        "from siamkit.cli import main\n"
+        "try:\n    main(['pretrain', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('lightning' in sys.modules, 'torch' in sys.modules)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--recipe" in proc.stdout and "barlow_twins" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("command", [["pretrain"], ["config", "show"]])
+def test_recipe_and_config_together_are_a_usage_error(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--recipe", "simsiam/digits", "--config", "r.yaml"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
