@@ -353,3 +353,74 @@ def test_override_accepts_exponent_floats():
     assert load_config(overrides=["optim.base_lr=1e30"]).optim.base_lr == 1e30
     with pytest.raises(ConfigError, match="must be a number"):
         load_config(overrides=["optim.base_lr=fast"])
+
+
+# --------------------------------------------------------------------------------------------
+# timm backbones: a typed, strict home for their options
+# --------------------------------------------------------------------------------------------
+VIT = "backbone.name=timm/vit_tiny_patch16_224"
+
+
+def test_timm_options_are_typed_and_round_trip():
+    cfg = load_config(
+        overrides=[
+            VIT,
+            "backbone.timm_kwargs.img_size=32",
+            "backbone.timm_kwargs.patch_size=4",
+            "backbone.timm_kwargs.drop_path_rate=1e-1",  # YAML 1.1 reads this as a string
+            "backbone.timm_kwargs.global_pool=avg",
+            "backbone.timm_kwargs.class_token=false",
+            "backbone.timm_kwargs.channels=[16, 32]",
+            "backbone.freeze_patch_embed=true",
+        ]
+    )
+    kwargs = cfg.backbone.timm_kwargs
+    assert kwargs == {
+        "img_size": 32,
+        "patch_size": 4,
+        "drop_path_rate": 0.1,
+        "global_pool": "avg",
+        "class_token": False,
+        "channels": [16, 32],
+    }
+    assert type(kwargs["drop_path_rate"]) is float and type(kwargs["img_size"]) is int
+    assert config_from_dict(to_dict(cfg)) == cfg
+    assert cfg.backbone.describe() == (
+        "timm/vit_tiny_patch16_224 (img_size=32, patch_size=4, drop_path_rate=0.1, "
+        "global_pool=avg, class_token=False, channels=[16, 32], frozen patch projection)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([VIT, "backbone.timm_kwargs=3"], r"backbone\.timm_kwargs must be a mapping"),
+        (
+            [VIT, "backbone.timm_kwargs.img_size={h: 32}"],
+            r"timm_kwargs\.img_size must be an integer, a number, true or false, a string or a "
+            r"list of such values, got \{'h': 32\}",
+        ),
+        ([VIT, "backbone.freeze_patch_embed=yes please"], r"must be true or false"),
+        ([VIT, "backbone.timm_kwarg.img_size=32"], r"unknown config key 'backbone\.timm_kwarg'"),
+        # siamkit's own options do not apply to timm models, and name the fix
+        ([VIT, "backbone.width=0.5"], r"backbone\.width does not apply.*timm_kwargs"),
+        ([VIT, "backbone.cifar_stem=true"], r"cifar_stem does not apply.*img_size: 32"),
+        ([VIT, "backbone.norm=group_ws"], r"backbone\.norm does not apply.*norm_layer"),
+        ([VIT, "backbone.timm_kwargs.pretrained=true"], r"pretrained is set by siamkit"),
+        ([VIT, "backbone.timm_kwargs.num_classes=10"], r"num_classes is set by siamkit"),
+        (["backbone.name=timm/"], r"names no model"),
+        # timm's options only for timm models
+        (["backbone.timm_kwargs.img_size=32"], r"timm_kwargs applies to timm backbones"),
+        (["backbone.freeze_patch_embed=true"], r"resnet50' has none: set it to false"),
+    ],
+)
+def test_bad_timm_options_are_config_errors(overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(overrides=overrides)
+
+
+def test_describe_names_siamkit_backbones_as_before():
+    cfg = load_config(overrides=["backbone.name=resnet18", "backbone.width=0.25"])
+    assert cfg.backbone.describe() == "resnet18 (width 0.25)"
+    cifar = load_config(overrides=["backbone.cifar_stem=true", "backbone.norm=group_ws"])
+    assert cifar.backbone.describe() == "resnet50 (width 1, CIFAR stem, GroupNorm+WS)"

@@ -19,6 +19,16 @@ Example:
     >>> from siamkit import load_config, pretrain
     >>> result = pretrain(load_config(recipe="simsiam/digits"))
     >>> result.knn_top1, result.random_init_knn_top1
+
+    Any backbone module with ``num_features`` and ``forward_features`` (``as_encoder`` adapts timm
+    and torchvision models), read back with a module of the same class:
+
+    >>> import torchvision
+    >>> from siamkit import as_encoder, load_backbone
+    >>> cfg = load_config(recipe="simsiam/digits")
+    >>> result = pretrain(cfg, backbone=as_encoder(torchvision.models.resnet18()))
+    >>> _, backbone = load_backbone(result.output_dir,
+    ...                             backbone=as_encoder(torchvision.models.resnet18()))
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from siamkit.errors import SiamkitError
 
 if TYPE_CHECKING:
     from siamkit.checkpoints import load_backbone, load_method
+    from siamkit.encoders import Encoder, as_encoder
     from siamkit.recipes import load_config
     from siamkit.train import pretrain
 
@@ -38,13 +49,24 @@ if TYPE_CHECKING:
 
 #: Public names imported on first use, and the module that holds each.
 _LAZY = {
+    "Encoder": "siamkit.encoders",
+    "as_encoder": "siamkit.encoders",
     "load_backbone": "siamkit.checkpoints",
     "load_method": "siamkit.checkpoints",
     "load_config": "siamkit.recipes",
     "pretrain": "siamkit.train",
 }
 
-__all__ = ["RunConfig", "SiamkitError", "load_backbone", "load_config", "load_method", "pretrain"]
+__all__ = [
+    "Encoder",
+    "RunConfig",
+    "SiamkitError",
+    "as_encoder",
+    "load_backbone",
+    "load_config",
+    "load_method",
+    "pretrain",
+]
 
 
 def _version() -> str:

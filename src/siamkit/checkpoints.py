@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from siamkit.config import RunConfig
-from siamkit.encoders import create_backbone
+from siamkit.config import CUSTOM_PREFIX, RunConfig
+from siamkit.encoders import Encoder, check_encoder, create_backbone
 from siamkit.errors import CheckpointError, ConfigError
 from siamkit.methods import create_method
 from siamkit.recipes import config_from_dict
@@ -114,25 +114,65 @@ def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkp
     return Checkpoint(str(p), config, raw["state_dict"], epoch, step)
 
 
-def load_method(path: str | Path) -> tuple[RunConfig, nn.Module]:
-    """The trained method (backbone and heads) of a checkpoint, in eval mode on the CPU."""
+def load_method(path: str | Path, backbone: nn.Module | None = None) -> tuple[RunConfig, nn.Module]:
+    """The trained method (backbone and heads) of a checkpoint, in eval mode on the CPU.
+
+    Args:
+        path: A ``.ckpt`` file or a run folder.
+        backbone: A module of the class the run trained, for a run given its backbone as a
+            module (``pretrain(cfg, backbone=module)``; its config says ``custom/...``). The
+            checkpoint's weights are loaded into it. ``None``: built from the stored config.
+
+    Raises:
+        CheckpointError: Unreadable, or a ``custom/`` backbone and no ``backbone`` module (or
+            one whose weights do not match).
+    """
     ckpt = read_checkpoint(path)
-    method = create_method(create_backbone(ckpt.config.backbone), ckpt.config.method)
+    method = create_method(_backbone_of(ckpt, backbone), ckpt.config.method)
     prefix = "method."
     state = {k[len(prefix) :]: v for k, v in ckpt.state_dict.items() if k.startswith(prefix)}
     # torch.compile'd backbones keep their keys (Module.compile), so no renaming is needed.
-    missing, unexpected = method.load_state_dict(state, strict=False)
+    what = "the backbone module passed" if backbone is not None else "its own config"
+    try:
+        missing, unexpected = method.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # same keys, other shapes
+        shapes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        raise CheckpointError(
+            f"checkpoint {ckpt.path!r} does not match {what} ({'; '.join(shapes[:2])})"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint {ckpt.path!r} does not match its own config "
+            f"checkpoint {ckpt.path!r} does not match {what} "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     return ckpt.config, method.eval()
 
 
-def load_backbone(path: str | Path) -> tuple[RunConfig, nn.Module]:
-    """The trained backbone of a checkpoint, in eval mode on the CPU."""
-    config, method = load_method(path)
+def _backbone_of(ckpt: Checkpoint, backbone: nn.Module | None) -> Encoder:
+    """The module to load the checkpoint's backbone into: ``backbone``, or built from config."""
+    name = ckpt.config.backbone.name
+    if backbone is not None:
+        try:
+            return check_encoder(backbone, (ckpt.config.augment.size,))
+        except ConfigError as err:
+            raise CheckpointError(f"cannot load {ckpt.path!r} into that backbone: {err}") from None
+    if name.startswith(CUSTOM_PREFIX):
+        raise CheckpointError(
+            f"checkpoint {ckpt.path!r} was trained on a backbone module passed to pretrain "
+            f"({name[len(CUSTOM_PREFIX) :]}), which no config rebuilds; pass a module of that "
+            "class: load_method(path, backbone=module) or load_backbone(path, backbone=module)"
+        )
+    return create_backbone(ckpt.config.backbone)
+
+
+def load_backbone(
+    path: str | Path, backbone: nn.Module | None = None
+) -> tuple[RunConfig, nn.Module]:
+    """The trained backbone of a checkpoint, in eval mode on the CPU.
+
+    ``backbone``: as for :func:`load_method` (needed for a run given its backbone as a module).
+    """
+    config, method = load_method(path, backbone)
     return config, method.backbone  # type: ignore[return-value]
 
 

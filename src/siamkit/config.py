@@ -203,31 +203,119 @@ class AugmentConfig:
         return 0.5 if self.size >= self.blur_min_size else 0.0
 
 
+#: ``backbone.name`` prefix of a timm model (``timm/vit_small_patch16_224``).
+TIMM_PREFIX = "timm/"
+#: ``backbone.name`` prefix recorded for a module passed to ``pretrain(cfg, backbone=module)``
+#: (``custom/<module>.<class>``): no config can rebuild it, so loading needs the module again.
+CUSTOM_PREFIX = "custom/"
+#: A value of ``backbone.timm_kwargs``: a number, flag or name, or a list of them (``img_size``).
+TimmOption = int | float | bool | str | list[int | float | bool | str]
+#: timm options siamkit sets itself: random init (no download) and no classifier.
+_RESERVED_TIMM_OPTIONS = (
+    "pretrained",
+    "num_classes",
+    "pretrained_cfg",
+    "pretrained_cfg_overlay",
+    "checkpoint_path",
+    "features_only",
+)
+
+#: What sizes a timm model instead of siamkit's own backbone options.
+_TIMM_FIXES = {
+    "width": "pick a smaller model or size it in backbone.timm_kwargs (e.g. {embed_dim: 192})",
+    "cifar_stem": "for 32-px images set backbone.timm_kwargs (ViT: {img_size: 32, patch_size: 4})",
+    "norm": "timm models choose their own norm layers (some take backbone.timm_kwargs.norm_layer)",
+}
+
+
 @dataclass
 class BackboneConfig:
     """The encoder backbone (pipeline step 2).
 
     Attributes:
         name: A name in :data:`siamkit.encoders.BACKBONES` (``resnet18``, ``resnet34``,
-            ``resnet50``, ``small_cnn``).
+            ``resnet50``, ``small_cnn``), or ``timm/<model>`` for any timm model
+            (``timm/vit_small_patch16_224``, ``timm/resnet18``; needs ``pip install
+            "siamkit[timm]"``). ``custom/<module>.<class>`` is what a run records for a module
+            passed to ``pretrain(cfg, backbone=module)``.
         cifar_stem: Replace the 7x7/2 stem and max-pool by one 3x3/1 convolution, the CIFAR
-            variant used by SimSiam's Appendix D (after He et al., 2016, Sec. 4.2).
+            variant used by SimSiam's Appendix D (after He et al., 2016, Sec. 4.2). Not for timm
+            models (their own options size them: ``timm_kwargs``).
         width: Multiplier of every stage's channel count (1.0 is the torchvision model); below 1
-            for small CPU runs.
+            for small CPU runs. Not for timm models.
         norm: ``batch`` (BatchNorm, the papers' default), ``group_ws`` (GroupNorm + Weight
             Standardisation, no batch statistics; "BYOL works even without batch statistics",
             arXiv:2010.10241, Sec. 3) or ``none`` (no normalisation layer at all, the ablation
-            that paper starts from). ResNets and the small CNN offer all three.
+            that paper starts from). ResNets and the small CNN offer all three; not timm models.
+        timm_kwargs: Options passed to ``timm.create_model`` for a ``timm/`` backbone, e.g.
+            ``{img_size: 32, patch_size: 4, drop_path_rate: 0.1}`` for a ViT on 32-px images, or
+            ``{depth: 6, embed_dim: 192}``. The model starts at random initialisation and
+            without its classifier (siamkit sets ``pretrained`` and ``num_classes``).
+        freeze_patch_embed: Keep the patch projection at its random initialisation: MoCo v3's
+            "random patch projection", which stabilises ViT training (arXiv:2104.02057, Sec.
+            4.2). Only for timm models with a patch embedding (ViTs); off by default, as in
+            timm and the paper's baseline.
     """
 
     name: str = "resnet50"
     cifar_stem: bool = False
     width: float = 1.0
     norm: Literal["batch", "group_ws", "none"] = "batch"
+    timm_kwargs: dict[str, TimmOption] = field(default_factory=dict)
+    freeze_patch_embed: bool = False
 
     def __post_init__(self) -> None:
         if self.width <= 0:
             raise ConfigError(f"backbone.width must be positive, got {self.width}")
+        if self.is_timm:
+            self._check_timm()
+            return
+        if self.timm_kwargs:
+            raise ConfigError(
+                f"backbone.timm_kwargs applies to timm backbones (backbone.name: timm/<model>), "
+                f"not {self.name!r}; remove backbone.timm_kwargs"
+            )
+        if self.freeze_patch_embed:
+            raise ConfigError(
+                f"backbone.freeze_patch_embed applies to timm models with a patch embedding "
+                f"(e.g. timm/vit_small_patch16_224); {self.name!r} has none: set it to false"
+            )
+
+    @property
+    def is_timm(self) -> bool:
+        """Whether ``name`` is ``timm/<model>``."""
+        return self.name.startswith(TIMM_PREFIX)
+
+    def _check_timm(self) -> None:
+        """The siamkit-only options keep their defaults; timm_kwargs leaves siamkit's alone."""
+        model = self.name[len(TIMM_PREFIX) :]
+        if not model:
+            raise ConfigError("backbone.name 'timm/' names no model; use e.g. timm/resnet18")
+        unused = {"width": self.width != 1.0, "cifar_stem": self.cifar_stem}
+        unused["norm"] = self.norm != "batch"
+        for key in (k for k, is_set in unused.items() if is_set):
+            raise ConfigError(
+                f"backbone.{key} does not apply to timm models ({self.name}); remove it: "
+                f"{_TIMM_FIXES[key]}"
+            )
+        for key in _RESERVED_TIMM_OPTIONS:
+            if key in self.timm_kwargs:
+                raise ConfigError(
+                    f"backbone.timm_kwargs.{key} is set by siamkit (a timm backbone starts at "
+                    "random initialisation, without its classifier); remove it"
+                )
+
+    def describe(self) -> str:
+        """One line for logs, e.g. ``resnet18 (width 0.25, CIFAR stem)``."""
+        if self.is_timm:
+            options = [f"{k}={v}" for k, v in self.timm_kwargs.items()]
+            options += ["frozen patch projection"] if self.freeze_patch_embed else []
+            return f"{self.name} ({', '.join(options)})" if options else self.name
+        if self.name.startswith(CUSTOM_PREFIX):
+            return self.name
+        stem = ", CIFAR stem" if self.cifar_stem else ""
+        norm = ", GroupNorm+WS" if self.norm != "batch" else ""
+        return f"{self.name} (width {self.width:g}{stem}{norm})"
 
 
 @dataclass
@@ -300,7 +388,8 @@ class TrainConfig:
         seed: Seed for weights, data order and augmentation.
         precision: ``auto`` (bf16 autocast where the hardware has fast bf16, else fp32),
             ``bf16-mixed`` or ``32-true``. Losses are computed in fp32 either way.
-        channels_last: ``auto`` (on for convolutional backbones), ``on``, ``off``.
+        channels_last: ``auto`` (on for convolutional backbones; off for ViTs and other
+            models whose one convolution is a patch embedding), ``on``, ``off``.
         compile: Wrap the backbone in ``torch.compile``.
         patch_conv: The explicit-GEMM weight gradient of small-map convolutions on CPU
             (:mod:`siamkit.train.cpu_conv`): ``auto`` (on CPUs with AMX, where it measured 1.26x

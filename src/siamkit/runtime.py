@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from siamkit.errors import ConfigError
 
@@ -135,6 +136,26 @@ def resolve_precision(precision: str, kind: str) -> str:
     if precision != "auto":
         return precision
     return "bf16-mixed" if fast_bf16_available(kind) else "32-true"
+
+
+def is_patchify(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` cuts non-overlapping patches (kernel = stride > 1: a ViT's embedding)."""
+    kernel, stride = tuple(conv.kernel_size), tuple(conv.stride)
+    return kernel == stride and max(kernel) > 1
+
+
+def use_channels_last(mode: str, backbone: nn.Module) -> bool:
+    """Whether ``train.channels_last`` (``auto``, ``on``, ``off``) feeds ``backbone`` NHWC.
+
+    ``auto``: on for convolutional backbones, those with a convolution other than a patch
+    embedding (ResNets, ConvNeXt, the small CNN), where oneDNN and cuDNN run channels-last
+    convolutions faster; off for ViTs and other patch-and-attention models, whose one
+    convolution cuts patches once and whose blocks are matrix products over tokens that the
+    memory format of the input does not reach.
+    """
+    if mode != "auto":
+        return mode == "on"
+    return any(isinstance(m, nn.Conv2d) and not is_patchify(m) for m in backbone.modules())
 
 
 def local_processes(accelerator: str = "auto", devices: str = "auto") -> int:

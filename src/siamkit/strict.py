@@ -22,6 +22,22 @@ T = TypeVar("T")
 Resolver = typing.Callable[[type, dict[str, Any]], type]
 
 
+#: How a message names a type a value may have.
+_KINDS: dict[Any, str] = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+}
+
+
+def _kind(annotation: Any) -> str:
+    """``an integer``, ``a list`` ...: the type ``annotation`` in an error message's words."""
+    if get_origin(annotation) is list:
+        return "a list of such values"
+    return _KINDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
 def _coerce(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
     """Convert a YAML/CLI value to ``annotation``, or raise a ConfigError naming ``where``."""
     origin = get_origin(annotation)
@@ -39,6 +55,10 @@ def _coerce(value: Any, annotation: Any, where: str, resolve: Resolver | None) -
                 return _coerce(value, option, where, resolve)
             except ConfigError as err:
                 errors.append(str(err))
+        if len(errors) > 1:  # e.g. a timm option: say every type it may have
+            kinds = [_kind(o) for o in options if o is not type(None)]
+            text = ", ".join(kinds[:-1]) + " or " + kinds[-1]
+            raise ConfigError(f"{where} must be {text}, got {value!r}")
         raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is Literal:
         choices = get_args(annotation)

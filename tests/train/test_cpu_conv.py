@@ -93,3 +93,22 @@ def test_training_module_uses_the_patch_gemm_as_configured(mode, patched):
     module = PretrainModule(cfg, method, steps_per_epoch=1)
     kinds = {type(m) for m in module.method.modules() if isinstance(m, nn.Conv2d)}
     assert kinds == ({PatchGradConv2d} if patched else {nn.Conv2d})
+
+
+@pytest.mark.parametrize("pre_norm", [False, True], ids=["biased_proj", "unbiased_proj"])
+def test_a_vits_patch_embedding_is_unchanged_by_the_conversion(pre_norm):
+    """A ViT's one convolution: skipped when biased; when not, the GEMM gives the same grads."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    options = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+    ref = timm.create_model("vit_tiny_patch16_224", num_classes=0, pre_norm=pre_norm, **options)
+    fast = copy.deepcopy(ref)
+    assert use_patch_grad_convs(fast) == 1
+    x = torch.randn(4, 3, 32, 32)
+    assert fast.patch_embed.proj._eligible(x) is pre_norm  # 4x4 patches: a small map
+    outs = [m(x) for m in (ref, fast)]
+    torch.testing.assert_close(outs[1], outs[0])
+    for out in outs:
+        out.square().mean().backward()
+    for (name, a), b in zip(ref.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)

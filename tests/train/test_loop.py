@@ -4,17 +4,19 @@ checkpoints. Tiny settings keep each run to a second or two on a CPU."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from siamkit.checkpoints import load_backbone, load_method, read_checkpoint
-from siamkit.config import RunConfig
+from siamkit.config import BackboneConfig, RunConfig
 from siamkit.data.datasets import Splits, load_digits
-from siamkit.encoders import create_backbone
+from siamkit.encoders import as_encoder, create_backbone
 from siamkit.errors import CheckpointError, ConfigError, TrainingDivergedError
 from siamkit.losses import negative_similarity
 from siamkit.recipes import load_config
@@ -328,3 +330,129 @@ def test_resume_with_a_different_architecture_raises(trained, tmp_path, splits, 
     with pytest.raises(CheckpointError, match=r"different (backbone|method)"):
         pretrain(small_config(copy, "train.epochs=2", change), resume=str(copy), splits=splits)
     assert read_checkpoint(copy).epoch == 1  # untouched
+
+
+# --------------------------------------------------------------------------------------------
+# A backbone module of the user's own, and timm ViTs
+# --------------------------------------------------------------------------------------------
+class UserBackbone(nn.Module):
+    """Meets the encoder contract without subclassing siamkit's Encoder."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        self.num_features = width
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean(dim=(2, 3))
+
+
+TINY_VIT = [
+    "backbone.name=timm/vit_tiny_patch16_224",
+    "backbone.width=1",  # SMALL's 0.25 is for siamkit's own backbones
+    "backbone.timm_kwargs={img_size: 16, patch_size: 4, embed_dim: 32, depth: 1, num_heads: 2}",
+]
+
+
+@pytest.fixture(scope="module")
+def module_run(tmp_path_factory, splits):
+    """A 1-epoch run of a UserBackbone passed to pretrain."""
+    out = tmp_path_factory.mktemp("module") / "run"
+    torch.manual_seed(0)
+    module = UserBackbone()
+    initial = {k: v.clone() for k, v in module.state_dict().items()}
+    result = pretrain(small_config(out), splits=splits, backbone=module)
+    return out, module, initial, result
+
+
+def test_a_module_backbone_is_trained_in_place_and_recorded_by_its_class(module_run):
+    out, module, initial, result = module_run
+    assert result.epochs == 1 and result.checkpoint
+    ckpt = read_checkpoint(out)
+    assert ckpt.config.backbone == BackboneConfig(name=f"custom/{__name__}.UserBackbone")
+    now = module.state_dict()
+    for key, value in now.items():  # the module passed holds the checkpoint's weights
+        torch.testing.assert_close(value, ckpt.state_dict[f"method.backbone.{key}"])
+    assert not torch.equal(now["body.0.weight"], initial["body.0.weight"])
+
+
+def test_a_module_backbone_checkpoint_loads_only_into_a_module(module_run):
+    out, module, _, _ = module_run
+    with pytest.raises(CheckpointError, match=r"UserBackbone\).*backbone=module"):
+        load_method(out)
+    _, backbone = load_backbone(out, backbone=UserBackbone())
+    x = torch.randn(4, 3, 16, 16)
+    module.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(backbone.forward_features(x), module.forward_features(x))
+    with pytest.raises(CheckpointError, match="does not match the backbone module passed"):
+        load_backbone(out, backbone=UserBackbone(width=4))
+    with pytest.raises(CheckpointError, match="has no int num_features"):
+        load_backbone(out, backbone=nn.Conv2d(3, 8, 3))
+
+
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # the copied run folder
+def test_a_module_backbone_run_resumes_with_a_module_of_its_class(module_run, tmp_path, splits):
+    out, *_ = module_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    resumed = pretrain(
+        small_config(copy, "train.epochs=2"),
+        resume=str(copy),
+        splits=splits,
+        backbone=UserBackbone(),
+    )
+    assert resumed.epochs == 2 and read_checkpoint(copy).epoch == 2
+    other = as_encoder(nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 8)
+    with pytest.raises(CheckpointError, match="different backbone"):
+        pretrain(
+            small_config(copy, "train.epochs=3"), resume=str(copy), splits=splits, backbone=other
+        )
+
+
+def test_a_backbone_breaking_the_contract_stops_the_run_before_it_starts(tmp_path, splits):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"Conv2d has no int num_features.*as_encoder"):
+        pretrain(small_config(out), splits=splits, backbone=nn.Conv2d(3, 8, 3))
+    pytest.importorskip("timm")
+    fixed = [TINY_VIT[0], TINY_VIT[1].replace("img_size: 16", "img_size: 32")]
+    with pytest.raises(ConfigError, match=r"failed on a \(2, 3, 16, 16\) batch.*16-px"):
+        pretrain(small_config(out, *fixed), splits=splits)
+    assert not out.exists()
+
+
+def test_a_frozen_patch_projection_stays_at_its_initialisation(tmp_path, splits):
+    """MoCo v3 with a frozen random patch projection: AdamW with weight decay moves every other
+    weight; the projection, in the online and the momentum encoder, keeps its seeded init."""
+    pytest.importorskip("timm")
+    out = tmp_path / "run"
+    options = ["method.name=moco_v3", "optim.optimizer=adamw", "optim.weight_decay=0.1"]
+    cfg = small_config(out, *TINY_VIT, "backbone.freeze_patch_embed=true", *options)
+    torch.manual_seed(cfg.train.seed)  # pretrain seeds, then builds the backbone first
+    initial = create_backbone(cfg.backbone).state_dict()
+    pretrain(
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=3)), splits=splits
+    )
+    state = read_checkpoint(out).state_dict
+    for encoder in ("backbone", "key_backbone"):
+        for name in ("weight", "bias"):
+            key = f"model.patch_embed.proj.{name}"
+            torch.testing.assert_close(
+                state[f"method.{encoder}.{key}"], initial[key], rtol=0, atol=0
+            )
+        qkv = "model.blocks.0.attn.qkv.weight"
+        assert not torch.equal(state[f"method.{encoder}.{qkv}"], initial[qkv])
+
+
+@pytest.mark.parametrize(("overrides", "channels_last"), [([], True), (TINY_VIT, False)])
+def test_channels_last_auto_is_off_for_a_vit(tmp_path, overrides, channels_last):
+    from siamkit.methods import create_method
+    from siamkit.train.loop import PretrainModule
+
+    if overrides:
+        pytest.importorskip("timm")
+    cfg = small_config(tmp_path, *overrides)
+    method = create_method(create_backbone(cfg.backbone), cfg.method)
+    assert PretrainModule(cfg, method, steps_per_epoch=1).channels_last is channels_last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -9,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from siamkit.config import OptimConfig
+from siamkit.config import BackboneConfig, OptimConfig
+from siamkit.encoders import create_backbone
+from siamkit.methods import METHODS, create_method
 from siamkit.train.schedules import LARS, StepSchedule, build_optimizer, cosine_with_warmup
 
 
@@ -161,3 +164,26 @@ def test_every_group_is_named_for_the_logs_and_lars_halves_keep_the_name():
     assert [g["name"] for g in opt.param_groups] == ["all"]
     opt, _ = build_optimizer([{"params": [p]}, {"params": [q]}], OptimConfig(), StepSchedule(5, 0))
     assert [g["name"] for g in opt.param_groups] == ["group0", "group1"]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_frozen_patch_projection_is_left_out_of_every_methods_optimiser(name):
+    """MoCo v3's random patch projection: no optimiser group (so no decay) holds it."""
+    pytest.importorskip("timm")
+    cfg = BackboneConfig(
+        name="timm/vit_tiny_patch16_224",
+        timm_kwargs={"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2},
+        freeze_patch_embed=True,
+    )
+    cls = METHODS[name].config_class
+    narrow = {f.name: 32 for f in dataclasses.fields(cls) if f.name.endswith("_dim")}
+    method = create_method(create_backbone(cfg), cls(name=name, **narrow))
+    frozen = {id(p) for p in method.backbone.model.patch_embed.proj.parameters()}
+    assert len(frozen) == 2
+    for optimizer in ("sgd", "lars", "adamw"):
+        opt, _ = build_optimizer(
+            method.param_groups(), OptimConfig(optimizer=optimizer), StepSchedule(5, 0)
+        )
+        held = {id(p) for g in opt.param_groups for p in g["params"]}
+        assert not frozen & held, optimizer
+        assert held == {id(p) for p in method.parameters() if p.requires_grad}

@@ -1,6 +1,8 @@
 """Pipeline step 2: backbones behind one contract (``num_features``, ``forward_features``).
 
-Add a backbone by adding a constructor to :data:`BACKBONES`; the contract tests cover it.
+Add a backbone by adding a constructor to :data:`BACKBONES`; the contract tests cover it. Any timm
+model is ``timm/<model>`` (:class:`TimmEncoder`); any other module meeting the contract is passed
+to ``pretrain(cfg, backbone=module)`` (:func:`as_encoder` adapts timm and torchvision models).
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ import inspect
 from collections.abc import Callable
 from functools import partial
 
-from siamkit.config import BackboneConfig
-from siamkit.encoders.base import Encoder
+from siamkit.config import CUSTOM_PREFIX, TIMM_PREFIX, BackboneConfig
+from siamkit.encoders.adapters import ModuleEncoder, as_encoder, custom_backbone_name
+from siamkit.encoders.base import Encoder, check_encoder
 from siamkit.encoders.resnet import ResNetEncoder, torchvision_resnet
 from siamkit.encoders.small_cnn import SmallCNN
+from siamkit.encoders.timm_models import TimmEncoder, freeze_patch_embed
 from siamkit.errors import ConfigError
 
 #: name -> constructor taking ``width`` and ``cifar_stem`` (and ``norm`` where the backbone
@@ -26,10 +30,27 @@ BACKBONES: dict[str, Callable[..., Encoder]] = {
 
 
 def create_backbone(cfg: BackboneConfig) -> Encoder:
-    """Build the backbone named by ``cfg``; it follows the :class:`Encoder` contract."""
+    """Build the backbone named by ``cfg``; it follows the :class:`Encoder` contract.
+
+    Raises:
+        ConfigError: An unknown name, an option the backbone lacks, timm missing, or a
+            ``custom/`` name (a module passed to ``pretrain``; no config rebuilds it).
+    """
+    if cfg.is_timm:
+        encoder = TimmEncoder(cfg.name[len(TIMM_PREFIX) :], **_timm_options(cfg))
+        if cfg.freeze_patch_embed:
+            freeze_patch_embed(encoder.model)
+        return encoder
+    if cfg.name.startswith(CUSTOM_PREFIX):
+        raise ConfigError(
+            f"backbone {cfg.name!r} was a module passed to pretrain(cfg, backbone=module); no "
+            "config can rebuild it: pass a module of that class again (e.g. "
+            "load_method(path, backbone=module))"
+        )
     if cfg.name not in BACKBONES:
         raise ConfigError(
-            f"unknown backbone {cfg.name!r}; valid backbones: {', '.join(sorted(BACKBONES))}"
+            f"unknown backbone {cfg.name!r}; valid backbones: {', '.join(sorted(BACKBONES))}, "
+            "or timm/<model> for any timm model"
         )
     build = BACKBONES[cfg.name]
     options: dict[str, object] = {"width": cfg.width, "cifar_stem": cfg.cifar_stem}
@@ -42,11 +63,22 @@ def create_backbone(cfg: BackboneConfig) -> Encoder:
     return build(**options)
 
 
+def _timm_options(cfg: BackboneConfig) -> dict[str, object]:
+    """``backbone.timm_kwargs`` for timm: lists become tuples (``img_size: [32, 32]``)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.timm_kwargs.items()}
+
+
 __all__ = [
     "BACKBONES",
     "Encoder",
+    "ModuleEncoder",
     "ResNetEncoder",
     "SmallCNN",
+    "TimmEncoder",
+    "as_encoder",
+    "check_encoder",
     "create_backbone",
+    "custom_backbone_name",
+    "freeze_patch_embed",
     "torchvision_resnet",
 ]

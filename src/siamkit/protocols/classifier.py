@@ -223,8 +223,7 @@ class ClassifierInfo:
 
     def architecture(self) -> str:
         """E.g. ``small_cnn (width 0.25) + 1 head layer of simclr -> 10 classes``."""
-        b = self.backbone
-        text = f"{b.name} (width {b.width:g}{', cifar stem' if b.cifar_stem else ''})"
+        text = self.backbone.describe()
         if self.from_head_layers:
             name = (self.method or {}).get("name", "?")
             text += f" + {self.from_head_layers} head layer(s) of {name}"

@@ -41,17 +41,19 @@ def linear_eval_views(augment: AugmentConfig) -> AugmentConfig:
     return crop_flip_recipe(augment, (0.08, 1.0))
 
 
-def run_extract_options(cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+def run_extract_options(
+    cfg: RunConfig, device: torch.device, backbone: nn.Module
+) -> dict[str, Any]:
     """Feature-extraction options that reproduce a run's own figures on ``device``.
 
     Its precision (bf16 autocast where it trained with it, as its kNN monitor did) and memory
-    format.
+    format (as its training chose it for ``backbone``).
     """
     precision = runtime.resolve_precision(cfg.train.precision, device.type)
     return {
         "device": device,
         "bf16": precision == "bf16-mixed",
-        "channels_last": cfg.train.channels_last != "off",
+        "channels_last": runtime.use_channels_last(cfg.train.channels_last, backbone),
     }
 
 
@@ -89,7 +91,7 @@ def _labelled_features(
         )
     y_train = require_labels(splits.train, what)
     y_test = require_labels(splits.test, what)
-    options = {"head": head, **run_extract_options(cfg, device)}
+    options = {"head": head, **run_extract_options(cfg, device, backbone)}
     if augment_copies:
         views = Views([linear_eval_views(cfg.augment)])
         g = torch.Generator(device).manual_seed(seed)
@@ -251,7 +253,7 @@ def embed_folder(
         backbone, augment = embedding_model(checkpoint, model)
     else:
         cfg, backbone = load_backbone(checkpoint)
-        augment, options = cfg.augment, run_extract_options(cfg, device)
+        augment, options = cfg.augment, run_extract_options(cfg, device, backbone)
     augment = with_preprocessing(augment, image_size, mean, std)
     backbone.to(device)
     files = list_files(Path(folder))

@@ -251,6 +251,9 @@ def finetune(
         if checkpoint is not None:
             run_cfg, method = load_method(checkpoint)
             trunk = trunk_from_method(method, cfg.from_head_layers)
+            # Every layer trains, a patch projection frozen in pretraining too: MoCo v3
+            # [arXiv:2104.02057] fine-tunes its ViTs end to end with DeiT's recipe.
+            trunk.requires_grad_(True)
             backbone_cfg = run_cfg.backbone
             augment = augment or run_cfg.augment
             data = data or run_cfg.data

@@ -20,27 +20,19 @@ from safetensors.torch import load_file
 from torch import nn
 
 from siamkit.checkpoints import load_file as load_torch_file
-from siamkit.config import AugmentConfig
+from siamkit.config import TIMM_PREFIX, AugmentConfig
 from siamkit.encoders import Encoder, SmallCNN, torchvision_resnet
+from siamkit.encoders.timm_models import import_timm
 from siamkit.errors import CheckpointError, ConfigError
 
-#: ``arch["name"]`` of a timm backbone: ``timm/<model>``; also the prefix of ``--model``.
-TIMM_PREFIX = "timm/"
+#: ``TIMM_PREFIX`` (``timm/``) names a timm backbone's ``arch["name"]`` and is ``--model``'s
+#: prefix for timm; this one is torchvision's.
 TORCHVISION_PREFIX = "torchvision/"
 
 
 def is_timm(arch: dict[str, Any]) -> bool:
     """Whether a backbone's ``arch`` record names a timm model."""
     return str(arch.get("name", "")).startswith(TIMM_PREFIX)
-
-
-def import_timm() -> Any:
-    """The timm package (an optional dependency), or a ConfigError saying how to install it."""
-    try:
-        import timm
-    except ImportError:
-        raise ConfigError("timm is not installed; pip install 'siamkit[timm]'") from None
-    return timm
 
 
 def _read_export(

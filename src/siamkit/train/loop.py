@@ -11,6 +11,7 @@ checkpoints, resume and the monitors.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import sys
 import time
@@ -22,14 +23,15 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import nn
 
 from siamkit import runtime
 from siamkit.checkpoints import CONFIG_KEY, read_checkpoint
-from siamkit.config import RunConfig, TrainConfig
+from siamkit.config import BackboneConfig, RunConfig, TrainConfig
 from siamkit.data.datasets import Splits, load_splits
 from siamkit.data.loader import Batch, ImageData
 from siamkit.data.views import Views
-from siamkit.encoders import create_backbone
+from siamkit.encoders import check_encoder, create_backbone, custom_backbone_name
 from siamkit.errors import DataError, TrainingDivergedError, TrainingInterrupted
 from siamkit.eval.features import extract_features
 from siamkit.eval.knn import knn_top1
@@ -75,7 +77,7 @@ class PretrainModule(L.LightningModule):
             use_patch_grad_convs(self.method)
         warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
         self.schedule = StepSchedule(self.total_steps_for(steps_per_epoch), warmup)
-        self.channels_last = cfg.train.channels_last != "off"
+        self.channels_last = runtime.use_channels_last(cfg.train.channels_last, method.backbone)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         if cfg.train.compile:
@@ -254,6 +256,7 @@ def pretrain(
     resume: str | None = None,
     splits: Splits | None = None,
     overwrite: bool = False,
+    backbone: nn.Module | None = None,
 ) -> PretrainResult:
     """Pretrain ``cfg.method`` on ``cfg.data``, then evaluate by kNN against random init.
 
@@ -263,20 +266,33 @@ def pretrain(
         splits: Already loaded data (default: load ``cfg.data``).
         overwrite: Delete the checkpoints of an earlier run in ``train.output_dir`` first;
             without it (and without ``resume``) such a folder is an error, so nothing is lost.
+        backbone: Train this module instead of building ``cfg.backbone``: any ``nn.Module``
+            with an int ``num_features`` and ``forward_features(x) -> (B, num_features)``
+            (:func:`siamkit.encoders.as_encoder` adapts timm and torchvision models). It is
+            trained in place; the run records it as ``backbone.name: custom/<module>.<class>``,
+            so reading the checkpoint back (``load_method``, ``resume``) needs a module of the
+            same class again. The "random init" kNN baseline is the module as it was passed.
 
     Returns:
         Figures of the run; ``results.json`` in the run folder holds the same.
 
     Raises:
         ConfigError: Settings this machine cannot run (a GPU where there is none, SyncBatchNorm
-            on CPU processes).
+            on CPU processes), or a backbone that breaks the encoder contract.
         DataError: Data problems (missing, empty, fewer images than one batch).
         CheckpointError: ``resume`` cannot be read or belongs to another model.
         TrainingDivergedError: The loss became NaN/inf (the last good checkpoint is kept).
     """
     start = time.perf_counter()
-    # 1. The machine and the checkpoint to resume: everything is checked before anything in
-    #    the run folder is touched (--overwrite removes nothing when a flag is wrong).
+    # 1. The machine, the backbone module and the checkpoint to resume: everything is checked
+    #    before anything in the run folder is touched (--overwrite removes nothing when a flag
+    #    is wrong).
+    given, recipe_backbone = None, cfg.backbone
+    if backbone is not None:
+        sizes = (cfg.augment.size, cfg.augment.effective_eval_size)
+        given = check_encoder(backbone, sizes)
+        custom = BackboneConfig(name=custom_backbone_name(backbone))
+        cfg = dataclasses.replace(cfg, backbone=custom)
     train = cfg.train
     skips = getattr(METHODS[cfg.method.name].build, "skips_parameters", False)
     settings = EngineSettings.of_pretraining(train, skips, hparams=flat_dict(cfg))
@@ -291,14 +307,18 @@ def pretrain(
 
     # 3. The method, built once; a copy of its backbone is the random-init baseline.
     L.seed_everything(train.seed, workers=True, verbose=False)
-    method = create_method(create_backbone(cfg.backbone), cfg.method)
+    method = create_method(create_backbone(cfg.backbone) if given is None else given, cfg.method)
+    # Every view size and the evaluation size reach the backbone (a ViT's img_size is fixed).
+    view_sizes = [r.size for r in method.view_recipes(cfg.augment)]
+    check_encoder(method.backbone, (*view_sizes, cfg.augment.effective_eval_size))
     method.setup(len(splits.train))
     random_init = copy.deepcopy(method.backbone)
+    channels_last = runtime.use_channels_last(train.channels_last, method.backbone)
 
     # 4. The trainer and its monitors.
     out_dir = Path(train.output_dir)
     precision = settings.lightning_precision
-    knn = _knn_monitor(cfg, precision, splits)
+    knn = _knn_monitor(cfg, precision, splits, channels_last)
     collapse, throughput = CollapseMonitor(train.collapse_threshold), Throughput()
     mi = mi_monitor(cfg, splits)
     monitors: list[L.Callback] = [m for m in (knn, mi, collapse, throughput) if m is not None]
@@ -327,13 +347,18 @@ def pretrain(
         atomic_write_text(out_dir / "config.yaml", _yaml(to_dict(cfg)), "run config")
         n_params = sum(p.numel() for p in module.parameters())
         print(
-            f"siamkit: {cfg.method.name} | {cfg.backbone.name} (width {cfg.backbone.width}"
-            f"{', CIFAR stem' if cfg.backbone.cifar_stem else ''}) {n_params / 1e6:.1f}M params"
+            f"siamkit: {cfg.method.name} | {cfg.backbone.describe()} {n_params / 1e6:.1f}M params"
             f" | {len(splits.train)} images, batch {cfg.optim.batch_size}, lr {cfg.optim.lr:g}"
             f" | {train.epochs} epochs | {precision} on {settings.device_type} x{world}"
             f" | run folder {out_dir}\nsiamkit: data {splits.note}",
             file=sys.stderr,
         )
+        if given is not None and recipe_backbone not in (BackboneConfig(), cfg.backbone):
+            print(
+                f"siamkit: the backbone module passed stands in for the config's "
+                f"{recipe_backbone.describe()}",
+                file=sys.stderr,
+            )
         for change in changes:
             print(f"siamkit: resumed with {change}", file=sys.stderr)
 
@@ -410,7 +435,9 @@ def final_knn(
     return figures[0], figures[1]
 
 
-def _knn_monitor(cfg: RunConfig, precision: str, splits: Splits) -> KNNMonitor | None:
+def _knn_monitor(
+    cfg: RunConfig, precision: str, splits: Splits, channels_last: bool
+) -> KNNMonitor | None:
     """The per-epoch kNN monitor on (subsampled, fixed-seed) bank and queries, if labelled."""
     train, test = splits.train, splits.test
     if not cfg.train.knn_every or train.labels is None or test is None or test.labels is None:
@@ -428,7 +455,7 @@ def _knn_monitor(cfg: RunConfig, precision: str, splits: Splits) -> KNNMonitor |
         cfg.train.knn_temperature,
         cfg.train.knn_every,
         bf16=precision == "bf16-mixed",
-        channels_last=cfg.train.channels_last != "off",
+        channels_last=channels_last,
     )
 
 
