@@ -160,6 +160,9 @@ def test_flat_dict_gives_dotted_keys_of_a_config_or_a_mapping_of_sections():
     assert flat["augment.crop_scale"] == [0.2, 1.0]  # YAML-safe, as to_dict
     assert flat["train.loggers"] == ["csv", "mlflow"]
     assert len(flat) == sum(len(section) for section in to_dict(cfg).values())
+    assert flat["backbone.timm_kwargs"] == {}  # an empty mapping is kept, not dropped
+    vit = load_config(overrides=["backbone.name=timm/x", "backbone.timm_kwargs.img_size=32"])
+    assert flat_dict(vit)["backbone.timm_kwargs.img_size"] == 32
     mixed = flat_dict({"finetune": cfg.optim, "checkpoint": "a.ckpt", "n": {"k": {"j": 1}}})
     assert mixed["finetune.momentum"] == cfg.optim.momentum
     assert (mixed["checkpoint"], mixed["n.k.j"]) == ("a.ckpt", 1)

@@ -161,7 +161,7 @@ def flat_dict(config: Any) -> dict[str, Any]:
     def flat(tree: Any, prefix: str) -> dict[str, Any]:
         if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
             tree = to_dict(tree)
-        if not isinstance(tree, dict):
+        if not isinstance(tree, dict) or (prefix and not tree):  # {} stays: it would vanish
             return {prefix.removesuffix("."): tree}
         out: dict[str, Any] = {}
         for key, value in tree.items():
