@@ -1,5 +1,6 @@
 """The one training loop (Lightning), its schedule and monitors."""
 
-from siamkit.train.loop import PretrainModule, PretrainResult, format_result, pretrain
+from siamkit.train.loop import PretrainModule, pretrain
+from siamkit.train.results import PretrainResult, format_result
 
 __all__ = ["PretrainModule", "PretrainResult", "format_result", "pretrain"]
