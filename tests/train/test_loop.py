@@ -137,6 +137,24 @@ def test_pretrain_reports_knn_against_random_init(trained, splits):
     assert result.images_per_sec is not None and result.images_per_sec > 0
 
 
+def test_a_bf16_run_reads_its_random_init_baseline_in_float32(tmp_path, splits):
+    """The random-init backbone's features differ by less than bf16 resolves (eval-mode BN at
+    its initial statistics), so its figure is taken in float32 whatever the run's precision; the
+    trained one as the run's monitor reads it."""
+    from siamkit.eval.knn import knn_top1
+
+    cfg = small_config(
+        tmp_path / "run", "train.knn_every=1", "train.precision=bf16-mixed", "train.max_steps=2"
+    )
+    result = pretrain(cfg, splits=splits)
+    torch.manual_seed(cfg.train.seed)
+    initial = create_backbone(cfg.backbone)
+    _, trained_backbone = load_backbone(tmp_path / "run")
+    args = (splits.train, splits.test, cfg.augment, cfg.train.knn_k, cfg.train.knn_temperature)
+    assert result.random_init_knn_top1 == pytest.approx(knn_top1(initial, *args, bf16=False))
+    assert result.knn_top1 == pytest.approx(knn_top1(trained_backbone, *args, bf16=True))
+
+
 def test_checkpoint_holds_config_and_epoch(trained, splits):
     cfg, out, _ = trained
     ckpt = read_checkpoint(out)  # a run folder resolves to checkpoints/last.ckpt
