@@ -55,3 +55,18 @@ def test_encoder_head_and_statistics_network_all_learn_and_the_average_is_saved(
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert torch.isfinite(method.mi.log_average)
     assert "mi.log_average" in method.state_dict()
+
+
+@pytest.mark.parametrize(("bound", "has_bias"), [("mine", False), ("dv", False),
+                                                 ("infonce", False), ("mine_f", True)])  # fmt: skip
+def test_the_score_has_a_bias_only_where_the_bound_depends_on_a_shift(bound, has_bias):
+    method = _build(bound=bound)
+    last = method.mi.critic.rest[-1]
+    assert (last.bias is not None) is has_bias
+    # The DV bound of a shifted critic is the same: what the bias would carry is nothing.
+    views = random_views()
+    z_a, z_b = (method.encode(v).detach() for v in views)
+    t_joint, t_marginal = method.mi.critic(z_a, z_b), method.mi.critic(z_a, z_b.flip(0))
+    torch.testing.assert_close(
+        dv_bound(t_joint + 3.0, t_marginal + 3.0), dv_bound(t_joint, t_marginal)
+    )

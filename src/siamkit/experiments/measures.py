@@ -143,7 +143,8 @@ def gaussian_estimate(measure: Measure, cell: Cell, spec: ScaleSpec) -> float:
     """
     from siamkit.eval.known_mi import estimates, gaussian_sampler, validation_settings
 
-    settings = validation_settings(measure.estimator, spec.mi_steps, spec.mi_batch)
+    batch = spec.mi_infonce_batch if measure.estimator == "infonce" else spec.mi_batch
+    settings = validation_settings(measure.estimator, spec.mi_steps, batch)
     sampler = gaussian_sampler(cell.dim, cell.rho)
     return statistics.fmean(estimates(sampler, settings, spec.mi_seeds))
 

@@ -174,7 +174,9 @@ class ScaleSpec:
             ``{method}`` in it stands for the cell's method (``{method}/cifar10_cpu``).
         set: Overrides for every cell (the budget: epochs, time).
         mi_steps: ``gaussian_mi``: steps of the statistics network.
-        mi_batch: ``gaussian_mi``: pairs per step (InfoNCE is capped at its log).
+        mi_batch: ``gaussian_mi``: pairs per step of MINE and MINE-f.
+        mi_infonce_batch: ``gaussian_mi``: InfoNCE's pairs per step; it scores all ``B x B``
+            pairs of a batch (so its cost grows as ``B^2``) and cannot exceed ``log B``.
         mi_seeds: ``gaussian_mi``: seeds averaged per estimate.
         note: What this scale can and cannot show, for the report.
     """
@@ -182,7 +184,8 @@ class ScaleSpec:
     recipe: str = ""
     set: list[str] = field(default_factory=list)
     mi_steps: int = 2000
-    mi_batch: int = 128
+    mi_batch: int = 256
+    mi_infonce_batch: int = 64
     mi_seeds: int = 1
     note: str = ""
 

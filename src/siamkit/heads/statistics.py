@@ -26,9 +26,20 @@ class StatisticsNetwork(nn.Module):
         z_dim: Width of ``z``.
         hidden_dim: Width of every hidden layer.
         depth: Number of hidden layers (at least 1).
+        output_bias: A bias on the score. The Donsker-Varadhan and InfoNCE bounds do not change
+            when a constant is added to ``T``, so for them the bias carries nothing, while
+            MINE's bias-corrected gradient (``1 - E_Q[e^T] / a`` for it, ``a`` the lagging
+            moving average) still moves it; MINE-f's bound does depend on it.
     """
 
-    def __init__(self, x_dim: int, z_dim: int, hidden_dim: int = 256, depth: int = 2) -> None:
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dim: int = 256,
+        depth: int = 2,
+        output_bias: bool = True,
+    ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"a statistics network needs at least one hidden layer, got {depth}")
@@ -38,7 +49,7 @@ class StatisticsNetwork(nn.Module):
         layers: list[nn.Module] = [nn.ELU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden_dim, hidden_dim), nn.ELU()]
-        layers.append(nn.Linear(hidden_dim, 1))
+        layers.append(nn.Linear(hidden_dim, 1, bias=output_bias))
         self.rest = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -88,8 +88,16 @@ class MINE(Method):
             hidden_bn=cfg.head_bn,
             output_bn=cfg.head_bn,
         )
+        # No bias on the score where the bound ignores a constant shift of T (every bound but
+        # MINE-f): under MINE's corrected gradient such a bias still gets a gradient, and an
+        # optimiser that steps biases without adapting them (LARS) drove it, and the bound, to
+        # diverge within the first epoch of the CIFAR-10 CPU recipe (2026-12-02, docs/results.md).
         critic = StatisticsNetwork(
-            cfg.proj_dim, cfg.proj_dim, cfg.critic_hidden_dim, cfg.critic_depth
+            cfg.proj_dim,
+            cfg.proj_dim,
+            cfg.critic_hidden_dim,
+            cfg.critic_depth,
+            output_bias=cfg.bound == "mine_f",
         )
         bound: Bound = cfg.bound  # type: ignore[assignment]  # checked by MINEConfig
         # The statistics network and the moving average of E_Q[e^T] (a buffer: saved and resumed).
