@@ -44,15 +44,16 @@ def linear_eval_views(augment: AugmentConfig) -> AugmentConfig:
 def run_extract_options(
     cfg: RunConfig, device: torch.device, backbone: nn.Module
 ) -> dict[str, Any]:
-    """Feature-extraction options that reproduce a run's own figures on ``device``.
+    """Feature-extraction options that reproduce a run's own final figures on ``device``.
 
-    Its precision (bf16 autocast where it trained with it, as its kNN monitor did) and memory
-    format (as its training chose it for ``backbone``).
+    float32 whatever the run trained with (as its final kNN, :func:`siamkit.train.loop.
+    final_knn`: bf16 features lose the small differences between images of a network early in
+    training or at random init) and its memory format (as its training chose it for
+    ``backbone``).
     """
-    precision = runtime.resolve_precision(cfg.train.precision, device.type)
     return {
         "device": device,
-        "bf16": precision == "bf16-mixed",
+        "bf16": False,
         "channels_last": runtime.use_channels_last(cfg.train.channels_last, backbone),
     }
 

@@ -281,6 +281,9 @@ class RunInfo(L.Callback):
         for logger in trainer.loggers:
             params = self.hparams
             if isinstance(logger, MLFlowLogger):
+                # MLflow stores strings, and Lightning's flattening would drop an empty mapping
+                # (backbone.timm_kwargs: {}): hand it the text.
+                params = {k: str(v) if isinstance(v, dict) else v for k, v in params.items()}
                 if self.resuming:
                     run = logger.experiment.get_run(logger.run_id)
                     params = {k: v for k, v in params.items() if k not in run.data.params}
