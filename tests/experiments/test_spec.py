@@ -64,11 +64,14 @@ def test_every_cell_has_a_paper_figure_and_claims_name_real_cells(name):
 
 def test_cpu_scale_settings_follow_the_recipes():
     # A cell's overrides land on the scale's recipe: SimSiam without stop-gradient at cpu scale
-    # is the CIFAR-10 CPU recipe for 4 epochs, no time budget, stop-gradient off.
+    # is the digits recipe for 20 epochs, stop-gradient off.
     e = load_experiment("simsiam_stop_gradient")
     cfg = cell_config(e, e.cells[1], "cpu", "out")
     assert cfg.method.stop_gradient is False  # type: ignore[attr-defined]
-    assert (cfg.train.epochs, cfg.train.max_minutes, cfg.augment.size) == (4, None, 16)
+    assert (cfg.data.dataset, cfg.train.epochs, cfg.backbone.name) == ("digits", 20, "small_cnn")
+    # ... and at gpu scale the CIFAR-10 recipe with the same switch.
+    gpu = cell_config(e, e.cells[1], "gpu", "out")
+    assert (gpu.data.dataset, gpu.method.stop_gradient) == ("cifar10", False)  # type: ignore[attr-defined]
     # {method} in a recipe name takes each cell's method.
     methods = load_experiment("simsiam_methods")
     names = [cell_config(methods, c, "cpu", "o").method.name for c in methods.cells]
