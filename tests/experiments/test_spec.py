@@ -80,7 +80,7 @@ def test_cpu_scale_settings_follow_the_recipes():
     # set_at applies at its scale only.
     sizes = load_experiment("simclr_batch_size")
     cell = sizes.cells[2]
-    assert cell_config(sizes, cell, "cpu", "o").train.epochs == 6
+    assert cell_config(sizes, cell, "cpu", "o").train.epochs == 4
     assert cell_config(sizes, cell, "gpu", "o").train.epochs == 200
 
 

@@ -33,18 +33,30 @@ def test_bad_settings_are_config_errors(options, fragment):
         MINEConfig(**options)
 
 
-def test_loss_is_minus_the_dv_bound_of_the_projections():
-    method = _build(bound="dv")
+@pytest.mark.parametrize("normalize", [True, False])
+def test_loss_is_minus_the_dv_bound_of_the_projections(normalize):
+    method = _build(bound="dv", normalize=normalize)
     ref = copy.deepcopy(method)
     views = random_views()
     torch.manual_seed(3)
     out = method.training_step(views)
     z_a, z_b = (ref.encode(v) for v in views)
+    if normalize:  # T reads sqrt(D) z / ||z||, written out here
+        z_a, z_b = (z / z.norm(dim=1, keepdim=True) * z.shape[1] ** 0.5 for z in (z_a, z_b))
     torch.manual_seed(3)  # the same marginal pairing
     idx = derangement(BATCH)
     expected = dv_bound(ref.mi.critic(z_a, z_b), ref.mi.critic(z_a, z_b[idx]))
     torch.testing.assert_close(out["loss"], -expected)
     torch.testing.assert_close(out["mi"], expected.detach())
+
+
+def test_normalised_critic_input_ignores_the_scale_of_the_projections():
+    method = _build()
+    z = torch.randn(BATCH, SMALL["proj_dim"])
+    x = method.critic_input(z)
+    # Every row on the sphere of radius sqrt(D): unit scale a coordinate, whatever z's norm.
+    torch.testing.assert_close(x.norm(dim=1), torch.full((BATCH,), SMALL["proj_dim"] ** 0.5))
+    torch.testing.assert_close(method.critic_input(25.0 * z), x)
 
 
 def test_encoder_head_and_statistics_network_all_learn_and_the_average_is_saved():

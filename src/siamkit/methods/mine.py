@@ -46,13 +46,12 @@ class MINEConfig(MethodConfig):
         critic_depth: T's hidden layers.
         ema_rate: Rate of the moving average of ``E_Q[e^T]`` (``mine``); Algorithm 1 leaves it
             open, 0.01 averages over about 100 batches.
-        normalize: T reads the projections l2-normalised (times sqrt(proj_dim), so each
-            coordinate keeps unit scale), as NT-Xent's cosine critic does. Mutual information is
-            unchanged by this invertible map of each view's direction only where the scale
-            carries nothing; it keeps T's inputs bounded, so that the exponentials of the bound
-            cannot be driven up by growing projections: with raw projections and SimCLR's LARS
-            recipe (plain SGD steps of lr 0.4 on the head's BN scales) the bound diverged within
-            the first epoch on CIFAR-10 (docs/results.md).
+        normalize: T reads each projection l2-normalised and scaled by sqrt(proj_dim) (unit
+            scale a coordinate), as NT-Xent's cosine critic reads directions only. The bound
+            then measures what the two views' directions share, and T's inputs stay bounded, so
+            the exponentials in the bound cannot grow with the projections' norm: with raw
+            projections the CIFAR-10 CPU recipe (SimCLR's LARS, lr 0.4 per 256) drove the bound
+            to -1e24 within the first epoch, twice (docs/results.md).
     """
 
     name: str = "mine"
@@ -98,9 +97,8 @@ class MINE(Method):
             output_bn=cfg.head_bn,
         )
         # No bias on the score where the bound ignores a constant shift of T (every bound but
-        # MINE-f): under MINE's corrected gradient such a bias still gets a gradient, and an
-        # optimiser that steps biases without adapting them (LARS) drove it, and the bound, to
-        # diverge within the first epoch of the CIFAR-10 CPU recipe (2026-12-02, docs/results.md).
+        # MINE-f): it would carry nothing, yet MINE's corrected gradient still moves it, and an
+        # optimiser that steps biases without adapting them (LARS) moves it far.
         critic = StatisticsNetwork(
             cfg.proj_dim,
             cfg.proj_dim,
