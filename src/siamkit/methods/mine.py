@@ -111,8 +111,8 @@ class MINE(Method):
         self.mi = MutualInformation(critic, bound, cfg.ema_rate)
 
     def critic_input(self, z: torch.Tensor) -> torch.Tensor:
-        """``sqrt(D) z / ||z||``: ``(B, D)`` projections on the sphere of radius sqrt(D)."""
-        return F.normalize(z.float(), dim=1) * z.shape[1] ** 0.5
+        """What T reads of ``(B, D)`` projections: ``sqrt(D) z / ||z||`` (``normalize``) or z."""
+        return F.normalize(z.float(), dim=1) * z.shape[1] ** 0.5 if self.cfg.normalize else z
 
     def training_step(
         self, views: list[torch.Tensor], indices: torch.Tensor | None = None
@@ -128,8 +128,6 @@ class MINE(Method):
             (``(B, proj_dim)``, detached z of the first view).
         """
         z_a, z_b = (self.encode(v) for v in views)  # (B, proj_dim) each, both with gradient
-        x, z = (
-            (self.critic_input(z_a), self.critic_input(z_b)) if self.cfg.normalize else (z_a, z_b)
-        )
+        x, z = self.critic_input(z_a), self.critic_input(z_b)
         bound = self.mi(x, z)  # marginal pairs: x[i] with z[j], j != i
         return {"loss": -bound, "mi": bound.detach(), "embedding": z_a.detach()}

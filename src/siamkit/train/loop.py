@@ -30,6 +30,7 @@ from siamkit.checkpoints import CONFIG_KEY, read_checkpoint
 from siamkit.config import BackboneConfig, RunConfig
 from siamkit.data.datasets import Splits, load_splits
 from siamkit.data.loader import Batch, ImageData
+from siamkit.data.splits import labels_hash
 from siamkit.data.views import Views
 from siamkit.encoders import check_encoder, create_backbone, custom_backbone_name
 from siamkit.errors import DataError, TrainingDivergedError, TrainingInterrupted
@@ -379,18 +380,10 @@ def weights_digest(module: nn.Module) -> str:
     """SHA-1 of a module's state (names, dtypes and bytes): equal digests, equal weights."""
     digest = hashlib.sha1()
     for name, tensor in module.state_dict().items():
-        digest.update(f"{name}:{tensor_digest(tensor)}".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def tensor_digest(tensor: torch.Tensor | None) -> str:
-    """SHA-1 of one tensor's dtype and bytes (``""`` for None)."""
-    if tensor is None:
-        return ""
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return hashlib.sha1(
-        f"{flat.dtype}:".encode() + flat.view(torch.uint8).numpy().tobytes()
-    ).hexdigest()
 
 
 def final_knn(
@@ -431,7 +424,10 @@ def final_knn(
         repr(sorted(flat_dict(cfg.data).items())),
         repr((aug.effective_eval_size, aug.mean, aug.std)),
         repr((len(splits.train), len(splits.test), cfg.train.knn_k, cfg.train.knn_temperature)),
-        *(tensor_digest(labels) for labels in (splits.train.labels, splits.test.labels)),
+        *(
+            labels_hash(y) if y is not None else ""
+            for y in (splits.train.labels, splits.test.labels)
+        ),
     )
     if key not in _RANDOM_INIT_KNN:
         _RANDOM_INIT_KNN[key] = read(random_init)
