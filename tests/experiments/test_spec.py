@@ -3,10 +3,13 @@ and bad experiment files are refused with a message that names the problem."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
+import siamkit.experiments
 from siamkit.config import RunConfig
 from siamkit.errors import ConfigError
 from siamkit.experiments import (
@@ -60,6 +63,22 @@ def test_every_cell_has_a_paper_figure_and_claims_name_real_cells(name):
     assert experiment.claims, f"{name} checks no claim"
     for claim in experiment.claims:
         assert claim.text and claim.source
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_prose_has_no_word_split_by_line_folding(name):
+    """A folded YAML string (``>-``) joins lines with a space: "weight-" at the end of a line and
+    "standardised" on the next read "weight- standardised" in every report."""
+    path = Path(siamkit.experiments.__file__).parent / "catalogue" / f"{name}.yaml"
+
+    def strings(node: object) -> list[str]:
+        if isinstance(node, str):
+            return [node]
+        values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+        return [s for v in values for s in strings(v)]
+
+    for text in strings(yaml.safe_load(path.read_text())):
+        assert not re.search(r"[A-Za-z]- [a-z]", text), f"{name}: a split word in {text!r}"
 
 
 def test_cpu_scale_settings_follow_the_recipes():

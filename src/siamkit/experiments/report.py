@@ -172,9 +172,14 @@ def _how(experiment: Experiment, result: ExperimentResult) -> list[str]:
         f"Paper: {experiment.citation}. Its figures: {experiment.paper_metric}"
         + (f" ({experiment.source})" if experiment.source else "")
         + ".",
-        f"siamkit at the {result.scale} scale: recipe `{spec.recipe}`"
-        + (f" with `{' '.join(spec.set)}`" if spec.set else "")
-        + ", each cell's overrides on top; one seed."
+        # An experiment whose cells pretrain nothing (MINE's Gaussians) names no recipe.
+        (
+            f"siamkit at the {result.scale} scale: recipe `{spec.recipe}`"
+            + (f" with `{' '.join(spec.set)}`" if spec.set else "")
+            + ", each cell's overrides on top; one seed."
+            if spec.recipe
+            else f"siamkit at the {result.scale} scale:"
+        )
         + (f" {spec.note}" if spec.note else ""),
         f"Machine: {result.machine}. Written "
         f"{datetime.date.today().isoformat()} by `siamkit experiment {experiment.name} "
