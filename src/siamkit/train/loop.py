@@ -404,14 +404,15 @@ def final_knn(
     the run's precision: it draws the curve, not the figure. The random-init figure is read once
     a process for the same weights, data and evaluation settings.
     """
-    assert splits.test is not None
+    train, test = splits.train, splits.test
+    assert test is not None
     aug = cfg.augment
 
     def read(backbone: nn.Module) -> float:
         return knn_top1(
             backbone,
-            splits.train,
-            splits.test,  # type: ignore[arg-type]
+            train,
+            test,
             aug,
             cfg.train.knn_k,
             cfg.train.knn_temperature,
@@ -423,11 +424,8 @@ def final_knn(
         weights_digest(random_init),
         repr(sorted(flat_dict(cfg.data).items())),
         repr((aug.effective_eval_size, aug.mean, aug.std)),
-        repr((len(splits.train), len(splits.test), cfg.train.knn_k, cfg.train.knn_temperature)),
-        *(
-            labels_hash(y) if y is not None else ""
-            for y in (splits.train.labels, splits.test.labels)
-        ),
+        repr((len(train), len(test), cfg.train.knn_k, cfg.train.knn_temperature)),
+        *(labels_hash(y) if y is not None else "" for y in (train.labels, test.labels)),
     )
     if key not in _RANDOM_INIT_KNN:
         _RANDOM_INIT_KNN[key] = read(random_init)
