@@ -18,6 +18,7 @@ import contextlib
 import errno
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,23 +26,27 @@ from typing import IO, Any
 
 import torch
 
-from siamkit.errors import SiamkitError
+from siamkit.errors import DiskFullError, OutputError, SiamkitError
+
+__all__ = [
+    "DiskFullError",
+    "OutputError",
+    "atomic_save_with",
+    "atomic_torch_save",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_apart",
+    "check_writable",
+    "process_alive",
+    "remove_stale_temporaries",
+    "safe_torch_load",
+    "staged_folder",
+]
 
 #: Prefix of the temporary files of :func:`atomic_write` (left behind only by a killed write
 #: of an earlier run; :func:`remove_stale_temporaries` clears them).
 TEMP_PREFIX = ".siamkit-tmp-"
-
-
-class DiskFullError(SiamkitError):
-    """No space left for a file; what was there before is intact."""
-
-    exit_code = 6
-
-
-class OutputError(SiamkitError):
-    """An output path that cannot be written (a folder, a missing permission, a file above)."""
-
-    exit_code = 7
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -68,6 +73,101 @@ def check_writable(path: Path, what: str) -> None:
                     "choose a folder you can write to"
                 )
             return
+
+
+def check_apart(output: Path, flag: str, inputs: dict[str, Path]) -> None:
+    """Refuse an output that is one of the command's inputs, lies inside one, or holds one.
+
+    A command writes (and with ``--overwrite`` replaces) its output; were the output an input or
+    around one, that would destroy the input. Checked before anything is read or written.
+
+    Args:
+        output: The output path.
+        flag: Its flag, for the message (``--output``).
+        inputs: Each input's flag and path (``{"--data": Path("photos")}``).
+
+    Raises:
+        OutputError: The output and an input are the same, or one holds the other.
+    """
+    out = output.resolve()
+    for name, path in inputs.items():
+        source = path.resolve()
+        if out == source or source in out.parents or out in source.parents:
+            where = "is" if out == source else ("lies inside" if source in out.parents else "holds")
+            raise OutputError(
+                f"{flag} {str(output)!r} {where} the input {name} {str(path)!r}; writing there "
+                f"would destroy the input: choose an {flag} outside {str(path)!r}"
+            )
+
+
+#: Prefix of the folders :func:`staged_folder` builds an output in (beside the output).
+STAGING_PREFIX = TEMP_PREFIX + "staged-"
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path, what: str) -> Iterator[Path]:
+    """Build a folder beside ``dest``; it replaces ``dest`` only when the block succeeds.
+
+    The new folder is ``.siamkit-tmp-staged-<pid>-<name>`` in ``dest``'s parent (the same
+    filesystem, so the final rename is atomic). When the block ends normally, an existing
+    ``dest`` is moved aside, the new folder renamed to ``dest``, and the old one removed; so a
+    kill leaves the old output or the new one, never a mixture. On any error, Ctrl-C included,
+    the new folder is removed and ``dest`` is as it was. Staged folders of killed processes are
+    removed when the next one starts.
+
+    Args:
+        dest: The output folder (replaced only if the caller has checked it may be).
+        what: What it is, for messages.
+
+    Yields:
+        The folder to build the output in.
+
+    Raises:
+        DiskFullError: The disk filled up.
+        OutputError: The parent of ``dest`` cannot be written.
+    """
+    parent = dest.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_staging(parent, dest.name)
+        stage = parent / f"{STAGING_PREFIX}{os.getpid()}-{dest.name}"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+    except OSError as err:
+        raise _write_error(err, dest, what) from None
+    try:
+        yield stage
+        old = parent / f"{STAGING_PREFIX}{os.getpid()}-old-{dest.name}"
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(stage, dest)
+        _sync_folder(parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise _write_error(err, dest, what) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _remove_dead_staging(parent: Path, name: str) -> None:
+    """Remove the staged folders for ``name`` that processes no longer alive left behind."""
+    for stage in parent.glob(f"{STAGING_PREFIX}*-{name}"):
+        pid = stage.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with that id is running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager

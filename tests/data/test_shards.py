@@ -19,6 +19,7 @@ from siamkit.data.loader import make_loader
 from siamkit.data.shards import META_FILE, ShardSet, pack
 from siamkit.data.stream import StreamSet
 from siamkit.errors import DataError
+from siamkit.safe_io import OutputError
 from tests.ddp import run_ddp
 
 SPECS = [ViewSpec(8, (0.3, 1.0)), ViewSpec(8, (0.3, 1.0))]
@@ -124,10 +125,100 @@ def test_unreadable_images_are_packed_as_counted_placeholders_or_refused(tmp_pat
     with pytest.raises(DataError, match="unreadable"):
         pack(folder, tmp_path / "strict", num_workers=1, strict=True)
     assert not (tmp_path / "strict").exists()
-    with pytest.raises(DataError, match="--overwrite"):
+    with pytest.raises(OutputError, match="--overwrite"):
         pack(folder, tmp_path / "p", num_workers=1)
-    with pytest.raises(DataError, match="local folder"):
+    with pytest.raises(OutputError, match="local folder"):
         pack(folder, "s3://bucket/data")
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every file below ``root`` (relative path) with a digest of its bytes."""
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("where", ["the input", "inside the input", "around the input"])
+def test_pack_never_writes_over_its_input_even_with_overwrite(tmp_path: Path, where: str) -> None:
+    """``siamkit pack --data X --output X --overwrite`` once deleted X before reading it."""
+    folder = _photos(tmp_path / "photos", 4)
+    data, output = {
+        "the input": (folder, folder),
+        "inside the input": (folder, folder / "k0" / "shards"),
+        "around the input": (folder / "k0", folder),
+    }[where]
+    before = _tree(tmp_path)
+    with pytest.raises(OutputError, match="would destroy the input"):
+        pack(data, output, num_workers=1, overwrite=True)
+    assert _tree(tmp_path) == before
+
+
+def test_pack_replaces_only_shards_and_only_once_the_new_ones_are_complete(
+    tmp_path: Path,
+) -> None:
+    folder = _photos(tmp_path / "photos", 6)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    with pytest.raises(OutputError, match="other than siamkit shards"):
+        pack(folder, notes, num_workers=1, overwrite=True)
+    assert (notes / "keep.txt").read_text() == "mine"
+
+    out = tmp_path / "shards"
+    pack(folder, out, num_workers=1)
+    earlier = _tree(out)
+    (folder / "k1" / "zz.jpg").write_bytes(b"broken")
+    with pytest.raises(DataError, match="unreadable"):  # fails after packing the split
+        pack(folder, out, num_workers=1, strict=True, overwrite=True)
+    assert _tree(out) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "photos", "shards"]
+    with pytest.warns(UserWarning, match="unreadable"):
+        pack(folder, out, num_workers=1, overwrite=True)
+    assert _tree(out) != earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "photos", "shards"]
+
+
+def test_an_interrupted_pack_exits_130_and_leaves_no_folder(tmp_path: Path) -> None:
+    """litdata ends the process with status 0 on Ctrl-C; siamkit's pack exits 130 instead,
+    with a message, and removes the half-written output."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # 30,000 links to one image: made in a fraction of a second, several seconds to pack
+    # (about 10 s on a 2-core CPU), so the signal comes while litdata is writing.
+    image = tmp_path / "one.png"
+    Image.new("RGB", (8, 8), (5, 0, 0)).save(image)
+    folder = tmp_path / "photos"
+    for k in range(2):
+        (folder / f"k{k}").mkdir(parents=True)
+    for i in range(30_000):
+        (folder / f"k{i % 2}" / f"{i}.png").symlink_to(image)
+    before = sorted(folder.rglob("*")), image.read_bytes()
+    code = "import sys; from siamkit.cli import main; sys.exit(main())"
+    cmd = [sys.executable, "-c", code, "pack", "--data", str(folder), "--output"]
+    proc = subprocess.Popen(
+        [*cmd, str(tmp_path / "out"), "--workers", "1"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".siamkit-tmp-staged") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "siamkit: interrupted" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "photos"]
+    assert (sorted(folder.rglob("*")), image.read_bytes()) == before
 
 
 def _rank_indices(folder: str, shards: str) -> dict[str, list[int]]:

@@ -20,16 +20,18 @@ access (evaluation on subsets) and the labels in the JSON agree with the shards.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing as mp
 import os
-import shutil
+import signal
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from litdata import StreamingDataLoader, StreamingDataset, optimize
@@ -40,14 +42,15 @@ from siamkit.data.device_decode import encode_views, encoded_batch
 from siamkit.data.files import FileList, folder_splits
 from siamkit.data.loader import Batch, image_rng
 from siamkit.data.stream import crops_batch, on_device
-from siamkit.errors import DataError
-from siamkit.safe_io import atomic_write_text
+from siamkit.errors import ConfigError, DataError
+from siamkit.safe_io import OutputError, atomic_write_text, check_apart, staged_folder
 
 #: The metadata file beside the litdata folders.
 META_FILE = "siamkit-shards.json"
 _FORMAT = 1
 #: Chunk size of the packed files (litdata's unit of download and of work per rank).
 CHUNK_BYTES = "64MB"
+T = TypeVar("T")
 URL_PREFIXES = ("s3://", "gs://", "azure://", "hf://", "local:")
 
 
@@ -118,24 +121,26 @@ def pack(
         The metadata written to ``SHARDS/siamkit-shards.json``.
 
     Raises:
-        DataError: Bad folder, an existing output without ``overwrite``, or (``strict``) an
-            unreadable image.
+        ConfigError: ``max_side`` or ``test_fraction`` out of range.
+        DataError: Bad folder, or (``strict``) an unreadable image.
+        OutputError: The output is the input, inside it or around it; is a file; holds
+            something other than shards; or holds shards and ``overwrite`` is not set.
     """
     if max_side < 8:
-        raise DataError(f"--max-side must be at least 8 pixels, got {max_side}")
-    out = Path(output)
+        raise ConfigError(f"--max-side must be at least 8 pixels, got {max_side}")
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     if is_url(str(output)):
-        raise DataError(
+        raise OutputError(
             f"pack writes to a local folder, got {output}; pack locally, then upload the folder "
             "and train from its URL"
         )
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(
-                f"{out} already exists and is not empty; choose another --output or pass "
-                "--overwrite to replace it"
-            )
-        shutil.rmtree(out)
+    out = Path(output)
+    # Every check comes before anything is read or written: the output is never the input
+    # (nor around it), and an existing output is replaced only with ``overwrite`` and only
+    # when it is shards (or empty).
+    check_apart(out, "--output", {"--data": Path(data)})
+    _check_replaceable(out, overwrite)
     train, test = folder_splits(Path(data), test_fraction)
     meta: dict[str, Any] = {
         "format": _FORMAT,
@@ -144,14 +149,65 @@ def pack(
         "classes": train.classes,
         "splits": {},
     }
-    for name, files in (("train", train), ("test", test)):
-        if files is None:
-            continue
-        with tempfile.TemporaryDirectory() as bad_dir:
+    # Built beside the output and renamed into place at the end: an interrupted or failed pack
+    # leaves the earlier output (or nothing), never a half-written folder.
+    with staged_folder(out, "shards") as stage:
+        for name, files in (("train", train), ("test", test)):
+            if files is None:
+                continue
+            bad = _in_own_process_group(_pack_split, files, stage / name, max_side, num_workers)
+            if bad:
+                names = ", ".join(files.paths[i] for i in bad[:5])
+                if strict:
+                    raise DataError(
+                        f"{len(bad)} unreadable image(s) in {files.root} (e.g. {names}); remove "
+                        "or replace them, or drop --strict to pack them as skipped placeholders"
+                    )
+                warnings.warn(
+                    f"{len(bad)} unreadable image(s) of {len(files)} in {files.root} (e.g. "
+                    f"{names}) were packed as placeholders; training skips them with a count",
+                    stacklevel=2,
+                )
+            meta["splits"][name] = {
+                "num_images": len(files),
+                "labels": None if files.labels is None else files.labels.tolist(),
+                "unreadable": bad,
+            }
+        atomic_write_text(stage / META_FILE, json.dumps(meta), "shard metadata")
+    return meta
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse an output that exists unless it may be replaced (see :func:`pack`)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--output {str(out)!r} is a file; pass a folder for the shards")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / META_FILE).is_file():
+        raise OutputError(
+            f"--output {str(out)!r} is a folder that holds files other than siamkit shards; "
+            "choose another --output (--overwrite replaces only earlier shards)"
+        )
+    if not overwrite:
+        raise OutputError(
+            f"--output {str(out)!r} already holds packed shards; choose another --output or pass "
+            "--overwrite to replace them"
+        )
+
+
+def _pack_split(files: FileList, folder: Path, max_side: int, num_workers: int) -> list[int]:
+    """Write one split's litdata folder; returns the indices of its unreadable images."""
+    with tempfile.TemporaryDirectory(dir=folder.parent) as work:
+        # litdata keeps its chunk cache in DATA_OPTIMIZER_CACHE_FOLDER (default: TMPDIR/chunks,
+        # which it empties at start); pointed inside the staged output, nothing is written
+        # outside it.
+        previous = os.environ.get("DATA_OPTIMIZER_CACHE_FOLDER")
+        os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = str(Path(work) / "cache")
+        try:
             optimize(
-                fn=_PackItem(files, max_side, bad_dir),
+                fn=_PackItem(files, max_side, str(Path(work))),
                 inputs=list(range(len(files))),
-                output_dir=str(out / name),
+                output_dir=str(folder),
                 chunk_bytes=CHUNK_BYTES,
                 num_workers=max(1, min(num_workers, len(files))),
                 reorder_files=False,
@@ -162,27 +218,69 @@ def pack(
                 # again (about 10 s each on a 2-core machine).
                 start_method="fork" if "fork" in mp.get_all_start_methods() else None,
             )
-            bad = sorted(int(x) for f in Path(bad_dir).glob("*.txt") for x in f.read_text().split())
-        if bad:
-            names = ", ".join(files.paths[i] for i in bad[:5])
-            if strict:
-                shutil.rmtree(out)
-                raise DataError(
-                    f"{len(bad)} unreadable image(s) in {files.root} (e.g. {names}); remove or "
-                    "replace them, or drop --strict to pack them as skipped placeholders"
-                )
-            warnings.warn(
-                f"{len(bad)} unreadable image(s) of {len(files)} in {files.root} (e.g. {names}) "
-                "were packed as placeholders; training skips them with a count",
-                stacklevel=2,
-            )
-        meta["splits"][name] = {
-            "num_images": len(files),
-            "labels": None if files.labels is None else files.labels.tolist(),
-            "unreadable": bad,
-        }
-    atomic_write_text(out / META_FILE, json.dumps(meta), "shard metadata")
-    return meta
+        finally:
+            if previous is None:
+                os.environ.pop("DATA_OPTIMIZER_CACHE_FOLDER", None)
+            else:
+                os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = previous
+        return sorted(int(x) for f in Path(work).glob("*.txt") for x in f.read_text().split())
+
+
+def _in_own_process_group(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a forked child that leads a process group of its own; its result.
+
+    litdata's ``optimize`` starts worker, writer and uploader processes and replaces Ctrl-C's
+    handler by one that ends the process with status 0 (``os._exit(0)``). Run in a child of
+    its own group, it never sees the terminal's Ctrl-C: this process gets it as a
+    ``KeyboardInterrupt``, ends the child's whole group (no litdata process outlives the
+    command), and :func:`~siamkit.safe_io.staged_folder` removes the partial output, so the
+    command exits with 130. Where processes cannot be forked, ``fn`` runs here.
+    """
+    if "fork" not in mp.get_all_start_methods():
+        return fn(*args)
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_group_leader, args=(send, fn, args))
+    # A Ctrl-C during the fork itself would be raised inside an at-fork handler, which Python
+    # ignores; blocked until the child is in its own group, it arrives just after.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        child.start()
+        pid = cast(int, child.pid)  # set once started
+        with contextlib.suppress(OSError):  # the child sets it too; whichever comes first
+            os.setpgid(pid, pid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    send.close()
+    try:
+        try:
+            kind, value = receive.recv()
+        except EOFError:
+            kind, value = "died", None
+        child.join()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        child.join()
+        raise
+    if kind == "ok":
+        return cast(T, value)
+    if kind == "error":
+        raise value
+    raise DataError(f"packing stopped: its process ended with code {child.exitcode}")
+
+
+def _group_leader(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """The child of :func:`_in_own_process_group`: lead a group, run ``fn``, send the outcome."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        send.send(("ok", fn(*args)))
+    except BaseException as err:  # sent to the parent, which raises it
+        send.send(("error", err))
+    finally:
+        send.close()
 
 
 # --------------------------------------------------------------------------------------------
