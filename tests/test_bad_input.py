@@ -88,6 +88,10 @@ def _lock(tmp: Path) -> None:
     (tmp / "out" / ".lock").write_text(f"{os.uname().nodename} {os.getppid()}\n")
 
 
+def _copy_run(name: str) -> Callable[[Path], None]:
+    return lambda tmp: shutil.copytree(tmp / "earlier", tmp / name) and None
+
+
 def _readonly(tmp: Path) -> None:
     (tmp / "ro").mkdir()
     (tmp / "ro").chmod(0o555)
@@ -162,12 +166,13 @@ CASES = [
     Case("embed --model without --weights", lambda t, r: ["embed", "--model", "torchvision/resnet18", "--data", str(t), "--output", str(t / "e.npy")], 2, ("--model and --weights go together",)),
     Case("embed an unknown torchvision model", lambda t, r: ["embed", "--model", "torchvision/resnet81", "--weights", str(t / "w.pth"), "--data", str(t), "--output", str(t / "e.npy")], 2, ("unknown torchvision model 'resnet81'", "resnet18")),
     # ---- the run folder (exit 2), nothing of the earlier run lost
-    Case("earlier run's folder without --overwrite", lambda t, r: _pretrain(t, "--output", str(r)), 2, ("already holds checkpoints", "--resume", "--overwrite"), keeps_run=True),
+    Case("earlier run's folder without --overwrite", lambda t, r: _pretrain(t, "--output", str(r)), 7, ("already holds checkpoints", "--resume", "--overwrite"), keeps_run=True),
+    Case("resume into another run's folder", lambda t, r: _pretrain(t, "--output", str(r), "--resume", str(t / "other"), "--epochs", "2"), 7, ("holds the checkpoints of another run", "--overwrite"), _copy_run("other"), keeps_run=True),
     Case("--overwrite with --devices two", lambda t, r: _pretrain(t, "--output", str(r), "--overwrite", "--devices", "two"), 2, ("--devices 'two'",), keeps_run=True),
     Case("--overwrite with a batch larger than the data", lambda t, r: _pretrain(t, "--output", str(r), "--overwrite", "--batch-size", "4096"), 3, ("fewer than one batch", "--batch-size"), keeps_run=True),
     Case("resume with another batch size", lambda t, r: _pretrain(t, "--output", str(r), "--resume", str(r), "--batch-size", "32"), 2, ("optim.batch_size cannot change on resume",), keeps_run=True),
     Case("resume with another backbone", lambda t, r: _pretrain(t, "--output", str(r), "--resume", str(r), "--set", "backbone.width=0.5"), 5, ("different backbone",), keeps_run=True),
-    Case("a second run on a locked folder", lambda t, r: _pretrain(t), 2, ("in use by process",), _lock),
+    Case("a second run on a locked folder", lambda t, r: _pretrain(t), 7, ("in use by process",), _lock),
     # ---- data (exit 3)
     Case("missing data path", _data("nowhere"), 3, ("does not exist", "--data")),
     Case("data path is a file", _data("file.png"), 3, ("is not a folder",), _junk("file.png", b"x")),

@@ -18,7 +18,7 @@ from siamkit.checkpoints import load_backbone, load_method, read_checkpoint
 from siamkit.config import BackboneConfig, RunConfig
 from siamkit.data.datasets import Splits, load_digits
 from siamkit.encoders import as_encoder, create_backbone
-from siamkit.errors import CheckpointError, ConfigError, TrainingDivergedError
+from siamkit.errors import CheckpointError, ConfigError, OutputError, TrainingDivergedError
 from siamkit.losses import negative_similarity
 from siamkit.recipes import load_config
 from siamkit.train import pretrain
@@ -254,7 +254,7 @@ def test_fresh_run_into_a_used_folder_needs_overwrite(tmp_path, splits):
     out = tmp_path / "run"
     pretrain(small_config(out), splits=splits)
     stamp = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
-    with pytest.raises(ConfigError, match="--resume") as err:
+    with pytest.raises(OutputError, match="--resume") as err:
         pretrain(small_config(out), splits=splits)
     assert "--overwrite" in str(err.value)
     assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp  # nothing lost
@@ -262,6 +262,39 @@ def test_fresh_run_into_a_used_folder_needs_overwrite(tmp_path, splits):
     result = pretrain(small_config(out), splits=splits, overwrite=True)
     assert result.epochs == 1
     assert read_checkpoint(out).epoch == 1
+
+
+def _run_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_resuming_into_another_runs_folder_is_refused_and_loses_nothing(tmp_path, splits):
+    """``--resume A --output C`` once replaced run C's checkpoint, config and history with A's
+    continuation (C's metrics.csv then mixed the two runs)."""
+    a, c = tmp_path / "a", tmp_path / "c"
+    pretrain(small_config(a), splits=splits)
+    pretrain(small_config(c, "train.seed=5"), splits=splits)
+    before_a, before_c = _run_files(a), _run_files(c)
+    with pytest.raises(OutputError, match="another run") as err:
+        pretrain(small_config(c, "train.epochs=2"), resume=str(a), splits=splits)
+    assert "--overwrite" in str(err.value) and str(a) in str(err.value)
+    assert _run_files(a) == before_a
+    assert _run_files(c) == before_c
+
+    # Its own folder (the folder, or one of its checkpoints) and a new folder are fine.
+    step = a / "checkpoints" / "epoch000.ckpt"
+    pretrain(small_config(tmp_path / "new", "train.epochs=2"), resume=str(step), splits=splits)
+    assert read_checkpoint(tmp_path / "new").epoch == 2
+    pretrain(small_config(a, "train.epochs=2"), resume=str(step), splits=splits)
+    assert read_checkpoint(a).epoch == 2
+
+    # --overwrite replaces C's run whole: its checkpoints and history are A's continuation.
+    pretrain(small_config(c, "train.epochs=3"), resume=str(a), splits=splits, overwrite=True)
+    assert read_checkpoint(c).epoch == 3
+    assert sorted(p.name for p in (c / "checkpoints").iterdir()) == ["epoch002.ckpt", "last.ckpt"]
+    with (c / "metrics.csv").open() as f:
+        epochs = {row["epoch"] for row in csv.DictReader(f)}
+    assert epochs == {"2"}  # no row of C's own run
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from siamkit import safe_io
 from siamkit.checkpoints import read_checkpoint
 from siamkit.data.datasets import Splits, load_digits
-from siamkit.errors import CheckpointError, ConfigError, TrainingInterrupted
+from siamkit.errors import CheckpointError, ConfigError, OutputError, TrainingInterrupted
 from siamkit.safe_io import DiskFullError, atomic_torch_save
 from siamkit.train import pretrain
 from siamkit.train.loop import PretrainModule
@@ -187,7 +187,7 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_a_stale_lock_taken_over(
     try:
         folder.mkdir()
         (folder / ".lock").write_text(f"{os.uname().nodename} {live.pid}\n")
-        with pytest.raises(ConfigError, match=f"in use by process {live.pid}"):
+        with pytest.raises(OutputError, match=f"in use by process {live.pid}"):
             RunLock(folder).acquire()
     finally:
         live.kill()

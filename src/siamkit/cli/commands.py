@@ -13,12 +13,12 @@ if TYPE_CHECKING:
     from siamkit.config import RunConfig
 
 
-def _run_config(args: argparse.Namespace) -> RunConfig:
+def _run_config(args: argparse.Namespace, resume: str | None = None) -> RunConfig:
     """The config of ``pretrain`` and ``config show``: a recipe, then flags and ``--set``.
 
     The recipe is ``--config`` (a file) or ``--recipe`` (a shipped one by name); with neither, the
     method's digits recipe (``--method``, SimSiam by default): a bare ``siamkit pretrain`` is the
-    quick start.
+    quick start. A run resumed (``resume``) without ``--output`` continues in its own folder.
     """
     from siamkit.recipes import DEFAULT_METHOD, load_config, method_config_class
 
@@ -43,6 +43,13 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         "data.num_workers": args.workers,
     }
     values = {k: v for k, v in flags.items() if v is not None}
+    if resume and args.output is None:
+        from siamkit.train.engine import run_folder_of
+
+        # --resume RUN continues in RUN, whatever folder the recipe names.
+        folder = run_folder_of(resume)
+        if folder is not None:
+            values["train.output_dir"] = str(folder)
     recipe = args.recipe
     if args.config is None and recipe is None:
         method_config_class(args.method or DEFAULT_METHOD)  # an unknown --method lists the valid
@@ -60,7 +67,8 @@ def pretrain(args: argparse.Namespace) -> int:
     """``siamkit pretrain``: pretrain, then print the run's figures (rank 0)."""
     from siamkit.train import format_result, pretrain
 
-    result = pretrain(_run_config(args), resume=args.resume, overwrite=args.overwrite)
+    cfg = _run_config(args, args.resume)
+    result = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
     if _is_rank_zero():  # under DDP every process gets here; one summary
         print(format_result(result))
     return 0

@@ -275,7 +275,7 @@ def fit(
         fix = "use an earlier checkpoint of the run, or start again without --resume"
         settings.resume_step = int(load_file(ckpt, "checkpoint", fix).get("global_step", 0))
     if out is not None:
-        prepare_run_folder(out, resume is not None, overwrite)
+        prepare_run_folder(out, resume, overwrite)
     trainer = build_trainer(settings, [])
     trainer.fit(module, datamodule=data, ckpt_path=None if ckpt is None else str(ckpt))
     return trainer

@@ -9,6 +9,8 @@ pretraining run does.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +26,7 @@ from siamkit.config import TrainConfig
 from siamkit.data.decode import ViewSpec
 from siamkit.data.device_decode import to_device
 from siamkit.data.loader import ImageData, make_loader
-from siamkit.errors import ConfigError
+from siamkit.errors import ConfigError, OutputError
 from siamkit.train.loggers import LearningRates, LogSettings, RunInfo, build_loggers
 from siamkit.train.resume import Interruption, RandomState, SafeCheckpointIO
 
@@ -283,23 +285,67 @@ class TrainData(L.LightningDataModule):
         )
 
 
-def prepare_run_folder(out_dir: Path, resuming: bool, overwrite: bool) -> None:
-    """Make ``out_dir``, refusing an earlier run's checkpoints there.
+#: What a pretraining, fine-tuning or distillation run writes in its folder besides
+#: ``checkpoints/``: the files ``--overwrite`` replaces along with the checkpoints.
+RUN_FILES = ("metrics.csv", "results.json", "config.yaml", "hparams.yaml", "loggers.json")
 
-    They are kept when resuming and removed with ``overwrite``.
+
+def prepare_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool) -> None:
+    """Make ``out_dir``, refusing to write over another run's checkpoints there.
+
+    A folder that holds checkpoints is used only to continue them (``resume`` is one of its
+    checkpoints, or the folder itself) or, with ``overwrite``, to replace them: then its
+    checkpoints and run files (:data:`RUN_FILES`, ``tensorboard/``) are removed first, so the
+    new run's history is not mixed with the old one's.
+
+    Args:
+        out_dir: The run folder.
+        resume: The checkpoint (or run folder) being resumed, or ``None``.
+        overwrite: Replace another run found in ``out_dir``.
 
     Raises:
-        ConfigError: Checkpoints of an earlier run, without ``--resume`` or ``--overwrite``.
+        OutputError: ``out_dir`` holds another run's checkpoints and ``overwrite`` is not set.
     """
     ckpt_dir = out_dir / "checkpoints"
     old = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
-    if old and not resuming:
+    if old and not _continues(out_dir, resume):
         if not overwrite:
-            raise ConfigError(
-                f"run folder {str(out_dir)!r} already holds checkpoints of an earlier run; "
-                f"continue it with --resume {out_dir}, choose another --output, or pass "
-                "--overwrite to replace it"
+            if resume is None:
+                raise OutputError(
+                    f"run folder {str(out_dir)!r} already holds checkpoints of an earlier run; "
+                    f"continue it with --resume {out_dir}, choose another --output, or pass "
+                    "--overwrite to replace it"
+                )
+            raise OutputError(
+                f"run folder {str(out_dir)!r} holds the checkpoints of another run than "
+                f"{str(resume)!r}, which resuming there would replace; continue {str(resume)!r} "
+                f"in its own folder (leave out --output) or in a new one, or pass --overwrite to "
+                f"replace the run in {str(out_dir)!r}"
             )
         for f in old:
             f.unlink()
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _continues(out_dir: Path, resume: str | Path | None) -> bool:
+    """Whether resuming ``resume`` continues the run of ``out_dir`` (its checkpoint or itself)."""
+    folder = None if resume is None else run_folder_of(resume)
+    with contextlib.suppress(OSError):
+        return folder is not None and folder.resolve() == out_dir.resolve()
+    return False
+
+
+def run_folder_of(resume: str | Path) -> Path | None:
+    """The run folder a checkpoint belongs to.
+
+    Returns:
+        The folder itself, or ``RUN`` of ``RUN/checkpoints/x.ckpt``; ``None`` for a checkpoint
+        file kept elsewhere.
+    """
+    source = Path(resume)
+    if source.is_dir():
+        return source
+    return source.parent.parent if source.parent.name == "checkpoints" else None

@@ -305,7 +305,7 @@ def pretrain(
     if trainer.is_global_zero:
         lock.acquire()
         try:
-            prepare_run_folder(out_dir, resume is not None, overwrite)
+            prepare_run_folder(out_dir, resume, overwrite)
         except BaseException:
             lock.release()  # a folder this run may not use stays free for the one that may
             raise

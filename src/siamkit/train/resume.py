@@ -35,8 +35,13 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from siamkit.config import RunConfig
-from siamkit.errors import ConfigError
-from siamkit.safe_io import atomic_torch_save, remove_stale_temporaries, safe_torch_load
+from siamkit.errors import ConfigError, OutputError
+from siamkit.safe_io import (
+    atomic_torch_save,
+    process_alive,
+    remove_stale_temporaries,
+    safe_torch_load,
+)
 from siamkit.strict import flat_dict
 
 #: Name of the last checkpoint of a run, the one ``--resume RUN`` continues from.
@@ -268,19 +273,19 @@ class RunLock:
         """Take the lock.
 
         Raises:
-            ConfigError: Another live process holds it.
+            OutputError: Another live process holds it.
         """
         me = f"{socket.gethostname()} {os.getpid()}"
         if self.path.is_file():
             owner = self.path.read_text().strip()
             host, _, pid = owner.rpartition(" ")
-            if host == socket.gethostname() and pid.isdigit() and _alive(int(pid)):
-                raise ConfigError(
+            if host == socket.gethostname() and pid.isdigit() and process_alive(int(pid)):
+                raise OutputError(
                     f"run folder {str(self.path.parent)!r} is in use by process {pid}; wait for "
                     "it to finish, stop it, or choose another --output"
                 )
             if host != socket.gethostname():
-                raise ConfigError(
+                raise OutputError(
                     f"run folder {str(self.path.parent)!r} is locked by a run on {host} "
                     f"(process {pid}); if that run has ended, delete {self.path} and run again"
                 )
@@ -303,13 +308,3 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
