@@ -427,3 +427,23 @@ def test_describe_names_siamkit_backbones_as_before():
     assert cfg.backbone.describe() == "resnet18 (width 0.25)"
     cifar = load_config(overrides=["backbone.cifar_stem=true", "backbone.norm=group_ws"])
     assert cifar.backbone.describe() == "resnet50 (width 1, CIFAR stem, GroupNorm+WS)"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", ".nan", ".inf"])
+def test_every_float_setting_is_finite_from_a_recipe_and_from_python(value: str) -> None:
+    """A NaN weight decay once passed validation and failed the run as a learning-rate problem."""
+    from siamkit.config import OptimConfig, RunConfig
+    from siamkit.recipes import load_config
+
+    with pytest.raises(ConfigError, match=r"optim\.weight_decay must be a finite number"):
+        load_config(recipe="simsiam/digits", overrides=[f"optim.weight_decay={value}"])
+    with pytest.raises(ConfigError, match=r"optim\.weight_decay must be a finite number"):
+        RunConfig(optim=OptimConfig(weight_decay=float(value.lstrip("."))))
+
+
+@pytest.mark.parametrize("key", ["train.output_dir", "data.path"])
+def test_an_empty_path_setting_is_refused(key: str) -> None:
+    from siamkit.recipes import load_config
+
+    with pytest.raises(ConfigError, match=rf"{key} must not be empty"):
+        load_config(recipe="simsiam/digits", overrides=[f"{key}=''"])

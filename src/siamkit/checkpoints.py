@@ -71,6 +71,73 @@ def load_file(path: Path, what: str, fix: str) -> Any:
         ) from None
 
 
+#: Files and folders siamkit writes, recognised where another kind is expected: (how to
+#: recognise it, what it is, which command takes it). The names are those the writers use:
+#: ``siamkit-shards.json`` (data/shards.py), ``experiment.json`` (experiments/runner.py),
+#: ``classifier.pt`` (protocols/classifier.py); a test keeps them in step.
+_FOLDER_KINDS = (
+    ("siamkit-shards.json", "packed shards (written by `siamkit pack`)", "pass them as --data"),
+    (
+        "experiment.json",
+        "an experiment folder (written by `siamkit experiment`)",
+        "pass one of its cells' run folders (a folder inside it that holds checkpoints/)",
+    ),
+    (
+        "classifier.pt",
+        "a fine-tuning or distillation output (written by `siamkit eval finetune|distill`)",
+        "`siamkit eval distill --teacher` takes it; evaluation, export and embedding take "
+        "the pretraining run it started from",
+    ),
+)
+_FILE_KINDS = {
+    ".safetensors": (
+        "a backbone export (written by `siamkit export`)",
+        "`siamkit embed --checkpoint` takes it; evaluation and export take the run folder it "
+        "came from",
+    ),
+    ".onnx": (
+        "an ONNX export (written by `siamkit export`)",
+        "load it with ONNX Runtime; siamkit's commands take the run folder it came from",
+    ),
+    ".npy": (
+        "embeddings (written by `siamkit embed`)",
+        "siamkit's commands take the run folder the embeddings came from",
+    ),
+}
+
+
+def siamkit_kind(path: Path) -> str | None:
+    """What file or folder of siamkit's own ``path`` is, and which command takes it.
+
+    Returns:
+        ``"X is <kind>; <command that takes it>"``, or ``None`` when it is none of the kinds
+        recognised (a file or folder of another program, or a damaged checkpoint).
+    """
+    if path.is_dir():
+        for marker, kind, fix in _FOLDER_KINDS:
+            if (path / marker).is_file():
+                return f"{str(path)!r} is {kind}; {fix}"
+        return None
+    if path.name == "classifier.pt":
+        _, kind, fix = _FOLDER_KINDS[2]
+        return f"{str(path)!r} is {kind}; {fix}"
+    if path.suffix.lower() in _FILE_KINDS:
+        kind, fix = _FILE_KINDS[path.suffix.lower()]
+        return f"{str(path)!r} is {kind}; {fix}"
+    return None
+
+
+def _state_dict_kind(path: Path, raw: Any) -> str | None:
+    """The message for a plain state dict (``export --format torchvision|timm``), else None."""
+    if isinstance(raw, dict) and raw and all(isinstance(v, torch.Tensor) for v in raw.values()):
+        return (
+            f"{str(path)!r} is a plain state dict (such as `siamkit export --format "
+            "torchvision|timm` writes), not a training checkpoint; `siamkit embed --model "
+            "torchvision/NAME --weights FILE` takes it; evaluation and export take the run folder"
+        )
+    return None
+
+
 def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkpoint:
     """Read and check a checkpoint (a ``.ckpt`` file or a run folder).
 
@@ -83,6 +150,9 @@ def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkp
             different architecture from ``expect``.
     """
     p = Path(path)
+    kind = siamkit_kind(p)
+    if kind is not None:  # one of siamkit's own files, of another kind than a checkpoint
+        raise CheckpointError(f"{kind}; a checkpoint is a .ckpt file or a pretraining run folder")
     if p.is_dir():
         p = p / "checkpoints" / "last.ckpt"
     if not p.is_file():
@@ -96,7 +166,11 @@ def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkp
         f"it may be truncated or corrupt: use an earlier one from {p.parent} or start again",
     )
     if not isinstance(raw, dict) or CONFIG_KEY not in raw or "state_dict" not in raw:
-        raise CheckpointError(f"{str(p)!r} is not a siamkit checkpoint (no run config inside)")
+        raise CheckpointError(
+            _state_dict_kind(p, raw)
+            or f"{str(p)!r} is not a siamkit checkpoint (no run config inside); pass a .ckpt "
+            "file of `siamkit pretrain` or its run folder"
+        )
     try:
         config = config_from_dict(raw[CONFIG_KEY])
     except ConfigError as err:
@@ -176,4 +250,11 @@ def load_backbone(
     return config, method.backbone  # type: ignore[return-value]
 
 
-__all__ = ["CONFIG_KEY", "Checkpoint", "load_backbone", "load_method", "read_checkpoint"]
+__all__ = [
+    "CONFIG_KEY",
+    "Checkpoint",
+    "load_backbone",
+    "load_method",
+    "read_checkpoint",
+    "siamkit_kind",
+]

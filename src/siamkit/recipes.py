@@ -24,6 +24,7 @@ import yaml
 
 from siamkit.config import MethodConfig, RunConfig
 from siamkit.errors import ConfigError
+from siamkit.safe_io import read_user_text, real_path
 from siamkit.strict import from_dict, to_dict
 
 #: The recipes shipped with the package (``siamkit/configs/<method>/<name>.yaml``); in a checkout
@@ -75,20 +76,22 @@ def recipe_description(name: str) -> str:
 def _shown(path: Path) -> str:
     """A recipe as a user names it: ``simsiam/digits`` when shipped, else its path."""
     try:
-        return path.resolve().relative_to(RECIPE_DIR.resolve()).with_suffix("").as_posix()
+        return real_path(path).relative_to(RECIPE_DIR.resolve()).with_suffix("").as_posix()
     except ValueError:
         return str(path)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """One recipe file's own mapping (``{}`` for an empty file), with clear errors."""
+    """One recipe file's own mapping, with clear errors (an empty file is one)."""
     if not path.is_file():
         raise ConfigError(
             f"config file {str(path)!r} not found; a shipped recipe is chosen by name with "
             "--recipe (`siamkit recipes` lists them)"
         )
+    fix = "pass a YAML recipe (`siamkit config show` prints one)"
+    text = read_user_text(path, "config file", ConfigError, fix)
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -97,10 +100,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"config file {str(path)!r} is not valid YAML{where}: {problem}; fix the recipe's "
             "syntax (indentation, a missing ':' or an unclosed bracket or quote)"
         ) from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
+    if not isinstance(loaded, dict) and loaded is not None:
         raise ConfigError(f"config file {str(path)!r} must be a mapping of sections")
+    if not loaded:  # it would run the schema's defaults, SimSiam's ImageNet recipe, unasked
+        raise ConfigError(
+            f"config file {str(path)!r} is empty; a recipe names its settings, or a base and "
+            "what differs from it (e.g. `base: simsiam/digits`); `siamkit recipes` lists the "
+            "shipped ones"
+        )
     return loaded
 
 
@@ -164,12 +171,12 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     trees: list[dict[str, Any]] = []
     path = Path(path)
     while True:
-        if path.resolve() in chain:
-            names = " -> ".join(_shown(p) for p in [*chain, path.resolve()])
+        if real_path(path) in chain:
+            names = " -> ".join(_shown(p) for p in [*chain, real_path(path)])
             raise ConfigError(
                 f"recipe bases form a cycle: {names}; one of them must not name a base"
             )
-        chain.append(path.resolve())
+        chain.append(real_path(path))
         tree = _read_yaml(path)
         trees.append(tree)
         if "base" not in tree:

@@ -20,11 +20,9 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
-
-import torch
 
 from siamkit.errors import DiskFullError, OutputError, SiamkitError
 
@@ -37,8 +35,12 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_apart",
+    "check_folder_writable",
+    "check_new_file",
     "check_writable",
     "process_alive",
+    "read_user_text",
+    "real_path",
     "remove_stale_temporaries",
     "safe_torch_load",
     "staged_folder",
@@ -60,19 +62,77 @@ def check_writable(path: Path, what: str) -> None:
         raise OutputError(
             f"{what} output {str(path)!r} is a folder; pass a file name, e.g. {path}/model.out"
         )
-    for parent in path.parents:
+    _check_place(f"{what} output {str(path)!r}", path, path.parents)
+
+
+def _check_place(label: str, path: Path, candidates: Iterable[Path]) -> None:
+    """Refuse a dangling link at ``path``, or a first existing ``candidate`` one cannot write in.
+
+    ``label`` names the output in messages; ``candidates`` are the folders that may hold it,
+    nearest first.
+
+    Raises:
+        OutputError: Naming the fix.
+    """
+    if path.is_symlink() and not path.exists():
+        raise OutputError(
+            f"{label} is a symbolic link that leads nowhere (or back to itself); remove it or "
+            "choose another path"
+        )
+    for parent in candidates:
         if parent.exists():
             if not parent.is_dir():
                 raise OutputError(
-                    f"{what} output {str(path)!r} lies under {str(parent)!r}, which is a file; "
-                    "choose a path in a folder"
+                    f"{label} lies under {str(parent)!r}, which is a file; choose a path in a "
+                    "folder"
                 )
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise OutputError(
-                    f"{what} output {str(path)!r}: no permission to write in {str(parent)!r}; "
-                    "choose a folder you can write to"
+                    f"{label}: no permission to write in {str(parent)!r}; choose a folder you "
+                    "can write to"
                 )
             return
+
+
+def real_path(path: Path) -> Path:
+    """``path`` made absolute with its links followed; where a link loops, made absolute only.
+
+    (``Path.resolve`` raises ``RuntimeError`` on a link loop before Python 3.13.)
+    """
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
+
+
+def check_new_file(path: Path, what: str, overwrite: bool) -> None:
+    """Refuse an output file that exists (a file, a folder or a link) unless ``overwrite``.
+
+    Then :func:`check_writable`. A command replaces a file only when ``--overwrite`` says so.
+
+    Raises:
+        OutputError: Naming the fix.
+    """
+    if os.path.lexists(path) and not path.is_dir() and not overwrite:
+        raise OutputError(
+            f"{what} output {str(path)!r} exists already; choose another file name or pass "
+            "--overwrite to replace it"
+        )
+    check_writable(path, what)
+
+
+def check_folder_writable(folder: Path, what: str) -> None:
+    """Raise an :class:`OutputError` naming the fix unless ``folder`` can be made and written.
+
+    Args:
+        folder: The output folder (it may not exist yet).
+        what: What it is, for the message ("run folder").
+    """
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(
+            f"{what} {str(folder)!r} is a file; pass a folder for --output (it is made if missing)"
+        )
+    _check_place(f"{what} {str(folder)!r}", folder, (folder, *folder.parents))
 
 
 def check_apart(output: Path, flag: str, inputs: dict[str, Path]) -> None:
@@ -89,9 +149,9 @@ def check_apart(output: Path, flag: str, inputs: dict[str, Path]) -> None:
     Raises:
         OutputError: The output and an input are the same, or one holds the other.
     """
-    out = output.resolve()
+    out = real_path(output)
     for name, path in inputs.items():
-        source = path.resolve()
+        source = real_path(path)
         if out == source or source in out.parents or out in source.parents:
             where = "is" if out == source else ("lies inside" if source in out.parents else "holds")
             raise OutputError(
@@ -221,6 +281,11 @@ def _write_error(err: OSError, dest: Path, what: str) -> SiamkitError:
             f"no space left on the disk of {str(dest)!r} while writing the {what}; free some "
             "space (the files written before are intact) and run again"
         )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(
+            f"cannot write the {what} {str(dest)!r}: no permission ({err.strerror}); choose a "
+            "folder you can write to"
+        )
     return OutputError(f"cannot write the {what} {str(dest)!r}: {err.strerror}")
 
 
@@ -238,6 +303,8 @@ def atomic_write_text(path: str | Path, text: str, what: str = "file") -> Path:
 
 def atomic_torch_save(obj: Any, path: str | Path, what: str = "checkpoint") -> Path:
     """``torch.save`` to ``path`` atomically."""
+    import torch  # here, not at the top: reading a recipe (this module) needs no torch
+
     with atomic_write(path, what) as f:
         torch.save(obj, f)
     return Path(path)
@@ -258,6 +325,20 @@ def atomic_save_with(write: Callable[[str], None], path: str | Path, what: str) 
     return dest
 
 
+def read_user_text(path: Path, what: str, error: type[SiamkitError], fix: str) -> str:
+    """The UTF-8 text of a file the user names (a recipe, an experiment file).
+
+    Raises:
+        error: The file is not UTF-8 text (a binary file, another encoding), with ``fix``.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise error(
+            f"{what} {str(path)!r} is not a text file (byte {err.start} is not UTF-8); {fix}"
+        ) from None
+
+
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete the temporary files killed writes left in ``folder``; returns how many."""
     if not folder.is_dir():
@@ -275,6 +356,8 @@ def safe_torch_load(source: str | Path | bytes) -> Any:
         pickle.UnpicklingError: The file holds objects other than tensors, numbers, strings
             and containers (a crafted or foreign pickle).
     """
+    import torch
+
     src = io.BytesIO(source) if isinstance(source, bytes) else source
     return torch.load(src, map_location="cpu", weights_only=True)
 

@@ -60,7 +60,20 @@ def test_help_imports_neither_torch_nor_lightning():
 
 @pytest.mark.parametrize("command", [["pretrain"], ["config", "show"]])
 def test_recipe_and_config_together_are_a_usage_error(command, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([*command, "--recipe", "simsiam/digits", "--config", "r.yaml"])
-    assert exit_info.value.code == 2
-    assert "not allowed with argument" in capsys.readouterr().err
+    assert main([*command, "--recipe", "simsiam/digits", "--config", "r.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("siamkit: error:") and err.count("\n") == 1
+    assert "not allowed with argument" in err
+
+
+def test_debug_shows_the_traceback_of_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from siamkit.errors import CheckpointError
+
+    missing = str(tmp_path / "none.ckpt")
+    assert main(["eval", "knn", "--checkpoint", missing]) == 5
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(CheckpointError, match="not found"):
+        main(["--debug", "eval", "knn", "--checkpoint", missing])
+    monkeypatch.setenv("SIAMKIT_DEBUG", "1")
+    with pytest.raises(CheckpointError, match="not found"):
+        main(["eval", "knn", "--checkpoint", missing])

@@ -255,3 +255,32 @@ def test_stream_set_lists_every_file(packed: tuple[Path, Path]) -> None:
     folder, _ = packed
     data = StreamSet(list_files(folder))
     assert len(data) == 40 and data.classes == ["k0", "k1"]
+
+
+def test_an_object_store_that_does_not_answer_is_a_data_error_within_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    import litdata.streaming.downloader as downloader
+
+    import siamkit.data.shards as shards
+
+    class Silent:
+        def download_file(self, remote: str, local: str) -> None:
+            time.sleep(30)
+
+    class Refusing:
+        def download_file(self, remote: str, local: str) -> None:
+            raise PermissionError("denied\n\nDebug source:\n  {...}")
+
+    monkeypatch.setattr(shards, "URL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(downloader, "get_downloader", lambda *args, **kwargs: Silent())
+    start = time.monotonic()
+    with pytest.raises(DataError, match=r"no answer from s3://bucket/x within 0.5 s"):
+        shards.read_meta("s3://bucket/x")
+    assert time.monotonic() - start < 5
+    monkeypatch.setattr(downloader, "get_downloader", lambda *args, **kwargs: Refusing())
+    with pytest.raises(DataError) as err:
+        shards.read_meta("s3://bucket/x")
+    assert str(err.value).count("\n") == 0 and "(denied)" in str(err.value)

@@ -197,3 +197,34 @@ def test_an_unreadable_streamed_image_is_counted_or_stops_a_strict_run(tmp_path:
     )
     with pytest.raises(DataError, match=r"broken\.jpg"):
         pretrain(strict)
+
+
+@pytest.mark.parametrize("damage", ["truncated array", "marker not JSON", "array of another shape"])
+def test_a_damaged_decode_cache_entry_is_decoded_again_with_a_warning(
+    tmp_path: Path, damage: str
+) -> None:
+    """A cut-short copy or a killed write of the shared cache used to fail every later run on
+    that folder until the file was deleted by hand."""
+    root = _folder(tmp_path / "d", [(20, 20)] * 10)
+    cfg = _cfg(tmp_path, root, storage="memory")
+    first = load_splits(cfg).train
+    assert isinstance(first, ImageSet)
+    expected = first.images.clone()  # the first run's array is a mapping of the cache file
+    del first
+    for array in (tmp_path / "cache").glob("*.npy"):  # the training and held-out splits'
+        marker = array.with_suffix(".json")
+        if damage == "truncated array":
+            array.write_bytes(array.read_bytes()[:-100])
+        elif damage == "marker not JSON":
+            marker.write_text("{")
+        else:
+            np.save(array, np.zeros((3, 3, 20, 20), dtype=np.uint8))
+    with pytest.warns(UserWarning, match="decode cache entry .* is damaged"):
+        again = load_splits(cfg).train
+    assert isinstance(again, ImageSet)
+    assert torch.equal(again.images, expected)
+    import warnings
+
+    with warnings.catch_warnings():  # rebuilt: the next run reads it without a word
+        warnings.simplefilter("error")
+        assert torch.equal(load_splits(cfg).train.images, expected)  # type: ignore[union-attr]

@@ -61,4 +61,4 @@ def test_eval_mi_trained_against_random_init(mi_run, capsys):
 
 def test_eval_mi_refuses_too_few_images(mi_run, capsys):
     assert main(["eval", "mi", "--checkpoint", str(mi_run), "--max-images", "5"]) == 2
-    assert "max_images must be at least 10" in capsys.readouterr().err
+    assert "--max-images: must be at least 10" in capsys.readouterr().err

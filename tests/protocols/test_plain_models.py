@@ -53,7 +53,7 @@ def images(tmp_path_factory) -> Path:
 
 
 def _embed(source: Path, images: Path, out: Path, **kwargs) -> tuple[np.ndarray, list[str]]:
-    path = embed_folder(source, images, out, num_workers=0, **kwargs)
+    path = embed_folder(source, images, out, num_workers=0, overwrite=True, **kwargs)
     return np.load(path), (out.parent / (out.name + ".paths.txt")).read_text().splitlines()
 
 

@@ -10,7 +10,7 @@ import torch
 from matplotlib.collections import PathCollection
 from PIL import Image
 
-from siamkit.errors import DataError
+from siamkit.errors import CheckpointError, DataError
 from siamkit.protocols.plots import epoch_positions, save_png, training_curves, tsne_plot
 
 # A CSVLogger file as siamkit's loop writes it: per-step loss rows, one epoch-end row with the
@@ -74,9 +74,9 @@ def test_training_curves_tolerate_missing_columns(tmp_path: Path) -> None:
 
 
 def test_training_curves_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="siamkit pretrain"):
+    with pytest.raises(CheckpointError, match="siamkit pretrain"):
         training_curves(tmp_path / "missing.csv")
-    with pytest.raises(DataError, match="CSVLogger"):
+    with pytest.raises(CheckpointError, match="CSVLogger"):
         training_curves(_write(tmp_path, "a,b\n1,2\n"))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 import torch
 
 from siamkit.data.datasets import Splits, load_digits
-from siamkit.errors import DataError
+from siamkit.errors import CheckpointError
 from siamkit.protocols.evaluate import representation_metrics
 from siamkit.protocols.report import write_report
 from siamkit.recipes import load_config
@@ -183,9 +185,25 @@ def test_report_metrics_are_representation_metrics(report: Path, run_dir: Path) 
         assert f"{m['rankme']:.4g}" in report.read_text()
 
 
-def test_missing_run_folder_or_log_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"run folder .* not found"):
+def test_a_missing_or_damaged_run_is_a_run_error_and_writes_nothing(
+    tmp_path: Path, run_dir: Path
+) -> None:
+    """A run folder given to ``report`` is an input of the checkpoint kind (exit 5); every file
+    is read and checked before anything is written, and the message names the bad file."""
+    with pytest.raises(CheckpointError, match=r"run folder .* not found"):
         write_report(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"no metrics\.csv"):
+    with pytest.raises(CheckpointError, match=r"no metrics\.csv"):
         write_report(tmp_path / "empty")
+    for name, damage in (
+        ("metrics.csv", b"epoch,step,train/loss\n0,1,not-a-number\n"),
+        ("metrics.csv", bytes(range(256))),
+        ("results.json", b"{not json"),
+        ("config.yaml", b"\xff\xfe\x00"),
+    ):
+        run = tmp_path / f"damaged-{name}-{len(damage)}"
+        shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("report"))
+        (run / name).write_bytes(damage)
+        with pytest.raises(CheckpointError, match=re.escape(str(run / name))):
+            write_report(run)
+        assert not (run / "report").exists()  # nothing half-made

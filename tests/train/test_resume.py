@@ -158,7 +158,7 @@ def test_a_full_disk_during_a_save_keeps_the_earlier_file(tmp_path, monkeypatch)
         f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safe_io.torch, "save", full)
+    monkeypatch.setattr(torch, "save", full)
     with pytest.raises(DiskFullError, match="no space left"):
         atomic_torch_save({"a": torch.zeros(3)}, path)
     monkeypatch.undo()

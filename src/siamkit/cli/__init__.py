@@ -17,16 +17,19 @@
 
 Building the parser imports neither torch nor Lightning (each command imports what it needs), so
 ``siamkit --help`` and ``siamkit --version`` answer at once. Errors from bad input print one line
-and exit with the error's code (2 config, 3 data, 4 diverged training, 5 checkpoint), without a
-traceback.
+and exit with the error's code (:mod:`siamkit.errors` has the table: 2 config or flag, 3 data, 4
+diverged training, 5 checkpoint, 6 full disk, 7 output, 130 interrupted, 141 closed pipe),
+without a traceback; ``--debug`` (or ``SIAMKIT_DEBUG=1``) shows the traceback with its cause.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
+from siamkit.cli.failures import from_os_error, interrupted_message, quiet_closed_pipe
 from siamkit.cli.parser import build_parser
 from siamkit.errors import SiamkitError
 
@@ -46,16 +49,29 @@ def _quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``siamkit`` command."""
-    args = build_parser().parse_args(argv)
+    debug = os.environ.get("SIAMKIT_DEBUG", "") not in ("", "0")
+    try:
+        args = build_parser().parse_args(argv)
+    except SiamkitError as usage:  # a flag's problem, one line as every other
+        print(f"siamkit: error: {usage}", file=sys.stderr)
+        return usage.exit_code
     if not args.verbose:
         _quiet()
+    debug = debug or args.debug
     try:
         return int(args.func(args))
-    except SiamkitError as err:
+    except BrokenPipeError:  # the reader of standard output has gone (`| head -1`)
+        return quiet_closed_pipe()
+    except (SiamkitError, OSError) as caught:
+        err = caught if isinstance(caught, SiamkitError) else from_os_error(caught, args)
+        if debug:
+            raise
         print(f"siamkit: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("siamkit: interrupted; resume with --resume <run folder>", file=sys.stderr)
+        if debug:
+            raise
+        print(interrupted_message(args.command), file=sys.stderr)
         return 130
 
 

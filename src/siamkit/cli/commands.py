@@ -359,7 +359,7 @@ def export(args: argparse.Namespace) -> int:
     """``siamkit export``: the backbone in a format other libraries load."""
     from siamkit.protocols.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.output, args.format)
+    out = export_checkpoint(args.checkpoint, args.output, args.format, args.overwrite)
     print(f"wrote {out.path} ({out.format}); load with: {out.load_hint}")
     return 0
 
@@ -385,6 +385,7 @@ def embed(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         mean=args.mean,
         std=args.std,
+        overwrite=args.overwrite,
     )
     print(f"wrote {out} (row order in {out.name}.paths.txt)")
     return 0

@@ -17,9 +17,11 @@ defaults document the paper, they are not a run to start: a run comes from a rec
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from siamkit.config.inputs import (
     CUSTOM_PREFIX,
@@ -187,6 +189,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_loggers(self.loggers, "train.loggers")
+        if not self.output_dir.strip():
+            raise ConfigError(
+                "train.output_dir must not be empty; pass --output with a run folder "
+                "(default: the recipe's, e.g. runs/simsiam-digits)"
+            )
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be at least 1, got {self.epochs}")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -231,6 +238,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        check_finite(self)
         # Every backbone and head here uses BatchNorm, whose batch statistics need two samples.
         if self.optim.batch_size < 2:
             raise ConfigError(
@@ -238,6 +246,28 @@ class RunConfig:
                 "2 images per batch to compute statistics; use --batch-size 32 or more "
                 "(SimSiam uses 512, and works down to 64, Table 2)"
             )
+
+
+def check_finite(config: Any, where: str = "") -> None:
+    """Refuse a NaN or infinite float anywhere in a config tree (every float setting is finite).
+
+    :func:`siamkit.strict.from_dict` refuses them as it reads a mapping; this covers a tree
+    built in Python.
+
+    Raises:
+        ConfigError: Naming the dotted key of the first non-finite value.
+    """
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        for f in dataclasses.fields(config):
+            check_finite(getattr(config, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(config, dict):
+        for key, value in config.items():
+            check_finite(value, f"{where}.{key}")
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            check_finite(value, f"{where}[{i}]")
+    elif isinstance(config, float) and not math.isfinite(config):
+        raise ConfigError(f"{where} must be a finite number, got {config}")
 
 
 def check_loggers(names: Sequence[str], where: str) -> None:
@@ -268,5 +298,6 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
+    "check_finite",
     "check_loggers",
 ]

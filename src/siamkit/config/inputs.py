@@ -69,6 +69,12 @@ class DataConfig:
     num_decode_workers: int = 2
 
     def __post_init__(self) -> None:
+        for key in ("path", "cache_dir"):
+            value = getattr(self, key)
+            if value is not None and not value.strip():
+                raise ConfigError(
+                    f"data.{key} must not be empty; name a folder (or leave the key out)"
+                )
         if self.dataset in ("folder",) and not self.path:
             raise ConfigError(
                 "data.path is required for dataset 'folder': pass --data PATH (a folder of images)"

@@ -90,16 +90,31 @@ def _walk(root: Path) -> list[str]:
     """Relative paths of every image file under ``root``, sorted.
 
     ``os.scandir`` makes one system call a folder, several times faster than ``Path.rglob`` on a
-    million files.
+    million files. Links to folders are followed, once: a link back to a folder already listed
+    (a loop, which would otherwise nest until the system refuses the path) is a data error that
+    names it.
+
+    Raises:
+        DataError: A symbolic link leads back to a folder already listed.
     """
     found: list[str] = []
     stack = [""]
+    top = root.stat()
+    seen = {(top.st_dev, top.st_ino)}
     while stack:
         rel = stack.pop()
         with os.scandir(root / rel if rel else root) as entries:
             for entry in entries:
                 name = f"{rel}/{entry.name}" if rel else entry.name
                 if entry.is_dir(follow_symlinks=True):
+                    info = entry.stat(follow_symlinks=True)
+                    if (info.st_dev, info.st_ino) in seen:
+                        raise DataError(
+                            f"{str(root / name)!r} leads back to a folder already listed "
+                            f"({os.path.realpath(root / name)!r}): a symbolic link loop under "
+                            "the data; remove that link or point it elsewhere"
+                        )
+                    seen.add((info.st_dev, info.st_ino))
                     stack.append(name)
                 elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
                     found.append(name)

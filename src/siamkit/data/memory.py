@@ -238,9 +238,9 @@ def load_folder(
     """
     paths = files.paths.tolist()
     stem = _cache_stem(files, shape, cache_dir) if cache_dir else None
-    if stem is not None and _with_ext(stem, ".json").is_file():
-        array = np.load(_with_ext(stem, ".npy"), mmap_mode="c")
-        bad = json.loads(_with_ext(stem, ".json").read_text())["bad"]
+    cached = _read_cache(stem, (len(paths), 3, shape.height, shape.width)) if stem else None
+    if cached is not None:
+        array, bad = cached
     else:
         array, bad = _decode(paths, shape, cfg.num_decode_workers, stem, files.root)
     if bad:
@@ -281,13 +281,71 @@ def _decode(
         stem.parent.mkdir(parents=True, exist_ok=True)
         tmp = _with_ext(stem, f".{os.getpid()}.tmp.npy")
         bad = decode_into(tmp, paths, shape.height, shape.width, workers)
-        os.replace(tmp, _with_ext(stem, ".npy"))
-        marker = json.dumps({"bad": bad, "root": root})
+        array_file = _with_ext(stem, ".npy")
+        # A process that decoded the same set at the same time may have published first: its
+        # file is the same images, and is kept (a cache file is never replaced while in use).
+        if not _publish(tmp, array_file):
+            cached = _read_cache(stem, (len(paths), 3, shape.height, shape.width))
+            if cached is not None:
+                return cached
+        marker = json.dumps({"bad": bad, "root": root, "bytes": array_file.stat().st_size})
         atomic_write_text(_with_ext(stem, ".json"), marker, "decode cache")  # written last
-        return np.load(_with_ext(stem, ".npy"), mmap_mode="c"), bad
+        return np.load(array_file, mmap_mode="c"), bad
     except OSError as err:  # a read-only or full cache folder must not stop training
         warnings.warn(f"could not write the decode cache at {stem}: {err}", stacklevel=2)
         return _decode(paths, shape, workers, None, root)
+
+
+def _publish(tmp: Path, dest: Path) -> bool:
+    """Move ``tmp`` to ``dest`` unless ``dest`` exists; whether it was moved.
+
+    A hard link fails where the name exists, atomically; where the filesystem has no hard
+    links, a rename is made only if ``dest`` is absent.
+    """
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        return False
+    except OSError:
+        if dest.exists():
+            tmp.unlink(missing_ok=True)
+            return False
+        os.replace(tmp, dest)
+        return True
+    tmp.unlink(missing_ok=True)
+    return True
+
+
+def _read_cache(stem: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int]] | None:
+    """The cached array and its unreadable rows, or ``None`` when there is no usable entry.
+
+    An entry is checked before use: the marker must be valid JSON, the array file as many
+    bytes as the marker recorded, and its header of the expected shape. A damaged entry (a
+    truncated file, a copy cut short) is removed with a warning and decoded again.
+    """
+    marker, array_file = _with_ext(stem, ".json"), _with_ext(stem, ".npy")
+    if not marker.is_file():
+        return None
+    try:
+        info = json.loads(marker.read_text())
+        bad = [int(i) for i in info["bad"]]
+        size = array_file.stat().st_size
+        if "bytes" in info and size != int(info["bytes"]):
+            raise ValueError(f"{size} bytes where {info['bytes']} were written")
+        array = np.load(array_file, mmap_mode="c")
+        if tuple(array.shape) != shape or array.dtype != np.uint8:
+            raise ValueError(f"an array of shape {tuple(array.shape)}, expected {shape}")
+        return array, bad
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(
+            f"the decode cache entry {array_file} is damaged ({err}); it is removed and the "
+            "images are decoded again",
+            stacklevel=3,
+        )
+        marker.unlink(missing_ok=True)
+        array_file.unlink(missing_ok=True)
+        return None
 
 
 def default_cache_dir(cfg: DataConfig) -> str | None:

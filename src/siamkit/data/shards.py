@@ -43,7 +43,13 @@ from siamkit.data.files import FileList, folder_splits
 from siamkit.data.loader import Batch, image_rng
 from siamkit.data.stream import crops_batch, on_device
 from siamkit.errors import ConfigError, DataError
-from siamkit.safe_io import OutputError, atomic_write_text, check_apart, staged_folder
+from siamkit.safe_io import (
+    OutputError,
+    atomic_write_text,
+    check_apart,
+    check_folder_writable,
+    staged_folder,
+)
 
 #: The metadata file beside the litdata folders.
 META_FILE = "siamkit-shards.json"
@@ -140,6 +146,7 @@ def pack(
     # (nor around it), and an existing output is replaced only with ``overwrite`` and only
     # when it is shards (or empty).
     check_apart(out, "--output", {"--data": Path(data)})
+    check_folder_writable(out, "shards output")
     _check_replaceable(out, overwrite)
     train, test = folder_splits(Path(data), test_fraction)
     meta: dict[str, Any] = {
@@ -156,6 +163,12 @@ def pack(
             if files is None:
                 continue
             bad = _in_own_process_group(_pack_split, files, stage / name, max_side, num_workers)
+            if len(bad) == len(files):
+                raise DataError(
+                    f"none of the {len(files)} images in {files.root} could be decoded, so there "
+                    "is nothing to pack (nothing was written); check the files (corrupt, or not "
+                    "images)"
+                )
             if bad:
                 names = ", ".join(files.paths[i] for i in bad[:5])
                 if strict:
@@ -270,6 +283,48 @@ def _in_own_process_group(fn: Callable[..., T], *args: Any) -> T:
     raise DataError(f"packing stopped: its process ended with code {child.exitcode}")
 
 
+#: Seconds to wait for an object store's answer before a data error (a blocked network or an
+#: address that does not answer would otherwise hang the command).
+URL_TIMEOUT_S = 120.0
+
+
+def _download_meta(url: str, dest: Path) -> None:
+    """Fetch ``url``'s metadata file to ``dest``, within :data:`URL_TIMEOUT_S` seconds.
+
+    Raises:
+        DataError: The store did not answer in time, or refused (credentials, no such bucket).
+    """
+    import threading
+
+    from litdata.streaming.downloader import get_downloader
+
+    outcome: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            get_downloader(url, str(dest.parent), []).download_file(
+                f"{url.rstrip('/')}/{META_FILE}", str(dest)
+            )
+            outcome.append(None)
+        except BaseException as err:  # network and permission errors of every provider
+            outcome.append(err)
+
+    worker = threading.Thread(target=fetch, daemon=True)  # left behind if it never answers
+    worker.start()
+    worker.join(URL_TIMEOUT_S)
+    if not outcome:
+        raise DataError(
+            f"no answer from {url} within {URL_TIMEOUT_S:g} s while reading {META_FILE}; check "
+            "the address, the network and the credentials"
+        )
+    if outcome[0] is not None:
+        first = str(outcome[0]).strip().splitlines()
+        reason = first[0] if first else type(outcome[0]).__name__
+        raise DataError(
+            f"cannot read {META_FILE} from {url} ({reason}); check the address and the credentials"
+        )
+
+
 def _group_leader(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """The child of :func:`_in_own_process_group`: lead a group, run ``fn``, send the outcome."""
     with contextlib.suppress(OSError):
@@ -293,15 +348,8 @@ def read_meta(url: str) -> dict[str, Any]:
         DataError: There is none, or it is not siamkit's.
     """
     if is_url(url):
-        from litdata.streaming.downloader import get_downloader
-
         local = Path(tempfile.mkdtemp(prefix="siamkit-shards-"))
-        try:
-            get_downloader(url, str(local), []).download_file(
-                f"{url.rstrip('/')}/{META_FILE}", str(local / META_FILE)
-            )
-        except Exception as err:  # network and permission errors of every provider
-            raise DataError(f"cannot read {META_FILE} from {url} ({err})") from None
+        _download_meta(url, local / META_FILE)
         path = local / META_FILE
     else:
         path = Path(url) / META_FILE
@@ -310,8 +358,13 @@ def read_meta(url: str) -> dict[str, Any]:
             f"{url} holds no packed shards ({META_FILE} is missing); write them with "
             f"`siamkit pack --data IMAGE_FOLDER --output {url}`"
         )
-    meta: dict[str, Any] = json.loads(path.read_text())
-    if meta.get("format") != _FORMAT:
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise DataError(
+            f"{path} is damaged ({err}); pack the folder again (siamkit pack --overwrite)"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise DataError(f"{path} is of format {meta.get('format')}; pack the folder again")
     return meta
 

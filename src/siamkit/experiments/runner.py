@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from siamkit.data.files import check_folder
 from siamkit.errors import ConfigError
 from siamkit.experiments.claims import evaluate
 from siamkit.experiments.measures import take
@@ -114,6 +115,8 @@ def run_experiment(
 
     say = log or (lambda line: print(f"siamkit: {line}", file=sys.stderr, flush=True))
     experiment.scale(scale)  # an unknown scale is an error before anything is written
+    if data is not None and "://" not in data:
+        check_folder(Path(data))  # a missing --data is an error before anything is written
     out = Path(output or Path("runs") / "experiments" / f"{experiment.name}-{scale}")
     cells = experiment.cells_at(scale)
     configs = {

@@ -22,6 +22,7 @@ import yaml
 from siamkit.config import RunConfig
 from siamkit.errors import ConfigError
 from siamkit.recipes import load_config, recipe_path
+from siamkit.safe_io import read_user_text
 from siamkit.strict import from_dict
 
 #: The scales of every experiment: ``cpu`` fits each cell in minutes on a 2-core CPU, ``gpu``
@@ -367,7 +368,11 @@ def cell_config(
         )
     try:
         recipe = recipe_path(spec.recipe.replace("{method}", method))
-        return load_config(recipe, [*spec.set, *cell.set, *cell.set_at.get(scale, [])], values)
+        overrides = [*spec.set, *cell.set, *cell.set_at.get(scale, [])]
+        config = load_config(recipe, overrides, values)
+        if data and config.data.dataset == "digits":  # as `pretrain --data`: the user's images
+            config = load_config(recipe, overrides, {**values, "data.dataset": "folder"})
+        return config
     except ConfigError as err:
         raise ConfigError(
             f"experiment {experiment.name!r}, cell {cell.name!r} at scale {scale!r}: {err}"
@@ -383,12 +388,15 @@ def load_experiment_file(path: str | Path) -> Experiment:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"experiment file {str(p)!r} not found")
+    fix = "pass an experiment's YAML file (siamkit/experiments/catalogue/ holds examples)"
+    text = read_user_text(p, "experiment file", ConfigError, fix)
     try:
-        tree = yaml.safe_load(p.read_text())
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"experiment file {str(p)!r} is not valid YAML: {err}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"experiment file {str(p)!r} must be a mapping")
+        first = str(err).splitlines()[0] if str(err) else "a syntax error"
+        raise ConfigError(f"experiment file {str(p)!r} is not valid YAML: {first}") from None
+    if not isinstance(tree, dict) or not tree:
+        raise ConfigError(f"experiment file {str(p)!r} must be a mapping of its settings")
     tree.setdefault("name", p.stem)
     for cell in tree.get("cells") or []:  # ``paper: {knn: 67.7}`` is short for {value: 67.7}
         figures = cell.get("paper") if isinstance(cell, dict) else None

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from siamkit.checkpoints import load_file
+from siamkit.checkpoints import load_file, siamkit_kind
 from siamkit.config import AugmentConfig, BackboneConfig, DataConfig
 from siamkit.data.loader import ImageData
 from siamkit.encoders import create_backbone
@@ -282,6 +282,9 @@ def load_classifier(
             pretraining checkpoint); another architecture than expected or than its weights.
     """
     p = Path(path)
+    kind = None if (p / CLASSIFIER_FILE).is_file() or p.name == CLASSIFIER_FILE else siamkit_kind(p)
+    if kind is not None:  # one of siamkit's own files, of another kind than a classifier
+        raise CheckpointError(f"{kind}; a teacher is the output folder of `siamkit eval finetune`")
     if p.is_dir():
         p = p / CLASSIFIER_FILE
     if not p.is_file():

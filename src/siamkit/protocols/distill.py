@@ -55,10 +55,12 @@ from siamkit.protocols.supervised import (
     Machine,
     SGDModule,
     SGDRun,
+    check_output,
     check_sgd,
     crop_flip_views,
     fit,
     labelled_test,
+    resume_step,
     steps_per_epoch,
     train_data,
     write_results,
@@ -219,6 +221,9 @@ def distill(
     """
     start = time.perf_counter()
     cfg = cfg or DistillConfig()
+    check_output(output, {"--data": data.path if data else None, "--teacher": teacher})
+    if resume is not None:
+        resume_step(resume)  # a bad --resume is an error before anything is written
     # 1. The teacher, fixed.
     teacher_model, info = load_classifier(teacher)
     teacher_model.requires_grad_(False).eval()

@@ -26,7 +26,7 @@ from siamkit.eval.knn import knn_accuracy
 from siamkit.eval.linear import linear_probe
 from siamkit.eval.representation import method_metrics
 from siamkit.protocols.plain_models import embedding_model, with_preprocessing
-from siamkit.safe_io import atomic_write, atomic_write_text
+from siamkit.safe_io import atomic_write, atomic_write_text, check_apart, check_new_file
 
 #: Which representation an evaluation reads: h (backbone output) or g(h) (after the projector).
 Features = Literal["backbone", "projection"]
@@ -224,6 +224,7 @@ def embed_folder(
     image_size: int | None = None,
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write backbone features of every image under ``folder`` to ``output`` (.npy).
 
@@ -247,7 +248,18 @@ def embed_folder(
             checkpoint, or an export of one); timm's pretrained_cfg input size; else 224.
         mean: Per-channel normalisation mean; default as ``image_size`` (ImageNet's last).
         std: Per-channel normalisation std; default as ``image_size``.
+        overwrite: Replace an existing ``output``.
+
+    Raises:
+        OutputError: ``output`` exists (without ``overwrite``), lies inside ``folder``, or
+            cannot be written.
+        DataError: No image under ``folder`` could be decoded (nothing is written).
     """
+    out = Path(output)
+    # The output is checked before a model is loaded or an image read, and is never inside the
+    # folder embedded (the command never changes its input).
+    check_new_file(out, "embeddings", overwrite)
+    check_apart(out, "--output", {"--data": Path(folder)})
     device = device or torch.device("cpu")
     options: dict[str, Any] = {"device": device}
     if model is not None or Path(checkpoint).suffix == ".safetensors":
@@ -267,12 +279,16 @@ def embed_folder(
         rows.append(batch.values[keep])
         paths += [files.paths[i] for i in batch.indices[keep].tolist()]
         skipped += int(batch.unreadable.sum())
+    if not paths:
+        raise DataError(
+            f"none of the {len(files)} images under {str(folder)!r} could be decoded, so there "
+            "is nothing to embed (nothing was written); check the files (corrupt, or not images)"
+        )
     if skipped:
         warnings.warn(
             f"skipped {skipped} unreadable image(s) of {len(files)} under {folder}",
             stacklevel=2,
         )
-    out = Path(output)
     with atomic_write(out, "embeddings") as f:
         np.save(f, torch.cat(rows).numpy())
     atomic_write_text(out.with_name(out.name + ".paths.txt"), "\n".join(paths) + "\n", "paths")

@@ -39,9 +39,15 @@ from torch import nn
 from siamkit.checkpoints import load_backbone
 from siamkit.config import AugmentConfig
 from siamkit.encoders import ResNetEncoder
-from siamkit.errors import ConfigError
+from siamkit.errors import ConfigError, OutputError
 from siamkit.protocols.plain_models import TIMM_PREFIX, is_timm, load_exported
-from siamkit.safe_io import atomic_save_with, atomic_torch_save, check_writable
+from siamkit.safe_io import (
+    atomic_save_with,
+    atomic_torch_save,
+    check_new_file,
+    check_writable,
+    real_path,
+)
 
 #: format -> the output extensions it is written to (the first is the one suggested).
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -309,7 +315,10 @@ def load_hint(backbone: nn.Module, format: str, path: str | Path, augment: Augme
 
 
 def export_checkpoint(
-    checkpoint: str | Path, output: str | Path, format: str | None = None
+    checkpoint: str | Path,
+    output: str | Path,
+    format: str | None = None,
+    overwrite: bool = False,
 ) -> Exported:
     """Export a run's backbone (``siamkit export``), with the run's evaluation input recorded.
 
@@ -317,7 +326,19 @@ def export_checkpoint(
         checkpoint: A ``.ckpt`` file or a run folder.
         output: The output file (see :func:`export_backbone`).
         format: See :func:`export_backbone`.
+        overwrite: Replace an existing ``output``.
+
+    Raises:
+        OutputError: ``output`` is the checkpoint itself (an export never replaces its input),
+            exists (without ``overwrite``), or cannot be written.
     """
+    source = Path(checkpoint)
+    if source.is_file() and real_path(Path(output)) == real_path(source):
+        raise OutputError(
+            f"--output {str(output)!r} is the checkpoint being exported; exporting there "
+            "would replace it: choose another file name"
+        )
+    check_new_file(Path(output), "export", overwrite)
     cfg, backbone = load_backbone(checkpoint)
     path = export_backbone(backbone, output, format, cfg.augment)
     format = resolve_format(path, format)

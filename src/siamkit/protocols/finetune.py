@@ -57,11 +57,13 @@ from siamkit.protocols.supervised import (
     Machine,
     SGDModule,
     SGDRun,
+    check_output,
     check_sgd,
     crop_flip_views,
     fit,
     labelled_test,
     num_classes_of,
+    resume_step,
     steps_per_epoch,
     train_data,
     write_results,
@@ -244,6 +246,9 @@ def finetune(
     """
     start = time.perf_counter()
     cfg = cfg or FinetuneConfig()
+    check_output(output, {"--data": data.path if data else None, "--checkpoint": checkpoint})
+    if resume is not None:
+        resume_step(resume)  # a bad --resume is an error before anything is written
     # 1. The trunk: pretrained (plus kept head layers) or fresh.
     method_dict: dict[str, Any] | None = None
     with torch.random.fork_rng(devices=[]):

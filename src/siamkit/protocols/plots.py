@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from siamkit.errors import ConfigError, DataError
+from siamkit.errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is made, not with siamkit.eval
     from matplotlib.axes import Axes
@@ -44,29 +44,39 @@ def read_metrics_csv(path: Path) -> dict[str, list[tuple[int, int, float]]]:
         left out).
 
     Raises:
-        DataError: The file is missing or has no ``epoch``/``step`` columns.
+        CheckpointError: The file is missing, is not CSV text, has no ``epoch``/``step``
+            columns, or holds a value that is not a number (a run folder's file, damaged).
     """
     if not path.is_file():
-        raise DataError(
+        raise CheckpointError(
             f"no training log at {path}; pass the folder of a `siamkit pretrain` run "
             "(it holds metrics.csv, config.yaml and checkpoints/)"
         )
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    fix = "the run's training log is damaged: pass another run, or run it again"
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise CheckpointError(f"{path} is not a CSV training log ({err}); {fix}") from None
     columns = list(rows[0].keys()) if rows else []
     if "epoch" not in columns or "step" not in columns:
-        raise DataError(
+        raise CheckpointError(
             f"{path} is not a Lightning CSVLogger file (no epoch/step columns, or no rows yet); "
             "pass the metrics.csv of a `siamkit pretrain` run that has logged a step"
         )
     out: dict[str, list[tuple[int, int, float]]] = {
-        c: [] for c in columns if c not in ("epoch", "step")
+        c: [] for c in columns if c not in ("epoch", "step") and c is not None
     }
-    for row in rows:
-        for col, values in out.items():
-            cell = row.get(col)
-            if cell not in (None, ""):
-                values.append((int(row["epoch"]), int(row["step"]), float(cell)))
+    for line, row in enumerate(rows, start=2):
+        try:
+            for col, values in out.items():
+                cell = row.get(col)
+                if cell not in (None, ""):
+                    values.append((int(row["epoch"]), int(row["step"]), float(cell)))
+        except (TypeError, ValueError):
+            raise CheckpointError(
+                f"{path}, line {line}: a value that is not a number; {fix}"
+            ) from None
     return out
 
 

@@ -20,13 +20,13 @@ from torch import nn
 
 from siamkit.checkpoints import load_method
 from siamkit.config import DataConfig
-from siamkit.errors import ConfigError, DataError
+from siamkit.errors import CheckpointError, ConfigError
 from siamkit.eval.features import extract_features
 from siamkit.eval.representation import method_metrics
 from siamkit.protocols.evaluate import metric_images
 from siamkit.protocols.html import img, page, table
 from siamkit.protocols.plots import save_png, training_curves, tsne_plot
-from siamkit.safe_io import atomic_write_text
+from siamkit.safe_io import atomic_write_text, read_user_text, staged_folder
 
 #: Rows of the representation metrics table: key, name, what a better value looks like.
 METRIC_ROWS = (
@@ -102,59 +102,82 @@ def write_report(
 
     Raises:
         ConfigError: ``tsne_images`` below 4 or ``max_images`` below 2.
-        DataError: No run folder, or no metrics.csv in it.
-        CheckpointError: No readable checkpoint in it.
+        CheckpointError: No run folder, no metrics.csv in it, a damaged run file (named), or
+            no readable checkpoint.
     """
     if tsne_images < 4 or max_images < 2:
         raise ConfigError(
             f"tsne_images must be >= 4 and max_images >= 2, got {tsne_images} and {max_images}"
         )
+    # 1. Every input is read and checked before anything is written: a damaged run file is a
+    #    message that names it, and no half-made report is left.
     run = Path(run_dir)
     if not run.is_dir():
-        raise DataError(
+        raise CheckpointError(
             f"run folder {str(run)!r} not found; pass the --output folder of a "
             "`siamkit pretrain` run"
         )
     if not (run / "metrics.csv").is_file():
-        raise DataError(
+        raise CheckpointError(
             f"{str(run)!r} has no metrics.csv, so it is not a pretraining run folder (or the run "
             "has not logged a step yet); pass the --output folder of a `siamkit pretrain` run"
         )
-    out = run / "report"
-    out.mkdir(exist_ok=True)
-
-    # 1. Training curves.
-    pngs = {"training curves": save_png(training_curves(run / "metrics.csv"), out / "curves.png")}
+    curves = training_curves(run / "metrics.csv")
+    config_text, results = _run_files(run)
+    cfg, method = load_method(run)
 
     # 2. Representation metrics of h and g(h), and a t-SNE map of h.
-    cfg, method = load_method(run)
     method.to(device or torch.device("cpu"))
     images, split = metric_images(data or cfg.data, max(max_images, tsne_images), seed)
     first = torch.arange(min(max_images, len(images)))
     metrics = method_metrics(method, images.subset(first), cfg.augment, seed)
     metrics["split"] = split
-    atomic_write_text(out / "representation.json", json.dumps(metrics, indent=2) + "\n", "metrics")
     shown = images.subset(torch.arange(min(tsne_images, len(images))))
     backbone: nn.Module = method.backbone  # type: ignore[assignment]
     h = extract_features(backbone, shown, cfg.augment)
-    labels = shown.labels
-    tsne = tsne_plot(h, labels, images.classes, max_points=tsne_images, seed=seed)
-    pngs[f"t-SNE of h ({split} images)"] = save_png(tsne, out / "tsne.png")
+    tsne = tsne_plot(h, shown.labels, images.classes, max_points=tsne_images, seed=seed)
 
-    # 3. The page.
-    config_text = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
-    results_file = run / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else None
-    title = f"siamkit run {run.resolve().name}: {cfg.method.name}, {cfg.backbone.name}"
-    figures = "".join(f"<h2>{html.escape(k)}</h2>{img(p, k)}" for k, p in pngs.items())
-    stamp = datetime.datetime.now().isoformat(timespec="seconds")
-    body = (
-        f'<p class="note">Written {stamp} with torch {html.escape(torch.__version__)}.</p>'
-        f"<h2>Results</h2>{_results_section(results)}"
-        f"<h2>Representation metrics</h2>{_metrics_section(metrics)}"
-        f"{figures}"
-        f"<h2>Config</h2><pre>{html.escape(config_text or '(no config.yaml)')}</pre>"
-    )
-    report = out / "report.html"
-    atomic_write_text(report, page(title, body), "report")
-    return report
+    # 3. The page and its files, built beside the report folder and renamed into place.
+    out = run / "report"
+    with staged_folder(out, "report") as stage:
+        pngs = {
+            "training curves": save_png(curves, stage / "curves.png"),
+            f"t-SNE of h ({split} images)": save_png(tsne, stage / "tsne.png"),
+        }
+        text = json.dumps(metrics, indent=2) + "\n"
+        atomic_write_text(stage / "representation.json", text, "metrics")
+        title = f"siamkit run {run.resolve().name}: {cfg.method.name}, {cfg.backbone.name}"
+        figures = "".join(f"<h2>{html.escape(k)}</h2>{img(p, k)}" for k, p in pngs.items())
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        body = (
+            f'<p class="note">Written {stamp} with torch {html.escape(torch.__version__)}.</p>'
+            f"<h2>Results</h2>{_results_section(results)}"
+            f"<h2>Representation metrics</h2>{_metrics_section(metrics)}"
+            f"{figures}"
+            f"<h2>Config</h2><pre>{html.escape(config_text or '(no config.yaml)')}</pre>"
+        )
+        atomic_write_text(stage / "report.html", page(title, body), "report")
+    return out / "report.html"
+
+
+def _run_files(run: Path) -> tuple[str, dict[str, Any] | None]:
+    """The run's config.yaml text and results.json, each checked (either may be absent).
+
+    Raises:
+        CheckpointError: A file that is not UTF-8 text, or a results.json that is not JSON.
+    """
+    fix = "the run folder is damaged: restore the file, or delete it (the report goes without)"
+    config_file, results_file = run / "config.yaml", run / "results.json"
+    config_text = ""
+    if config_file.is_file():
+        config_text = read_user_text(config_file, "run file", CheckpointError, fix)
+    results = None
+    if results_file.is_file():
+        text = read_user_text(results_file, "run file", CheckpointError, fix)
+        try:
+            results = json.loads(text)
+        except ValueError as err:
+            raise CheckpointError(f"{results_file} is not valid JSON ({err}); {fix}") from None
+        if not isinstance(results, dict):
+            raise CheckpointError(f"{results_file} holds no mapping of results; {fix}")
+    return config_text, results

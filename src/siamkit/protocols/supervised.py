@@ -20,16 +20,23 @@ import lightning as L
 import torch
 from torch import nn
 
-from siamkit.checkpoints import load_file
+from siamkit.checkpoints import CONFIG_KEY, load_file, siamkit_kind
 from siamkit.config import AugmentConfig, LoggerName
 from siamkit.data.augment import crop_flip_recipe
 from siamkit.data.datasets import Splits, require_labels
 from siamkit.data.loader import Batch, ImageData
 from siamkit.data.views import Views
-from siamkit.errors import ConfigError, DataError, TrainingDivergedError
-from siamkit.safe_io import atomic_write_text
+from siamkit.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from siamkit.safe_io import atomic_write_text, check_apart
 from siamkit.strict import flat_dict
-from siamkit.train.engine import EngineSettings, TrainData, build_trainer, prepare_run_folder
+from siamkit.train.engine import (
+    EngineSettings,
+    TrainData,
+    build_trainer,
+    check_run_output,
+    prepare_run_folder,
+    run_folder_of,
+)
 from siamkit.train.loggers import LogSettings
 from siamkit.train.schedules import cosine_with_warmup
 
@@ -249,11 +256,9 @@ def fit(
         The trainer after ``fit`` (its ``is_global_zero`` says which process reports).
     """
     out = Path(output) if output is not None else None
-    ckpt = None
-    if resume is not None:
-        ckpt = Path(resume)
-        if ckpt.is_dir():
-            ckpt = ckpt / "checkpoints" / "last.ckpt"
+    if out is not None:
+        check_run_output(out, None)
+    ckpt = None if resume is None else resume_file(resume)
     settings = EngineSettings(
         output_dir=out,
         epochs=module.run.epochs,
@@ -272,13 +277,77 @@ def fit(
     )
     settings.check()
     if ckpt is not None:  # metrics.csv keeps the rows before it; W&B and MLflow go on
-        fix = "use an earlier checkpoint of the run, or start again without --resume"
-        settings.resume_step = int(load_file(ckpt, "checkpoint", fix).get("global_step", 0))
+        settings.resume_step = resume_step(ckpt)
     if out is not None:
         prepare_run_folder(out, resume, overwrite)
     trainer = build_trainer(settings, [])
     trainer.fit(module, datamodule=data, ckpt_path=None if ckpt is None else str(ckpt))
     return trainer
+
+
+def resume_file(resume: str | Path) -> Path:
+    """The checkpoint file ``--resume`` names: a file, or a run folder's ``last.ckpt``."""
+    ckpt = Path(resume)
+    return ckpt / "checkpoints" / "last.ckpt" if ckpt.is_dir() else ckpt
+
+
+def resume_step(resume: str | Path) -> int:
+    """The step a fine-tuning or distillation checkpoint continues from, checked first.
+
+    Raises:
+        CheckpointError: Missing, unreadable, one of siamkit's other files, or a checkpoint
+            of another kind of run (a pretraining checkpoint).
+    """
+    given = Path(resume)
+    kind = siamkit_kind(given)
+    if kind is not None and not (given / "checkpoints").is_dir():
+        raise CheckpointError(f"--resume: {kind}")
+    ckpt = resume_file(resume)
+    if not ckpt.is_file():
+        raise CheckpointError(
+            f"--resume {str(resume)!r}: no checkpoint {str(ckpt)!r}; pass the --output folder "
+            "of the interrupted run (or one of its checkpoints/*.ckpt)"
+        )
+    fix = "use an earlier checkpoint of the run, or start again without --resume"
+    raw = load_file(ckpt, "checkpoint", fix)
+    if not isinstance(raw, dict) or "global_step" not in raw or "state_dict" not in raw:
+        raise CheckpointError(
+            f"--resume {str(ckpt)!r} is not a checkpoint of a training run; {fix}"
+        )
+    if CONFIG_KEY in raw:  # a pretraining checkpoint
+        raise CheckpointError(
+            f"--resume {str(ckpt)!r} is a pretraining checkpoint; pass it as --checkpoint, and "
+            "to --resume the output folder of an interrupted fine-tuning or distillation"
+        )
+    return int(raw["global_step"])
+
+
+def check_output(output: str | Path | None, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an output folder that cannot be written or that is, holds or lies in an input.
+
+    Checked first, before a model is loaded or a file (the label index) written.
+
+    Args:
+        output: The run's output folder (``None``: the run writes nothing).
+        inputs: Each input's flag and path (a data folder, a checkpoint file or folder); ``None``
+            and object-store URLs are left out. A checkpoint file in ``RUN/checkpoints/``
+            stands for its run folder.
+
+    Raises:
+        OutputError: Naming the problem and the fix.
+    """
+    if output is None:
+        return
+    out = Path(output)
+    check_run_output(out, None)
+    folders: dict[str, Path] = {}
+    for flag, given in inputs.items():
+        if given is None or "://" in str(given):
+            continue
+        path = Path(given)
+        run = run_folder_of(path) if path.suffix in (".ckpt", ".pt") else None
+        folders[flag] = run or (path.parent if path.is_file() else path)
+    check_apart(out, "--output", folders)
 
 
 def train_data(

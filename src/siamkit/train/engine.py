@@ -22,11 +22,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.strategies import DDPStrategy
 
 from siamkit import runtime
-from siamkit.config import TrainConfig
+from siamkit.config import DataConfig, TrainConfig
 from siamkit.data.decode import ViewSpec
 from siamkit.data.device_decode import to_device
 from siamkit.data.loader import ImageData, make_loader
 from siamkit.errors import ConfigError, OutputError
+from siamkit.safe_io import check_apart, check_folder_writable, real_path
 from siamkit.train.loggers import LearningRates, LogSettings, RunInfo, build_loggers
 from siamkit.train.resume import Interruption, RandomState, SafeCheckpointIO
 
@@ -304,8 +305,10 @@ def prepare_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool
         overwrite: Replace another run found in ``out_dir``.
 
     Raises:
-        OutputError: ``out_dir`` holds another run's checkpoints and ``overwrite`` is not set.
+        OutputError: ``out_dir`` holds another run's checkpoints and ``overwrite`` is not set;
+            it is a file, or cannot be written.
     """
+    check_folder_writable(out_dir, "run folder")
     ckpt_dir = out_dir / "checkpoints"
     old = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
     if old and not _continues(out_dir, resume):
@@ -330,11 +333,24 @@ def prepare_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+def check_run_output(out_dir: Path, data: DataConfig | None) -> None:
+    """Refuse a run folder that cannot be written or that is (or holds, or lies in) the data.
+
+    Checked before anything is loaded, so a bad ``--output`` costs nothing and changes nothing.
+
+    Raises:
+        OutputError: Naming the problem and the fix.
+    """
+    check_folder_writable(out_dir, "run folder")
+    if data is not None and data.path and data.dataset != "digits" and "://" not in data.path:
+        check_apart(out_dir, "--output", {"--data": Path(data.path)})
+
+
 def _continues(out_dir: Path, resume: str | Path | None) -> bool:
     """Whether resuming ``resume`` continues the run of ``out_dir`` (its checkpoint or itself)."""
     folder = None if resume is None else run_folder_of(resume)
     with contextlib.suppress(OSError):
-        return folder is not None and folder.resolve() == out_dir.resolve()
+        return folder is not None and real_path(folder) == real_path(out_dir)
     return False
 
 

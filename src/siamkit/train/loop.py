@@ -42,10 +42,17 @@ from siamkit.safe_io import atomic_write_text
 from siamkit.strict import flat_dict, to_dict
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, Throughput, mi_monitor
 from siamkit.train.cpu_conv import patch_conv_helps, use_patch_grad_convs
-from siamkit.train.engine import EngineSettings, TrainData, build_trainer, prepare_run_folder
+from siamkit.train.engine import (
+    EngineSettings,
+    TrainData,
+    build_trainer,
+    check_run_output,
+    prepare_run_folder,
+)
 from siamkit.train.results import PretrainResult
 from siamkit.train.resume import LAST, RunLock, resume_changes
 from siamkit.train.schedules import StepSchedule, build_optimizer
+from siamkit.train.step_checks import StepChecks
 
 
 class PretrainModule(L.LightningModule):
@@ -89,7 +96,8 @@ class PretrainModule(L.LightningModule):
         if cfg.train.online_probe:
             width = int(self.method.backbone.num_features)
             self.probe = OnlineLinearProbe(width, num_classes, cfg.train.online_probe_lr)
-        self.unreadable = 0
+        describe = data.describe if data is not None else None
+        self.checks = StepChecks(cfg.data.strict, steps_per_epoch, describe)
         #: Settings changed on resume (from :func:`~siamkit.train.resume.resume_changes`).
         self.resumed_with: list[str] = []
 
@@ -99,8 +107,8 @@ class PretrainModule(L.LightningModule):
         return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
 
     def training_step(self, batch: Batch, idx: int) -> dict[str, Any]:
-        """Views, the method's step and its loss, checked for NaN/inf."""
-        self._check_readable(batch)
+        """Views, the method's step and its loss, checked (on every process) for NaN/inf."""
+        self.checks.note_batch(batch)  # a problem is raised after the loss, on every process
         # 1. Views, in fp32 whatever the autocast: (B, 3, S_v, S_v) per view.
         with torch.autocast(batch.labels.device.type, enabled=False):
             views = self.views(batch.images)
@@ -109,11 +117,7 @@ class PretrainModule(L.LightningModule):
         # 2-5. Encode, project/predict, compare, loss: the method's step.
         out: dict[str, Any] = self.method.training_step(views, batch.indices)
         loss = out["loss"]
-        if not torch.isfinite(loss.detach()):
-            raise TrainingDivergedError(
-                f"the loss became {loss.item()} at epoch {self.current_epoch + 1}, step "
-                f"{self.global_step}; training stopped"
-            )
+        self.checks.stop_if_any(loss, self.current_epoch + 1, self.global_step)
         self.log("train/loss", loss, prog_bar=True)
         for key, value in out.items():  # a method's own scalars, e.g. MINE's bound "mi"
             if key != "loss" and isinstance(value, torch.Tensor) and value.ndim == 0:
@@ -121,19 +125,6 @@ class PretrainModule(L.LightningModule):
         if self.probe is not None:
             self._update_probe(views[0], batch.labels)
         return out
-
-    def _check_readable(self, batch: Batch) -> None:
-        """Count images no worker could decode; stop under ``data.strict``."""
-        if not bool(batch.unreadable.any()):
-            return
-        bad = batch.indices[batch.unreadable].tolist()
-        if self.cfg.data.strict:
-            where = self.data.describe(bad[0]) if self.data is not None else f"image {bad[0]}"
-            raise DataError(
-                f"unreadable image {where}; remove or replace it, or drop --strict to skip "
-                "unreadable images with a warning"
-            )
-        self.unreadable += len(bad)
 
     def _update_probe(self, view: torch.Tensor, labels: torch.Tensor) -> None:
         """One step of the online probe on backbone features of ``view`` (eval mode, no grad)."""
@@ -187,14 +178,14 @@ class PretrainModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """Warn about the epoch's unreadable images."""
-        if self.unreadable and self.trainer.is_global_zero:
+        if self.checks.unreadable and self.trainer.is_global_zero:
             warnings.warn(
-                f"{self.unreadable} unreadable image(s) were skipped in epoch "
+                f"{self.checks.unreadable} unreadable image(s) were skipped in epoch "
                 f"{self.current_epoch + 1} (another image of the batch stood in); use --strict "
                 "to make this an error",
                 stacklevel=1,
             )
-        self.unreadable = 0
+        self.checks.unreadable = 0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, idx: int) -> None:
         """Step 7: the method's per-step state."""
@@ -262,6 +253,7 @@ def pretrain(
     skips = getattr(METHODS[cfg.method.name].build, "skips_parameters", False)
     settings = EngineSettings.of_pretraining(train, skips, hparams=flat_dict(cfg))
     settings.check()
+    check_run_output(Path(train.output_dir), cfg.data)
     checkpoint = read_checkpoint(resume, expect=cfg) if resume else None
     changes = resume_changes(checkpoint.config, cfg) if checkpoint else []
     settings.resume_step = checkpoint.global_step if checkpoint else None
