@@ -159,6 +159,7 @@ CASES = [
     Case("export to .pth without --format", lambda t, r: ["export", "--checkpoint", str(r), "--output", str(t / "b.pth")], 2, ("--format torchvision|timm",)),
     Case("export of a small CNN as torchvision", lambda t, r: ["export", "--checkpoint", str(r), "--output", str(t / "b.pth"), "--format", "torchvision"], 2, ("has no torchvision model", "--format safetensors")),
     Case("embed --model without --weights", lambda t, r: ["embed", "--model", "torchvision/resnet18", "--data", str(t / "imgs"), "--output", str(t / "e.npy")], 2, ("--model and --weights go together",)),
+    Case("embed over its own export, with --overwrite", lambda t, r: ["embed", "--checkpoint", str(t / "b.safetensors"), "--data", str(t / "imgs"), "--output", str(t / "b.safetensors"), "--overwrite"], 7, ("is the input --checkpoint",), _junk("b.safetensors", b"x")),
     Case("embed an unknown torchvision model", lambda t, r: ["embed", "--model", "torchvision/resnet81", "--weights", str(t / "w.pth"), "--data", str(t / "imgs"), "--output", str(t / "e.npy")], 2, ("unknown torchvision model 'resnet81'", "resnet18")),
     # ---- the run folder (exit 2), nothing of the earlier run lost
     Case("earlier run's folder without --overwrite", lambda t, r: _pretrain(t, "--output", str(r)), 7, ("already holds checkpoints", "--resume", "--overwrite"), keeps_run=True),

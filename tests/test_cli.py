@@ -707,6 +707,8 @@ def test_a_problem_one_process_sees_stops_both_processes(tmp_path, bad):
     assert seconds < 300  # stopped, not waiting for the 30-minute timeout
     found = "unreadable image" if strict else "none of the first"
     assert any(found in line for line in errors), errors
+    if strict:  # one process found the image; the other was told and stopped with it
+        assert any("another process of this run stopped" in line for line in errors), errors
 
 
 def test_finetune_and_distill_run_in_two_ddp_processes(run_dir, tmp_path):

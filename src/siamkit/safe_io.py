@@ -195,27 +195,37 @@ def staged_folder(dest: Path, what: str) -> Iterator[Path]:
         stage.mkdir()
     except OSError as err:
         raise _write_error(err, dest, what) from None
+    old = parent / f"{STAGING_PREFIX}{os.getpid()}-old-{dest.name}"
     try:
         yield stage
-        old = parent / f"{STAGING_PREFIX}{os.getpid()}-old-{dest.name}"
         if dest.exists():
             os.replace(dest, old)
         os.replace(stage, dest)
         _sync_folder(parent)
         shutil.rmtree(old, ignore_errors=True)
-    except OSError as err:
+    except BaseException as err:
+        if old.exists() and not dest.exists():  # stopped between the two renames
+            os.replace(old, dest)
         shutil.rmtree(stage, ignore_errors=True)
-        raise _write_error(err, dest, what) from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise _write_error(err, dest, what) from None
         raise
 
 
 def _remove_dead_staging(parent: Path, name: str) -> None:
-    """Remove the staged folders for ``name`` that processes no longer alive left behind."""
+    """Clear what processes no longer alive left beside ``name``.
+
+    A staged folder is removed; an earlier output moved aside (``-old-``) is put back when a
+    kill came between the two renames and left no output, else removed.
+    """
     for stage in parent.glob(f"{STAGING_PREFIX}*-{name}"):
-        pid = stage.name[len(STAGING_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
+        pid, _, rest = stage.name[len(STAGING_PREFIX) :].partition("-")
+        if not pid.isdigit() or process_alive(int(pid)):
+            continue
+        dest = parent / name
+        if rest == f"old-{name}" and not os.path.lexists(dest):
+            os.replace(stage, dest)
+        else:
             shutil.rmtree(stage, ignore_errors=True)
 
 

@@ -29,7 +29,12 @@ import os
 import sys
 import warnings
 
-from siamkit.cli.failures import from_os_error, interrupted_message, quiet_closed_pipe
+from siamkit.cli.failures import (
+    from_os_error,
+    interrupted_message,
+    quiet_closed_pipe,
+    stdout_closed,
+)
 from siamkit.cli.parser import build_parser
 from siamkit.errors import SiamkitError
 
@@ -59,9 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         _quiet()
     debug = debug or args.debug
     try:
-        return int(args.func(args))
-    except BrokenPipeError:  # the reader of standard output has gone (`| head -1`)
-        return quiet_closed_pipe()
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit outside this handler
+        return code
+    except BrokenPipeError as caught:
+        if stdout_closed():  # the reader of standard output has gone (`| head -1`)
+            return quiet_closed_pipe()
+        err = from_os_error(caught, args)
+        print(f"siamkit: error: {err}", file=sys.stderr)
+        return err.exit_code
     except (SiamkitError, OSError) as caught:
         err = caught if isinstance(caught, SiamkitError) else from_os_error(caught, args)
         if debug:

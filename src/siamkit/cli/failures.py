@@ -122,6 +122,18 @@ def _under(name: str, folder: str) -> bool:
     return Path(os.path.abspath(folder)) in Path(os.path.abspath(name)).parents
 
 
+def stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (so a BrokenPipeError is its)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor, or no poll here
+        return False
+
+
 def quiet_closed_pipe() -> int:
     """Standard output was closed by its reader: stop writing to it, end with 141, no message.
 

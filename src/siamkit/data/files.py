@@ -90,32 +90,35 @@ def _walk(root: Path) -> list[str]:
     """Relative paths of every image file under ``root``, sorted.
 
     ``os.scandir`` makes one system call a folder, several times faster than ``Path.rglob`` on a
-    million files. Links to folders are followed, once: a link back to a folder already listed
-    (a loop, which would otherwise nest until the system refuses the path) is a data error that
-    names it.
+    million files. Links to folders are followed; a link back to a folder above it (a loop,
+    which would otherwise nest until the system refuses the path) is a data error that names
+    it.
 
     Raises:
-        DataError: A symbolic link leads back to a folder already listed.
+        DataError: A symbolic link leads back to a folder above it.
     """
     found: list[str] = []
-    stack = [""]
     top = root.stat()
-    seen = {(top.st_dev, top.st_ino)}
+    # Each folder to list, with the folders above it (device, inode): a link to one of those
+    # is a loop; two links to the same folder elsewhere are not.
+    stack: list[tuple[str, frozenset[tuple[int, int]]]] = [
+        ("", frozenset({(top.st_dev, top.st_ino)}))
+    ]
     while stack:
-        rel = stack.pop()
+        rel, above = stack.pop()
         with os.scandir(root / rel if rel else root) as entries:
             for entry in entries:
                 name = f"{rel}/{entry.name}" if rel else entry.name
                 if entry.is_dir(follow_symlinks=True):
                     info = entry.stat(follow_symlinks=True)
-                    if (info.st_dev, info.st_ino) in seen:
+                    key = (info.st_dev, info.st_ino)
+                    if key in above:
                         raise DataError(
-                            f"{str(root / name)!r} leads back to a folder already listed "
+                            f"{str(root / name)!r} leads back to a folder above it "
                             f"({os.path.realpath(root / name)!r}): a symbolic link loop under "
                             "the data; remove that link or point it elsewhere"
                         )
-                    seen.add((info.st_dev, info.st_ino))
-                    stack.append(name)
+                    stack.append((name, above | {key}))
                 elif entry.name.lower().endswith(IMAGE_EXTENSIONS) and entry.is_file():
                     found.append(name)
     return sorted(found)

@@ -20,18 +20,15 @@ access (evaluation on subsets) and the labels in the JSON agree with the shards.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import multiprocessing as mp
 import os
-import signal
 import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import torch
 from litdata import StreamingDataLoader, StreamingDataset, optimize
@@ -41,6 +38,7 @@ from siamkit.data.decode import DECODE_ERRORS, ViewSpec, decode_views, open_imag
 from siamkit.data.device_decode import encode_views, encoded_batch
 from siamkit.data.files import FileList, folder_splits
 from siamkit.data.loader import Batch, image_rng
+from siamkit.data.process_group import in_own_process_group
 from siamkit.data.stream import crops_batch, on_device
 from siamkit.errors import ConfigError, DataError
 from siamkit.safe_io import (
@@ -56,7 +54,6 @@ META_FILE = "siamkit-shards.json"
 _FORMAT = 1
 #: Chunk size of the packed files (litdata's unit of download and of work per rank).
 CHUNK_BYTES = "64MB"
-T = TypeVar("T")
 URL_PREFIXES = ("s3://", "gs://", "azure://", "hf://", "local:")
 
 
@@ -162,7 +159,7 @@ def pack(
         for name, files in (("train", train), ("test", test)):
             if files is None:
                 continue
-            bad = _in_own_process_group(_pack_split, files, stage / name, max_side, num_workers)
+            bad = in_own_process_group(_pack_split, files, stage / name, max_side, num_workers)
             if len(bad) == len(files):
                 raise DataError(
                     f"none of the {len(files)} images in {files.root} could be decoded, so there "
@@ -196,10 +193,12 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
         raise OutputError(f"--output {str(out)!r} is a file; pass a folder for the shards")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if not (out / META_FILE).is_file():
+    others = sorted(p.name for p in out.iterdir() if p.name not in (META_FILE, "train", "test"))
+    if not (out / META_FILE).is_file() or others:
+        shown = f" ({', '.join(others[:3])})" if others else ""
         raise OutputError(
-            f"--output {str(out)!r} is a folder that holds files other than siamkit shards; "
-            "choose another --output (--overwrite replaces only earlier shards)"
+            f"--output {str(out)!r} is a folder that holds files other than siamkit shards"
+            f"{shown}; choose another --output (--overwrite replaces only earlier shards)"
         )
     if not overwrite:
         raise OutputError(
@@ -237,50 +236,6 @@ def _pack_split(files: FileList, folder: Path, max_side: int, num_workers: int) 
             else:
                 os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = previous
         return sorted(int(x) for f in Path(work).glob("*.txt") for x in f.read_text().split())
-
-
-def _in_own_process_group(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a forked child that leads a process group of its own; its result.
-
-    litdata's ``optimize`` starts worker, writer and uploader processes and replaces Ctrl-C's
-    handler by one that ends the process with status 0 (``os._exit(0)``). Run in a child of
-    its own group, it never sees the terminal's Ctrl-C: this process gets it as a
-    ``KeyboardInterrupt``, ends the child's whole group (no litdata process outlives the
-    command), and :func:`~siamkit.safe_io.staged_folder` removes the partial output, so the
-    command exits with 130. Where processes cannot be forked, ``fn`` runs here.
-    """
-    if "fork" not in mp.get_all_start_methods():
-        return fn(*args)
-    ctx = mp.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_group_leader, args=(send, fn, args))
-    # A Ctrl-C during the fork itself would be raised inside an at-fork handler, which Python
-    # ignores; blocked until the child is in its own group, it arrives just after.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        child.start()
-        pid = cast(int, child.pid)  # set once started
-        with contextlib.suppress(OSError):  # the child sets it too; whichever comes first
-            os.setpgid(pid, pid)
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    send.close()
-    try:
-        try:
-            kind, value = receive.recv()
-        except EOFError:
-            kind, value = "died", None
-        child.join()
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
-        child.join()
-        raise
-    if kind == "ok":
-        return cast(T, value)
-    if kind == "error":
-        raise value
-    raise DataError(f"packing stopped: its process ended with code {child.exitcode}")
 
 
 #: Seconds to wait for an object store's answer before a data error (a blocked network or an
@@ -325,19 +280,6 @@ def _download_meta(url: str, dest: Path) -> None:
         )
 
 
-def _group_leader(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """The child of :func:`_in_own_process_group`: lead a group, run ``fn``, send the outcome."""
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    try:
-        send.send(("ok", fn(*args)))
-    except BaseException as err:  # sent to the parent, which raises it
-        send.send(("error", err))
-    finally:
-        send.close()
-
-
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
@@ -365,7 +307,8 @@ def read_meta(url: str) -> dict[str, Any]:
             f"{path} is damaged ({err}); pack the folder again (siamkit pack --overwrite)"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise DataError(f"{path} is of format {meta.get('format')}; pack the folder again")
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{path} is of format {found}; pack the folder again")
     return meta
 
 

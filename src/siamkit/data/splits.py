@@ -28,7 +28,7 @@ import torch
 
 from siamkit.config import DataConfig
 from siamkit.errors import ConfigError, DataError
-from siamkit.safe_io import atomic_write_text
+from siamkit.safe_io import atomic_write_text, read_user_text
 
 #: First words of an index file's header line.
 HEADER = "# siamkit label subset "
@@ -138,11 +138,12 @@ def read_index_file(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
             f"index file {str(p)!r} not found; leave --index-file out to draw a subset, or "
             "pass a file written by an earlier run"
         )
-    text = p.read_text().splitlines()
+    fix = "delete it or pass another --index-file"
+    text = read_user_text(p, "index file", DataError, fix).splitlines()
     if not text or not text[0].startswith(HEADER):
         raise DataError(
             f"{str(p)!r} is not a siamkit index file (its first line should start with "
-            f"{HEADER.strip()!r}); delete it or pass another --index-file"
+            f"{HEADER.strip()!r}); {fix}"
         )
     try:
         meta = json.loads(text[0][len(HEADER) :])

@@ -259,7 +259,9 @@ def embed_folder(
     # The output is checked before a model is loaded or an image read, and is never inside the
     # folder embedded (the command never changes its input).
     check_new_file(out, "embeddings", overwrite)
-    check_apart(out, "--output", {"--data": Path(folder)})
+    check_new_file(out.with_name(out.name + ".paths.txt"), "embeddings' row order", overwrite)
+    source = "--weights" if model is not None else "--checkpoint"
+    check_apart(out, "--output", {"--data": Path(folder), source: Path(checkpoint)})
     device = device or torch.device("cpu")
     options: dict[str, Any] = {"device": device}
     if model is not None or Path(checkpoint).suffix == ".safetensors":

@@ -345,8 +345,9 @@ def check_output(output: str | Path | None, inputs: dict[str, str | Path | None]
         if given is None or "://" in str(given):
             continue
         path = Path(given)
-        run = run_folder_of(path) if path.suffix in (".ckpt", ".pt") else None
-        folders[flag] = run or (path.parent if path.is_file() else path)
+        # A checkpoint in RUN/checkpoints/ stands for its run; any other file is itself.
+        run = run_folder_of(path) if path.is_file() else None
+        folders[flag] = run or path
     check_apart(out, "--output", folders)
 
 

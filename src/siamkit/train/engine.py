@@ -288,7 +288,17 @@ class TrainData(L.LightningDataModule):
 
 #: What a pretraining, fine-tuning or distillation run writes in its folder besides
 #: ``checkpoints/``: the files ``--overwrite`` replaces along with the checkpoints.
-RUN_FILES = ("metrics.csv", "results.json", "config.yaml", "hparams.yaml", "loggers.json")
+RUN_FILES = (
+    "metrics.csv",
+    "results.json",
+    "config.yaml",
+    "hparams.yaml",
+    "loggers.json",
+    "classifier.pt",  # fine-tuning and distillation
+    "label_indices.txt",
+)
+#: Folders a run writes besides ``checkpoints/``, replaced along with it.
+RUN_FOLDERS = ("tensorboard", "mlruns", "wandb", "report")
 
 
 def prepare_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool) -> None:
@@ -296,7 +306,7 @@ def prepare_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool
 
     A folder that holds checkpoints is used only to continue them (``resume`` is one of its
     checkpoints, or the folder itself) or, with ``overwrite``, to replace them: then its
-    checkpoints and run files (:data:`RUN_FILES`, ``tensorboard/``) are removed first, so the
+    checkpoints and run files (:data:`RUN_FILES`, :data:`RUN_FOLDERS`) are removed first, so the
     new run's history is not mixed with the old one's.
 
     Args:
@@ -329,7 +339,8 @@ def prepare_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool
             f.unlink()
         for name in RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(out_dir / name, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
