@@ -14,7 +14,7 @@ role (a config or flag 2, data 3, checkpoint 5, output 7), not from the case. Ea
   byte for byte as before, and nothing was written outside the case's own folder but the
   documented shared places (the decode cache, ``splits/``).
 
-``python tests/test_bad_input_matrix.py`` prints the matrix as a table: commands by inputs,
+``python -m tests.test_bad_input_matrix`` prints the matrix as a table: commands by inputs,
 with the exit code each gave.
 """
 
