@@ -289,12 +289,15 @@ def read_meta(url: str) -> dict[str, Any]:
     Raises:
         DataError: There is none, or it is not siamkit's.
     """
-    if is_url(url):
-        local = Path(tempfile.mkdtemp(prefix="siamkit-shards-"))
-        _download_meta(url, local / META_FILE)
-        path = local / META_FILE
-    else:
-        path = Path(url) / META_FILE
+    if is_url(url):  # fetched into a temporary folder, read, and the folder removed
+        with tempfile.TemporaryDirectory(prefix="siamkit-shards-") as local:
+            _download_meta(url, Path(local) / META_FILE)
+            return _parse_meta(Path(local) / META_FILE, url)
+    return _parse_meta(Path(url) / META_FILE, url)
+
+
+def _parse_meta(path: Path, url: str) -> dict[str, Any]:
+    """The checked contents of a metadata file ``path`` of the shards at ``url``."""
     if not path.is_file():
         raise DataError(
             f"{url} holds no packed shards ({META_FILE} is missing); write them with "
