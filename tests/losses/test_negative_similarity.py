@@ -1,7 +1,7 @@
 """Negative-similarity losses against independent references, in value and gradient.
 
 Oracles: lightly's ``NegativeCosineSimilarity`` (test-only dependency) and the formulas of the
-SimSiam paper written out here (arXiv:2011.10566, Eq. 1 and Sec. 4.4).
+SimSiam paper written out here (arXiv:2011.10566v1, Eq. 1 and Sec. 4.5).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _cosine_formula(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def _cross_entropy_formula(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """-mean_i softmax(z_i) . log softmax(p_i), Sec. 4.4, written without torch's softmax."""
+    """-mean_i softmax(z_i) . log softmax(p_i), Sec. 4.5, written without torch's softmax."""
     z_exp = torch.exp(z - z.max(dim=1, keepdim=True).values)
     softmax_z = z_exp / z_exp.sum(dim=1, keepdim=True)
     log_softmax_p = p - torch.log(torch.exp(p).sum(dim=1, keepdim=True))
