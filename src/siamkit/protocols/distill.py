@@ -56,11 +56,11 @@ from siamkit.protocols.supervised import (
     SGDModule,
     SGDRun,
     check_output,
+    check_resume,
     check_sgd,
     crop_flip_views,
     fit,
     labelled_test,
-    resume_step,
     steps_per_epoch,
     train_data,
     write_results,
@@ -222,8 +222,8 @@ def distill(
     start = time.perf_counter()
     cfg = cfg or DistillConfig()
     check_output(output, {"--data": data.path if data else None, "--teacher": teacher})
-    if resume is not None:
-        resume_step(resume)  # a bad --resume is an error before anything is written
+    # A bad --resume is an error before anything is written; the checkpoint is read once.
+    resume_point = None if resume is None else check_resume(resume)
     # 1. The teacher, fixed.
     teacher_model, info = load_classifier(teacher)
     teacher_model.requires_grad_(False).eval()
@@ -279,7 +279,7 @@ def distill(
             loader, train_data(labelled, views, run.batch_size, cfg.seed + 1, cfg)
         )
     config = {"distill": cfg, "teacher": str(teacher), "data": data, "student": student_cfg}
-    trainer = fit(module, loader, cfg, output, resume, overwrite, config)
+    trainer = fit(module, loader, cfg, output, resume_point, overwrite, config)
 
     # 4. Evaluate teacher and student on the held-out split (one process reports).
     result = DistillResult(

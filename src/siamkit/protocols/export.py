@@ -39,14 +39,14 @@ from torch import nn
 from siamkit.checkpoints import load_backbone
 from siamkit.config import AugmentConfig
 from siamkit.encoders import ResNetEncoder
-from siamkit.errors import ConfigError, OutputError
+from siamkit.errors import ConfigError
 from siamkit.protocols.plain_models import TIMM_PREFIX, is_timm, load_exported
 from siamkit.safe_io import (
     atomic_save_with,
     atomic_torch_save,
+    check_apart,
     check_new_file,
     check_writable,
-    real_path,
 )
 
 #: format -> the output extensions it is written to (the first is the one suggested).
@@ -332,12 +332,8 @@ def export_checkpoint(
         OutputError: ``output`` is the checkpoint itself (an export never replaces its input),
             exists (without ``overwrite``), or cannot be written.
     """
-    source = Path(checkpoint)
-    if source.is_file() and real_path(Path(output)) == real_path(source):
-        raise OutputError(
-            f"--output {str(output)!r} is the checkpoint being exported; exporting there "
-            "would replace it: choose another file name"
-        )
+    if Path(checkpoint).is_file():  # a run folder cannot be a file's name
+        check_apart(Path(output), "--output", {"--checkpoint": Path(checkpoint)})
     check_new_file(Path(output), "export", overwrite)
     cfg, backbone = load_backbone(checkpoint)
     path = export_backbone(backbone, output, format, cfg.augment)

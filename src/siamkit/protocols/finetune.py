@@ -58,12 +58,12 @@ from siamkit.protocols.supervised import (
     SGDModule,
     SGDRun,
     check_output,
+    check_resume,
     check_sgd,
     crop_flip_views,
     fit,
     labelled_test,
     num_classes_of,
-    resume_step,
     steps_per_epoch,
     train_data,
     write_results,
@@ -247,8 +247,8 @@ def finetune(
     start = time.perf_counter()
     cfg = cfg or FinetuneConfig()
     check_output(output, {"--data": data.path if data else None, "--checkpoint": checkpoint})
-    if resume is not None:
-        resume_step(resume)  # a bad --resume is an error before anything is written
+    # A bad --resume is an error before anything is written; the checkpoint is read once.
+    resume_point = None if resume is None else check_resume(resume)
     # 1. The trunk: pretrained (plus kept head layers) or fresh.
     method_dict: dict[str, Any] | None = None
     with torch.random.fork_rng(devices=[]):
@@ -328,7 +328,7 @@ def finetune(
         "backbone": backbone_cfg,
         "augment": augment,
     }
-    trainer = fit(module, loader, cfg, output, resume, overwrite, config)
+    trainer = fit(module, loader, cfg, output, resume_point, overwrite, config)
 
     # 4. Evaluate (one process reports).
     result = FinetuneResult(

@@ -237,18 +237,21 @@ def fit(
     data: L.LightningDataModule,
     machine: Machine,
     output: str | Path | None,
-    resume: str | Path | None = None,
+    resume: ResumePoint | None = None,
     overwrite: bool = False,
     config: dict[str, Any] | None = None,
 ) -> L.Trainer:
     """Train ``module`` on the engine of pretraining; logs and checkpoints in ``output``.
+
+    The caller has checked ``output`` (:func:`check_output`) and ``resume``
+    (:func:`check_resume`) before writing anything of its own.
 
     Args:
         module: The module to train.
         data: Its training data.
         machine: Accelerator, devices, strategy, loggers.
         output: Run folder (``None``: no logs, no checkpoints).
-        resume: A checkpoint (or the run folder) to continue from.
+        resume: The checkpoint to continue from.
         overwrite: Replace an earlier run's checkpoints in ``output``.
         config: The run's settings by section (dataclasses or values), for the loggers.
 
@@ -256,9 +259,6 @@ def fit(
         The trainer after ``fit`` (its ``is_global_zero`` says which process reports).
     """
     out = Path(output) if output is not None else None
-    if out is not None:
-        check_run_output(out, None)
-    ckpt = None if resume is None else resume_file(resume)
     settings = EngineSettings(
         output_dir=out,
         epochs=module.run.epochs,
@@ -276,23 +276,30 @@ def fit(
         ),
     )
     settings.check()
-    if ckpt is not None:  # metrics.csv keeps the rows before it; W&B and MLflow go on
-        settings.resume_step = resume_step(ckpt)
+    if resume is not None:  # metrics.csv keeps the rows before it; W&B and MLflow go on
+        settings.resume_step = resume.step
     if out is not None:
-        prepare_run_folder(out, resume, overwrite)
+        prepare_run_folder(out, None if resume is None else resume.file, overwrite)
     trainer = build_trainer(settings, [])
-    trainer.fit(module, datamodule=data, ckpt_path=None if ckpt is None else str(ckpt))
+    trainer.fit(module, datamodule=data, ckpt_path=None if resume is None else str(resume.file))
     return trainer
 
 
-def resume_file(resume: str | Path) -> Path:
-    """The checkpoint file ``--resume`` names: a file, or a run folder's ``last.ckpt``."""
-    ckpt = Path(resume)
-    return ckpt / "checkpoints" / "last.ckpt" if ckpt.is_dir() else ckpt
+@dataclass(frozen=True)
+class ResumePoint:
+    """A checked checkpoint of an interrupted fine-tuning or distillation run.
+
+    Attributes:
+        file: The checkpoint file (a run folder's ``checkpoints/last.ckpt``, or the file given).
+        step: The global step it continues from.
+    """
+
+    file: Path
+    step: int
 
 
-def resume_step(resume: str | Path) -> int:
-    """The step a fine-tuning or distillation checkpoint continues from, checked first.
+def check_resume(resume: str | Path) -> ResumePoint:
+    """Read and check ``--resume`` once, before anything is written.
 
     Raises:
         CheckpointError: Missing, unreadable, one of siamkit's other files, or a checkpoint
@@ -302,7 +309,7 @@ def resume_step(resume: str | Path) -> int:
     kind = siamkit_kind(given)
     if kind is not None and not (given / "checkpoints").is_dir():
         raise CheckpointError(f"--resume: {kind}")
-    ckpt = resume_file(resume)
+    ckpt = given / "checkpoints" / "last.ckpt" if given.is_dir() else given
     if not ckpt.is_file():
         raise CheckpointError(
             f"--resume {str(resume)!r}: no checkpoint {str(ckpt)!r}; pass the --output folder "
@@ -319,7 +326,7 @@ def resume_step(resume: str | Path) -> int:
             f"--resume {str(ckpt)!r} is a pretraining checkpoint; pass it as --checkpoint, and "
             "to --resume the output folder of an interrupted fine-tuning or distillation"
         )
-    return int(raw["global_step"])
+    return ResumePoint(ckpt, int(raw["global_step"]))
 
 
 def check_output(output: str | Path | None, inputs: dict[str, str | Path | None]) -> None:

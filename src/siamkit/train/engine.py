@@ -9,7 +9,6 @@ pretraining run does.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -315,10 +314,9 @@ def prepare_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool
         overwrite: Replace another run found in ``out_dir``.
 
     Raises:
-        OutputError: ``out_dir`` holds another run's checkpoints and ``overwrite`` is not set;
-            it is a file, or cannot be written.
+        OutputError: ``out_dir`` holds another run's checkpoints and ``overwrite`` is not set
+            (whether it can be written at all, :func:`check_run_output` checks first).
     """
-    check_folder_writable(out_dir, "run folder")
     ckpt_dir = out_dir / "checkpoints"
     old = sorted(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
     if old and not _continues(out_dir, resume):
@@ -360,9 +358,7 @@ def check_run_output(out_dir: Path, data: DataConfig | None) -> None:
 def _continues(out_dir: Path, resume: str | Path | None) -> bool:
     """Whether resuming ``resume`` continues the run of ``out_dir`` (its checkpoint or itself)."""
     folder = None if resume is None else run_folder_of(resume)
-    with contextlib.suppress(OSError):
-        return folder is not None and real_path(folder) == real_path(out_dir)
-    return False
+    return folder is not None and real_path(folder) == real_path(out_dir)
 
 
 def run_folder_of(resume: str | Path) -> Path | None:
