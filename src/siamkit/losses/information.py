@@ -85,8 +85,17 @@ class VICRegTerms(NamedTuple):
     covariance: torch.Tensor
 
 
+VarianceReduction = Literal["mean", "sum"]
+"""How VICReg combines the two branches' variance terms: the code's mean or Eq. 6's sum."""
+
+
 def vicreg_terms(
-    z_a: torch.Tensor, z_b: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    *,
+    variance_reduction: VarianceReduction = "mean",
 ) -> VICRegTerms:
     """The invariance, variance and covariance terms of VICReg [arXiv:2105.04906, Sec. 3.1].
 
@@ -94,10 +103,16 @@ def vicreg_terms(
       *and* the dimensions. Eq. 5 prints ``1/n sum_i ||z_i - z'_i||^2`` (no ``1/d``), but the same
       paper's Algorithm 1 uses ``F.mse_loss`` (mean over ``n*d``), as does the authors' code, and
       the coefficients ``lambda = mu = 25`` were set with that scale, so the mean is used here.
-    - variance ``v(Z) + v(Z')``: ``v(Z) = 1/d sum_j max(0, gamma - sqrt(Var(z^j) + eps))``,
-      unbiased variance [Eq. 1-2]; summed over the two branches as in Eq. 6 and Algorithm 1.
+    - variance: ``v(Z) = 1/d sum_j max(0, gamma - sqrt(Var(z^j) + eps))``, unbiased variance
+      [Eq. 1-2], combined over the two branches by ``variance_reduction``. ``"mean"`` (default),
+      ``[v(Z) + v(Z')] / 2``, is the authors' code (facebookresearch/vicreg, main_vicreg.py:
+      ``std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2``),
+      with which the published ``mu = 25`` was tuned and the paper's numbers were produced;
+      ``"sum"``, ``v(Z) + v(Z')``, is Eq. 6 as printed, which with the same ``mu`` weights the
+      term twice as much.
     - covariance ``c(Z) + c(Z')``: ``c(Z) = 1/d sum_{i != j} C(Z)_ij^2`` with ``C`` the unbiased
-      covariance (:func:`~siamkit.similarity.covariance`) [Eq. 3-4, Eq. 6].
+      covariance (:func:`~siamkit.similarity.covariance`) [Eq. 3-4, Eq. 6]; the authors' code
+      sums the two branches' terms too.
 
     All three use the global batch under DDP (the authors' code gathers the embeddings too).
 
@@ -106,10 +121,14 @@ def vicreg_terms(
         z_b: ``(B, D)`` expander output of the second view.
         gamma: Target standard deviation, 1 [Sec. 4.1].
         eps: Added to the variance before the square root, 1e-4 [Sec. 3.1].
+        variance_reduction: ``"mean"`` (the authors' code) or ``"sum"`` (Eq. 6 as printed) of
+            the two branches' variance terms.
 
     Returns:
         The three terms, float32 scalars, not yet weighted.
     """
+    if variance_reduction not in ("mean", "sum"):
+        raise ValueError(f"variance_reduction must be 'mean' or 'sum', got {variance_reduction!r}")
     z_a, z_b = distributed.gather(z_a).float(), distributed.gather(z_b).float()
     d = z_a.shape[1]
     invariance = (z_a - z_b).pow(2).mean()
@@ -119,6 +138,8 @@ def vicreg_terms(
         cov = covariance(z)  # (D, D); its diagonal is the unbiased variance
         variance = variance + F.relu(gamma - torch.sqrt(torch.diagonal(cov) + eps)).mean()
         cov_term = cov_term + off_diagonal(cov).pow(2).sum() / d
+    if variance_reduction == "mean":
+        variance = variance / 2
     return VICRegTerms(invariance, variance, cov_term)
 
 
@@ -132,6 +153,7 @@ def vicreg(
     gamma: float = ...,
     eps: float = ...,
     *,
+    variance_reduction: VarianceReduction = ...,
     return_terms: Literal[False] = ...,
 ) -> torch.Tensor: ...
 
@@ -146,6 +168,7 @@ def vicreg(
     gamma: float = ...,
     eps: float = ...,
     *,
+    variance_reduction: VarianceReduction = ...,
     return_terms: Literal[True],
 ) -> tuple[torch.Tensor, VICRegTerms]: ...
 
@@ -159,12 +182,18 @@ def vicreg(
     gamma: float = 1.0,
     eps: float = 1e-4,
     *,
+    variance_reduction: VarianceReduction = "mean",
     return_terms: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, VICRegTerms]:
-    """VICReg: ``lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')]`` [VICReg, Eq. 6].
+    """VICReg: ``lambda s(Z, Z') + mu V + nu [c(Z) + c(Z')]`` [VICReg, Eq. 6; main_vicreg.py].
 
-    ``lambda = mu = 25``, ``nu = 1`` [Sec. 4.1]; a coefficient of 0 switches its term off (the
-    paper's ablation of the terms, Sec. 4.3). The terms are described in :func:`vicreg_terms`.
+    ``V`` is ``[v(Z) + v(Z')] / 2`` by default, as the authors' code computes it
+    (facebookresearch/vicreg, main_vicreg.py), or ``v(Z) + v(Z')`` with
+    ``variance_reduction="sum"``, as Eq. 6 is printed. The published ``lambda = mu = 25``,
+    ``nu = 1`` [Sec. 4.1] were tuned with the code, so the default is the code's mean; with the
+    sum, the same ``mu`` weights the variance term twice. A coefficient of 0 switches its term off
+    (the paper's ablation of the terms, Sec. 4.3). The terms are described in
+    :func:`vicreg_terms`.
 
     Args:
         z_a: ``(B, D)`` expander output of the first view.
@@ -174,12 +203,14 @@ def vicreg(
         cov_coeff: ``nu``, weight of the covariance term.
         gamma: Target standard deviation.
         eps: Added to the variance before the square root.
+        variance_reduction: ``"mean"`` (default, the authors' code) or ``"sum"`` (Eq. 6 as
+            printed) of the two branches' variance terms.
         return_terms: Also return the three unweighted terms (for logging), computed once.
 
     Returns:
         Scalar float32 loss; with ``return_terms``, ``(loss, terms)``.
     """
-    t = vicreg_terms(z_a, z_b, gamma, eps)
+    t = vicreg_terms(z_a, z_b, gamma, eps, variance_reduction=variance_reduction)
     loss = sim_coeff * t.invariance + std_coeff * t.variance + cov_coeff * t.covariance
     return (loss, t) if return_terms else loss
 
