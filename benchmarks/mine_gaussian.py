@@ -9,14 +9,17 @@ is not invariant to ``f`` here (``f`` changes the spread of ``f(x)`` against the
 case has its own truth; an equitable estimator tracks each of them.
 
 Every estimator trains the same statistics network (one hidden layer of 256 ELU units, Adam
-lr 1e-3, fresh samples each step, 2000 steps: :func:`siamkit.eval.known_mi.validation_settings`)
-and is read on 4,000 held-out pairs. MINE and MINE-f train on batches of 256 (with 64 and 1000
+lr 1e-3, fresh samples each step, 2000 steps: :func:`siamkit.eval.known_mi.validation_settings`).
+Every 100 steps its bound is read on 4,000 validation pairs and on 4,000 test pairs, each drawn
+with a seed of its own; the estimate is the test bound at the step of the best validation bound
+(:func:`siamkit.eval.known_mi.estimates`), so no choice sees the pairs it is read on. MINE and
+MINE-f train on batches of 256 (with 64 and 1000
 steps MINE stayed 13% under the truth at 20-d, rho 0.3: 0.82 against 0.94 nats; docs/results.md);
 InfoNCE, which scores all B x B pairs of a batch (0.46 s a step at 256 against 0.03 s at 64 on
 one core), trains and is read on batches of 64, so it cannot exceed log 64 = 4.16 nats.
 
     .venv/bin/python benchmarks/mine_gaussian.py               # the whole grid, 2 seeds
-    .venv/bin/python benchmarks/mine_gaussian.py --quick       # 3 cases, one seed, fewer steps
+    .venv/bin/python benchmarks/mine_gaussian.py --quick       # a smoke test, see QUICK_NOTE
     .venv/bin/python benchmarks/mine_gaussian.py --json out.json
 """
 
@@ -47,6 +50,16 @@ from siamkit.runtime import machine_summary
 ESTIMATORS = ("mine", "mine_f", "infonce")
 RHOS = (-0.99, -0.9, -0.5, 0.0, 0.3, 0.5, 0.9)
 
+#: What ``--quick`` is, printed before and after its table.
+QUICK_NOTE = """\
+--quick is a SMOKE TEST, not the accuracy benchmark: 3 cases, one seed, 1000 steps (the full
+run: 17 cases, 2 seeds, 2000 steps). It shows that the three estimators train and land near the
+truth on two Gaussian cases (0.29 and 0.94 nats). It cannot show the 10% target: one seed has no
+spread, and at half the steps the 20-d case is still rising. y = x^3 + 0.5e (0.226 nats) is read
+20-25% low by this 1 x 256 network at any budget tried (0.17 at 1000 steps, 0.185 at 4000; a
+second hidden layer reached 0.21 at 2000), so its error is a known limit of the network, not a
+failure of the run."""
+
 
 def run(
     sampler: Sampler, steps: int, batch: int, infonce: tuple[int, int], seeds: int
@@ -56,7 +69,7 @@ def run(
     ``infonce`` is InfoNCE's ``(steps, batch)``.
     """
     out = {
-        bound: estimates(sampler, validation_settings(bound, steps, batch), seeds)  # type: ignore[arg-type]
+        bound: estimates(sampler, validation_settings(bound, steps, batch), seeds)
         for bound in ("mine", "mine_f")
     }
     out["infonce"] = estimates(sampler, validation_settings("infonce", *infonce), 1)
@@ -85,12 +98,14 @@ def main() -> None:
     seeds = 1 if args.quick else args.seeds
     steps = 1000 if args.quick else args.steps
     infonce = (steps // 2 if args.quick else steps, args.infonce_batch)
+    if args.quick:
+        print(QUICK_NOTE)
     print(f"machine: {machine_summary()}")
     print(
         f"statistics network: 1 x 256 ELU, Adam lr 1e-3; MINE and MINE-f: batch {args.batch}, "
         f"{steps} steps, {seeds} seed(s); InfoNCE: batch {infonce[1]}, {infonce[0]} steps, "
-        f"1 seed, capped at log {infonce[1]} = {math.log(infonce[1]):.2f}; read on "
-        f"{HELD_OUT_PAIRS} held-out pairs"
+        f"1 seed, capped at log {infonce[1]} = {math.log(infonce[1]):.2f}; the bound on "
+        f"{HELD_OUT_PAIRS} test pairs at the step chosen on {HELD_OUT_PAIRS} validation pairs"
     )
     print(f"{'case':>22} {'true MI':>8} " + " ".join(f"{e:>16}" for e in ESTIMATORS))
     records = []
@@ -118,11 +133,19 @@ def main() -> None:
         records.append({**key, "true_mi": true_mi, "estimates": means, "spread": spreads,
                         "runs": est})  # fmt: skip
     print(f"total {time.perf_counter() - start:.0f} s")
-    within = [r for r in records if "dim" in r and 0 < float(r["true_mi"]) <= 2]  # type: ignore[arg-type]
-    for e in ESTIMATORS:
-        errors = [abs(r["estimates"][e] - r["true_mi"]) / r["true_mi"] for r in within]  # type: ignore[index,operator]
-        print(f"{e:>8}: worst relative error where 0 < true MI <= 2 nats: {max(errors):.1%} "
-              f"(mean {np.mean(errors):.1%}, {len(errors)} cases)")  # fmt: skip
+    moderate = [r for r in records if 0 < float(r["true_mi"]) <= 2]  # type: ignore[arg-type]
+    for kind, within in (
+        ("Gaussian", [r for r in moderate if "dim" in r]),
+        ("non-linear", [r for r in moderate if "function" in r]),
+    ):
+        for e in ESTIMATORS:
+            errors = [abs(r["estimates"][e] - r["true_mi"]) / r["true_mi"] for r in within]  # type: ignore[index]
+            print(
+                f"{e:>8}: worst relative error, {kind} cases with 0 < true MI <= 2 nats: "
+                f"{max(errors):.1%} (mean {np.mean(errors):.1%}, {len(errors)} cases)"
+            )
+    if args.quick:
+        print(QUICK_NOTE)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(records, fh, indent=1)

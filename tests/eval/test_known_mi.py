@@ -10,11 +10,15 @@ import torch
 
 from siamkit.eval.known_mi import (
     FUNCTIONS,
+    HELD_OUT_PAIRS,
+    TEST_SEED,
+    estimates,
     gaussian_mi,
     gaussian_sampler,
     noisy_mi,
     noisy_sampler,
 )
+from siamkit.eval.mutual_information import VALIDATION_SEED, FitSettings, fit
 
 
 def test_gaussian_mi_closed_form():
@@ -54,3 +58,18 @@ def test_noisy_sampler_draws_f_of_x_plus_noise():
     x, y = noisy_sampler(FUNCTIONS["x^3"], 0.0)(1000, torch.Generator().manual_seed(1))
     assert x.shape == y.shape == (1000, 1) and float(x.min()) >= -1 and float(x.max()) <= 1
     torch.testing.assert_close(y, x**3)
+
+
+def test_estimates_report_the_test_pairs_at_the_step_chosen_on_their_own_validation_pairs(
+    one_thread,
+):
+    """Each seed ``s`` chooses on its own draw (``VALIDATION_SEED + s``); all read the same test."""
+    sampler = gaussian_sampler(2, 0.5)
+    settings = FitSettings(steps=30, batch_size=64, lr=1e-3, hidden_dim=16, eval_every=10)
+    got = estimates(sampler, settings, seeds=2)
+    test = sampler(HELD_OUT_PAIRS, torch.Generator().manual_seed(TEST_SEED))
+    for seed, value in enumerate(got):
+        validation = sampler(HELD_OUT_PAIRS, torch.Generator().manual_seed(VALIDATION_SEED + seed))
+        estimate = fit(sampler, test, settings, seed=seed, validation=validation)
+        best = max(estimate.history, key=lambda r: r.validation)
+        assert value == estimate.value == best.test

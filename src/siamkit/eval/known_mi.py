@@ -9,6 +9,12 @@ From MINE's validation (Belghazi et al., arXiv:1801.04062, Sec. 4.1):
   ``I(X; Y) = h(Y) - 1/2 log(2 pi e sigma^2)`` and ``h(Y)`` is integrated numerically on a grid.
   MI is not invariant to ``f`` here (``f`` changes the spread of ``f(x)`` against the noise), so
   each ``f`` has its own truth.
+
+Every estimate (:func:`estimates`) trains on fresh samples, chooses its stopping step on
+validation pairs that :func:`siamkit.eval.mutual_information.fit` draws from the same sampler with
+their own seed, and reports the bound on :data:`HELD_OUT_PAIRS` test pairs drawn with another
+fixed seed, which no choice sees (the maximum over readings on the reported pairs would be biased
+upward: see :mod:`siamkit.eval.mutual_information`).
 """
 
 from __future__ import annotations
@@ -21,8 +27,13 @@ import torch
 from siamkit.eval.mutual_information import FitSettings, Sampler, fit
 from siamkit.losses.mutual_information import Bound
 
-#: Held-out pairs every estimate is read on (drawn with their own fixed seed).
+#: Test pairs every estimate is reported on (drawn with their own fixed seed,
+#: :data:`TEST_SEED`); :func:`~siamkit.eval.mutual_information.fit` draws as many validation
+#: pairs with the seed ``VALIDATION_SEED + seed`` of each fit.
 HELD_OUT_PAIRS = 4000
+
+#: Seed of the test pairs.
+TEST_SEED = 10_000
 
 #: The non-linear dependences of the validation, by name.
 FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -90,14 +101,26 @@ def validation_settings(bound: Bound, steps: int, batch_size: int) -> FitSetting
 
 
 def estimates(sampler: Sampler, settings: FitSettings, seeds: int) -> list[float]:
-    """Held-out estimates of ``I(X; Z)`` for seeds ``0..seeds-1``, on the same held-out pairs."""
-    test = sampler(HELD_OUT_PAIRS, torch.Generator().manual_seed(10_000))
-    return [fit(sampler, test, settings, seed=s).value for s in range(seeds)]
+    """Test estimates of ``I(X; Z)`` for seeds ``0..seeds-1``, all on the same test pairs.
+
+    Each fit ``s`` chooses its step on its own validation pairs (seed ``VALIDATION_SEED + s``,
+    :func:`~siamkit.eval.mutual_information.fit`) and reports the bound on the
+    :data:`HELD_OUT_PAIRS` test pairs at that step.
+    """
+    return [estimate(sampler, settings, s) for s in range(seeds)]
+
+
+def estimate(sampler: Sampler, settings: FitSettings, seed: int) -> float:
+    """The test estimate of ``I(X; Z)`` of the fit with ``seed`` (one of :func:`estimates`)."""
+    test = sampler(HELD_OUT_PAIRS, torch.Generator().manual_seed(TEST_SEED))
+    return fit(sampler, test, settings, seed=seed).value
 
 
 __all__ = [
     "FUNCTIONS",
     "HELD_OUT_PAIRS",
+    "TEST_SEED",
+    "estimate",
     "estimates",
     "gaussian_mi",
     "gaussian_sampler",

@@ -8,8 +8,9 @@ Two quantities (arXiv:1801.04062 for the estimator):
 - **label**: ``I(h; y)`` between centre-view features and the label, at most the label's entropy
   ``H(y)`` (``log 10 = 2.30`` nats for ten balanced classes).
 
-The estimate is the Donsker-Varadhan bound of a statistics network fitted on 80% of the pairs
-and read on the other 20% (:func:`siamkit.eval.mutual_information.estimate_from_pairs`); with a
+The estimate is the Donsker-Varadhan bound of a statistics network fitted on 60% of the pairs,
+stopped at the step where its bound on another 20% is highest, and read at that step on the last
+20%, which no choice saw (:func:`siamkit.eval.mutual_information.estimate_from_pairs`); with a
 few thousand images it is a lower bound limited by the sample, comparable between checkpoints
 measured the same way, not an absolute figure.
 """
@@ -56,7 +57,8 @@ def checkpoint_mi(
         checkpoint: A ``.ckpt`` file or a run folder.
         data: Images to measure on (default: the run's own data; its test split where it has one).
         max_images: At most this many images (a seeded random subset).
-        seed: Seed of the subset, the views, the split and the statistics networks.
+        seed: Seed of the subset, the views, the fit / validation / test split and the
+            statistics networks.
         device: Where features are computed (default: the CPU); MINE trains on the CPU.
         settings: The statistics network and its training (default :class:`FitSettings`).
         random_init: Measure the same architecture at a random initialisation (seeded with the

@@ -135,8 +135,8 @@ class MIMonitor(L.Callback):
     """MINE estimate of ``I(h(v1); h(v2))`` every ``every`` epochs (``val/mi_two_view``, nats).
 
     The features of two augmented views (the run's recipe) of a fixed set of training images; a
-    fresh statistics network fitted on 80% of the pairs, its bound read on the rest
-    (:func:`~siamkit.eval.mutual_information.estimate_from_pairs`).
+    fresh statistics network fitted on 60% of the pairs, stopped on 20% and its bound read on the
+    last 20% (:func:`~siamkit.eval.mutual_information.estimate_from_pairs`).
 
     Args:
         images: The images (a fixed subset of the training set).
