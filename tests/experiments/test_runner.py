@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from siamkit.errors import ConfigError
 from siamkit.experiments import load_experiment, run_experiment
@@ -57,17 +58,21 @@ def test_runs_every_cell_writes_reports_and_keeps_finished_work(tmp_path, monkey
     result = run_experiment(exp, "cpu", out, log=lambda line: None)
     assert [c.name for c in result.cells] == ["with stop-gradient", "without stop-gradient"]
     for cell in result.cells:
-        run = json.loads((Path(cell.folder) / "results.json").read_text())
+        assert cell.seeds == [0]  # the scale's default: one seed
+        run = json.loads((Path(cell.folder) / "seed-0" / "results.json").read_text())
         # The measures are the run's own figures.
-        assert cell.values["knn"] == pytest.approx(run["knn_top1"])
-        assert cell.values["collapse"] == pytest.approx(run["collapse_std"])
-    assert [c.reproduced for c in result.claims][1] is True  # threshold 0: any spread is healthy
+        assert cell.values["knn"] == pytest.approx([run["knn_top1"]])
+        assert cell.values["collapse"] == pytest.approx([run["collapse_std"]])
+    # threshold 0: any spread is healthy; one seed and no noise floor: a difference is undecided
+    assert [c.verdict for c in result.claims] == ["inconclusive", "reproduced"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["claims"][0]["text"] == "stop-gradient matters"
+    assert saved["claims"][0]["verdict"] == "inconclusive" and saved["alpha"] == 0.05
     report = (out / "report.md").read_text()
     # The paper's figure beside the measured one, in the row of each cell.
     row = next(line for line in report.splitlines() if line.startswith("| with stop-gradient"))
-    assert "67.7" in row and f"{result.cells[0].values['knn']:.2f}" in row
+    assert "67.7" in row and f"{result.cells[0].values['knn'][0]:.2f} (1)" in row
+    assert "one-sided t test at level 0.05" in report
     assert "## Claims" in report and "stop-gradient matters" in report
     assert "![tiny](tiny.png)" in report and (out / "tiny.png").stat().st_size > 1000
     page = (out / "report.html").read_text()
@@ -117,15 +122,16 @@ def test_a_killed_experiment_resumes_without_rerunning_finished_cells(tmp_path):
     cmd = [str(siamkit), "experiment", str(path), "--output", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = out / "with-stop-gradient" / "measures.json"
-    second_ckpt = out / "without-stop-gradient" / "checkpoints" / "last.ckpt"
+    first = out / "with-stop-gradient" / "seed-0" / "measures.json"
+    second_ckpt = out / "without-stop-gradient" / "seed-0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 600
     while not second_ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the experiment ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert first.is_file() and not (out / "without-stop-gradient" / "results.json").exists()
+    assert first.is_file()
+    assert not (out / "without-stop-gradient" / "seed-0" / "results.json").exists()
     finished = {p: p.stat().st_mtime_ns for p in (out / "with-stop-gradient").rglob("*")}
 
     done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True)
@@ -144,7 +150,7 @@ citation: "Belghazi et al., arXiv:1801.04062"
 paper_metric: "nats"
 about: "A test experiment."
 scales:
-  cpu: {mi_steps: 150, mi_batch: 128, mi_seeds: 1, mi_infonce_batch: 32}
+  cpu: {mi_steps: 150, mi_batch: 128, seeds: 2, mi_infonce_batch: 32}
 measures:
   - {name: mine, kind: gaussian_mi, estimator: mine}
   - {name: infonce, kind: gaussian_mi, estimator: infonce}
@@ -163,8 +169,35 @@ def test_an_experiment_without_pretraining_names_no_recipe(tmp_path):
     result = run_experiment(load_experiment(str(path)), "cpu", tmp_path / "out", log=lambda _: None)
     independent, dependent = (c.values for c in result.cells)
     # 150 steps are enough to see 1.66 nats of dependence, and nothing where there is none.
-    assert dependent["mine"] > 0.8 and abs(independent["mine"]) < 0.1
-    assert dependent["infonce"] <= math.log(32) + 1e-6
-    assert result.claims[0].reproduced is True
+    assert len(dependent["mine"]) == 2 and dependent["mine"][0] != dependent["mine"][1]
+    assert min(dependent["mine"]) > 0.8 and max(abs(v) for v in independent["mine"]) < 0.1
+    assert max(dependent["infonce"]) <= math.log(32) + 1e-6
+    assert result.claims[0].verdict == "reproduced"
     how = (tmp_path / "out" / "report.md").read_text().split("## How")[1]
-    assert "siamkit at the cpu scale:" in how and "recipe" not in how
+    assert "siamkit at the cpu scale, 2 seeds a cell:" in how and "recipe" not in how
+
+
+def test_seeds_run_in_rounds_and_more_seeds_extend_a_finished_experiment(tmp_path):
+    exp = load_experiment(str(_experiment_file(tmp_path, steps=2)))
+    out = tmp_path / "out"
+    lines: list[str] = []
+    result = run_experiment(exp, "cpu", out, log=lines.append, seeds=2)
+    # Round by round: every cell's seed 0 before any cell's seed 1.
+    starts = [line for line in lines if "cell" in line]
+    assert ["seed 1/2" in line for line in starts] == [True, True, False, False]
+    for cell in result.cells:
+        assert cell.seeds == [0, 1] and len(cell.values["knn"]) == 2
+        seeds = [
+            yaml.safe_load((Path(cell.folder) / f"seed-{s}" / "config.yaml").read_text())["train"]
+            for s in (0, 1)
+        ]
+        assert [t["seed"] for t in seeds] == [0, 1]  # the cell's seed replaces the scale's
+    row = next(
+        line
+        for line in (out / "report.md").read_text().splitlines()
+        if line.startswith("| with stop-gradient")
+    )
+    assert " +- " in row and "(2)" in row
+    again = run_experiment(exp, "cpu", out, resume=True, log=lambda _: None, seeds=3)
+    assert [c.seeds for c in again.cells] == [[0, 1, 2], [0, 1, 2]]
+    assert [c.values["knn"][:2] for c in again.cells] == [c.values["knn"] for c in result.cells]

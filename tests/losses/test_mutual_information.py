@@ -101,6 +101,17 @@ def test_infonce_is_capped_by_the_log_of_the_batch() -> None:
     assert high < -0.5 * math.log(1 - 0.9999**2) - 1.5
 
 
+@pytest.mark.parametrize("scale", [0.1, 10.0, 1000.0])
+def test_infonce_never_exceeds_log_b_whatever_the_critic(scale: float) -> None:
+    """log B + mean_i log softmax_j T[i, j][i] <= log B, as log softmax <= 0: a property of the
+    bound, not of the data (mine_gaussian's experiment once checked it as a claim)."""
+    g = torch.Generator().manual_seed(0)
+    for b in (2, 16, 64):
+        scores = scale * torch.randn(b, b, generator=g)
+        scores += scale * 5 * torch.eye(b)  # a critic that favours the joint pairs strongly
+        assert infonce_bound(scores).item() <= math.log(b) + 1e-6
+
+
 def test_corrected_gradient_is_the_papers_formula() -> None:
     """Algorithm 1: G = E_P[dT] - E_Q[e^T dT] / a, with a the moving average of E_Q[e^T]."""
     torch.manual_seed(0)

@@ -413,6 +413,8 @@ def pack(args: argparse.Namespace) -> int:
 
 def experiment(args: argparse.Namespace) -> int:
     """``siamkit experiment``: run a paper's experiment, or list them."""
+    from collections import Counter
+
     from siamkit.errors import ConfigError
     from siamkit.experiments import experiment_names, load_experiment, run_experiment
 
@@ -431,11 +433,12 @@ def experiment(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         data=args.data,
+        seeds=args.seeds,
     )
-    reproduced = sum(c.reproduced is True for c in result.claims)
+    counts = Counter(c.verdict for c in result.claims)
+    verdicts = ", ".join(f"{n} {v}" for v, n in counts.most_common())
     print(
-        f"{result.name} ({result.scale}): {len(result.cells)} cells; {reproduced} of "
-        f"{len(result.claims)} claims reproduced in direction; report: "
-        f"{result.output}/report.md and report.html"
+        f"{result.name} ({result.scale}): {len(result.cells)} cells; {len(result.claims)} "
+        f"claims: {verdicts}; report: {result.output}/report.md and report.html"
     )
     return 0

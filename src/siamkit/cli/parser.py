@@ -448,8 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a paper's experiment: every cell pretrained, measured, set beside the paper",
         description="Run one of the papers' experiments (a grid of pretraining runs, each "
         "measured), skipping cells already finished, and write report.md and report.html with "
-        "the paper's figure beside each measured one and whether each claim's direction was "
-        "reproduced. --list shows the experiments.",
+        "the paper's figure beside each measured one (mean +- std over the seeds) and each "
+        "claim's verdict: reproduced, contradicted or inconclusive (within noise). --list shows "
+        "the experiments.",
     )
     ex.add_argument("name", nargs="?", type=path, help="experiment name (or a YAML file of one)")
     ex.add_argument("--list", action="store_true", help="list the experiments and exit")
@@ -461,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
         "paper: the paper's recipe (default cpu)",
     )
     ex.add_argument("--output", type=path, help="folder (default runs/experiments/NAME-SCALE)")
+    ex.add_argument(
+        "--seeds",
+        type=COUNT,
+        help="seeds of every cell (default: the experiment's for the scale); with --resume, "
+        "more seeds than before are added to the finished ones",
+    )
     ex.add_argument("--resume", action="store_true", help="continue a killed experiment")
     ex.add_argument("--overwrite", action="store_true", help="start again in --output")
     ex.add_argument(

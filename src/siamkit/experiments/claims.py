@@ -1,23 +1,52 @@
-"""Whether a claim's direction was reproduced, from the measured values of the cells.
+"""A claim's verdict from the seeds' figures: reproduced, contradicted or inconclusive.
 
-Each :class:`~siamkit.experiments.spec.Check` compares figures of named cells (or a cell's figure
-with its paper figure); the answer is ``True`` (reproduced in direction), ``False`` (not) or
-``None`` (a figure it needs was not measured at this scale), with a line that shows the figures
-it compared.
+The rule (docs/experiments/README.md prints it beside the counts):
+
+- Each :class:`~siamkit.experiments.spec.Check` is one or more linear contrasts of the cells'
+  means against a bound: ``A - B > margin`` (``greater``), each adjacent pair of ``order``, the
+  claimed advantage ``A - B > 0`` *and* its change ``(A - B) - (C - D) > margin`` (``difference``),
+  each cell against a constant (``above``/``below``), the first cell against each other one
+  (``near_best``: not worse by ``margin`` or more), every pair within ``margin`` (``within``,
+  an equivalence), every cell within ``margin`` relative of the paper's figure
+  (``matches_paper``, an equivalence).
+- A contrast is *beyond noise* when a one-sided t test at level
+  :data:`~siamkit.experiments.statistics.ALPHA` rejects the other side
+  (:mod:`siamkit.experiments.statistics`: Welch's test on the seeds, the noise floor for
+  single-seed cells, paired for measures of the same runs). An equivalence (``within``,
+  ``matches_paper``) is two one-sided tests (TOST): the difference is shown to be above
+  ``-margin`` and below ``+margin``.
+- *reproduced*: every contrast of the claim is beyond noise in the paper's direction (every
+  equivalence shown). *contradicted*: some contrast is beyond noise the other way (for a claim
+  of several contrasts, at ``ALPHA / k`` each, Bonferroni), or the advantage a ``difference``
+  claim is about does not exist. *inconclusive*: neither; the detail then says how large a
+  difference the seeds could have resolved (the threshold) beside the paper's.
+- A collapse claim (``collapsed``/``healthy``) reads the collapse metric of every seed against a
+  threshold fixed before the run: reproduced when every seed is on the claimed side, contradicted
+  when every seed is on the other, inconclusive when the seeds disagree; a ``collapsed`` check
+  with a ``reference`` cell is inconclusive unless the reference is healthy on every seed (the
+  metric must be able to tell the two apart).
+- Margins are 0 or a tolerance the paper states (``margin_source`` says where); never negative.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from siamkit.experiments.spec import Check
+from siamkit.experiments.statistics import ALPHA, Contrast, NoiseFloor, contrast, mean, std
 
-#: The measured values: cell name -> measure name -> value (absent where not measured).
-Values = dict[str, dict[str, float]]
+#: The measured values: cell name -> measure name -> one value per seed.
+Values = dict[str, dict[str, list[float]]]
 #: The paper's numeric figures: cell name -> measure name -> value.
 PaperValues = dict[str, dict[str, float]]
+#: Each measure's noise floor, where the experiment measured one.
+Floors = dict[str, NoiseFloor]
+#: A claim's verdict.
+Verdict = Literal["reproduced", "contradicted", "inconclusive", "not measured"]
 
 
 @dataclass
@@ -25,83 +54,187 @@ class Outcome:
     """A checked claim.
 
     Attributes:
-        reproduced: In direction (``True``), not (``False``), or not decidable (``None``).
-        detail: The compared figures, e.g. ``with: 45.20, without: 12.10 (knn; ...)``.
+        verdict: See :data:`Verdict`.
+        detail: The compared figures and the test, e.g. ``A: 45.20 +- 0.31 (3), ...``.
+        threshold: The smallest difference the rule could have called beyond noise (the
+            largest of the claim's contrasts), ``None`` where not computed.
+        paper_difference: The same contrast of the paper's figures, where it prints them.
     """
 
-    reproduced: bool | None
+    verdict: Verdict
     detail: str
+    threshold: float | None = None
+    paper_difference: float | None = None
 
 
-def _finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
+def figure(values: Sequence[float]) -> str:
+    """``mean +- std (n)`` of a cell's seeds (``mean (1)`` for one seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1)"
+    return f"{mean(values):.2f} +- {std(values):.2f} ({len(values)})"
+
+
+@dataclass
+class _Test:
+    """One contrast against a bound, in the claim's direction (``+1`` above, ``-1`` below)."""
+
+    name: str
+    contrast: Contrast | None
+    bound: float
+    direction: int
+
+    def p(self, towards_claim: bool) -> float:
+        assert self.contrast is not None
+        above = (self.direction > 0) == towards_claim
+        return self.contrast.p_above(self.bound) if above else self.contrast.p_below(self.bound)
+
+    def shown(self) -> str:
+        c = self.contrast
+        if c is None:
+            return f"{self.name}: one seed and no noise floor"
+        side = ">" if self.direction > 0 else "<"
+        return (f"{self.name} {c.estimate:+.2f} {side} {self.bound:+g}: beyond noise past "
+                f"{c.threshold():.2f} ({c.how}, p {self.p(True):.3f})")  # fmt: skip
+
+
+def _combine(tests: list[_Test], equivalence: bool = False) -> tuple[Verdict, float | None]:
+    """All shown -> reproduced; any shown the other way (Bonferroni) -> contradicted."""
+    if any(t.contrast is None for t in tests):
+        return "inconclusive", None
+    k = len({t.name for t in tests}) if equivalence else len(tests)
+    threshold = max(t.contrast.threshold() for t in tests if t.contrast is not None)
+    # An equivalence's two tests of one pair share its name: k counts pairs, not tests.
+    if any(t.p(False) < ALPHA / k for t in tests):
+        return "contradicted", threshold
+    if all(t.p(True) < ALPHA for t in tests):
+        return "reproduced", threshold
+    return "inconclusive", threshold
+
+
+def _paper(coefficients: dict[str, float], figures: dict[str, float | None]) -> float | None:
+    """The same contrast of the paper's figures (``None`` where one is not a number)."""
+    known = {k: figures.get(k) for k in coefficients}
+    total = 0.0
+    for k, c in coefficients.items():
+        value = known[k]
+        if value is None:
+            return None
+        total += c * value
+    return total
 
 
 def evaluate(
-    check: Check, values: Values, paper: PaperValues | None = None, collapse: str = "collapse_std"
+    check: Check,
+    values: Values,
+    paper: PaperValues | None = None,
+    collapse: str = "collapse_std",
+    floors: Floors | None = None,
 ) -> Outcome:
-    """Check ``check`` against the measured ``values``.
+    """The verdict of ``check`` on the measured ``values``.
 
     Args:
         check: The test.
-        values: Cell name -> measure name -> measured value.
-        paper: Cell name -> measure name -> the paper's number (for ``matches_paper``).
+        values: Cell name -> measure name -> per-seed values.
+        paper: Cell name -> measure name -> the paper's number (``matches_paper``, and the
+            paper's difference shown beside the threshold).
         collapse: The name of the collapse-std measure (read by ``collapsed``/``healthy``).
+        floors: Measure name -> the experiment's noise floor (for single-seed cells).
     """
     names = check.measure_of(collapse)
-    figures = [values.get(c, {}).get(m) for c, m in zip(check.cells, names, strict=True)]
-    labels = check.cells if len(set(names)) == 1 else [
-        f"{c} ({m})" for c, m in zip(check.cells, names, strict=True)
-    ]  # fmt: skip
+    keys = [
+        f"{c} ({m})" if len(set(names)) > 1 else c for c, m in zip(check.cells, names, strict=True)
+    ]
+    samples = {
+        k: values.get(c, {}).get(m) or [] for k, c, m in zip(keys, check.cells, names, strict=True)
+    }
+    missing = [k for k, v in samples.items() if not v or not all(math.isfinite(x) for x in v)]
     measure = names[0] if len(set(names)) == 1 else "measures as named"
-    if not all(_finite(v) for v in figures):
-        missing = [c for c, v in zip(labels, figures, strict=True) if not _finite(v)]
-        return Outcome(None, f"not measured at this scale: {measure} of {missing}")
-    f = [float(v) for v in figures]  # type: ignore[arg-type]
-    shown = ", ".join(f"{c}: {v:.2f}" for c, v in zip(labels, f, strict=True))
-    m = check.margin
-    by = f" by more than {m:g}" if m else ""
+    if missing:
+        return Outcome("not measured", f"not measured at this scale: {measure} of {missing}")
+    shown = "; ".join(f"{k}: {figure(v)}" for k, v in samples.items())
+    if check.kind in ("collapsed", "healthy"):
+        return _collapse(check, values, collapse, samples, shown)
+    floor = (floors or {}).get(names[0]) if len(set(names)) == 1 else None
+    paired = len(set(check.cells)) == 1  # measures of the same runs, seed by seed
+    truth = {
+        k: (paper or {}).get(c, {}).get(m) for k, c, m in zip(keys, check.cells, names, strict=True)
+    }
+
+    def test(name: str, coefficients: dict[str, float], bound: float, direction: int) -> _Test:
+        c = contrast([samples[k] for k in coefficients], list(coefficients.values()), floor, paired)
+        return _Test(name, c, bound, direction)
+
+    m, k = check.margin, keys
+    equivalence = False
+    paper_diff = None
     if check.kind == "greater":
-        return Outcome(f[0] > f[1] + m, f"{shown} ({measure}; the first above the second{by})")
-    if check.kind == "order":
-        ok = all(x > y + m for x, y in itertools.pairwise(f))
-        return Outcome(ok, f"{shown} ({measure}; each above the next{by})")
-    if check.kind == "difference":
-        first, second = f[0] - f[1], f[2] - f[3]
-        return Outcome(
-            first > second + m,
-            f"{shown} ({measure}; gap {first:+.2f} of the first pair above {second:+.2f} of the "
-            f"second{by})",
-        )
-    if check.kind == "above":
-        return Outcome(all(v > m for v in f), f"{shown} ({measure}; every one above {m:g})")
-    if check.kind == "below":
-        return Outcome(all(v < m for v in f), f"{shown} ({measure}; every one below {m:g})")
-    if check.kind == "near_best":
-        best = max(f)
-        return Outcome(best - f[0] <= m, f"{shown} ({measure}; the first within {m:g} of the "
-                       f"best, {best:.2f})")  # fmt: skip
-    if check.kind == "within":
-        best = max(f)
-        ok = all(best - v <= m for v in f)
-        return Outcome(ok, f"{shown} ({measure}; every one within {m:g} of the best, {best:.2f})")
-    if check.kind == "close":
-        ok = abs(f[0] - f[1]) <= m
-        return Outcome(ok, f"{shown} ({measure}; the two within {m:g} of each other)")
-    if check.kind == "matches_paper":
-        truth = [(paper or {}).get(c, {}).get(m) for c, m in zip(check.cells, names, strict=True)]
-        if not all(_finite(t) for t in truth):
-            return Outcome(None, f"no numeric paper figure of {measure} for every cell")
-        errors = [abs(v - t) / abs(t) for v, t in zip(f, truth, strict=True)]  # type: ignore[operator,arg-type]
-        worst = max(errors)
-        return Outcome(worst <= m, f"{shown} ({measure}; worst relative error {worst:.1%}, "
-                       f"needs at most {m:.0%})")  # fmt: skip
-    if check.kind == "collapsed":
-        ok = all(v < check.threshold for v in f)
-        return Outcome(ok, f"{shown} (collapse std; collapsed below {check.threshold:g})")
-    assert check.kind == "healthy"
-    ok = all(v >= check.threshold for v in f)
-    return Outcome(ok, f"{shown} (collapse std; healthy at {check.threshold:g} or above)")
+        tests = [test(f"{k[0]} - {k[1]}", {k[0]: 1, k[1]: -1}, m, +1)]
+        paper_diff = _paper({k[0]: 1, k[1]: -1}, truth)
+    elif check.kind == "order":
+        tests = [test(f"{a} - {b}", {a: 1, b: -1}, m, +1) for a, b in itertools.pairwise(k)]
+    elif check.kind == "difference":
+        gap = {k[0]: 1.0, k[1]: -1.0}
+        change = {k[0]: 1.0, k[1]: -1.0, k[2]: -1.0, k[3]: 1.0}
+        tests = [
+            test(f"the advantage {k[0]} - {k[1]}", gap, 0.0, +1),
+            test(f"its change ({k[0]} - {k[1]}) - ({k[2]} - {k[3]})", change, m, +1),
+        ]
+        paper_diff = _paper(change, truth)
+    elif check.kind in ("above", "below"):
+        direction = 1 if check.kind == "above" else -1
+        tests = [test(f"{c}", {c: 1}, m, direction) for c in k]
+    elif check.kind == "near_best":
+        tests = [test(f"{k[0]} - {c}", {k[0]: 1, c: -1}, -m, +1) for c in k[1:]]
+    elif check.kind == "within":
+        equivalence = True
+        pairs = [(a, b) for i, a in enumerate(k) for b in k[i + 1 :]]
+        tests = [
+            test(f"{a} - {b}", {a: 1, b: -1}, bound, direction)
+            for a, b in pairs
+            for bound, direction in ((-m, +1), (m, -1))
+        ]
+        printed = [v for v in (truth[c] for c in k) if v is not None]
+        if len(printed) == len(k):
+            paper_diff = max(printed) - min(printed)
+    else:
+        assert check.kind == "matches_paper"
+        given = {c: truth[c] for c in k}
+        tests = []
+        for c, t in given.items():
+            if t is None:
+                return Outcome(
+                    "not measured", f"{shown}; no numeric paper figure of {measure} for every cell"
+                )
+            tolerance = m * abs(t)
+            tests += [test(c, {c: 1}, t - tolerance, +1), test(c, {c: 1}, t + tolerance, -1)]
+        equivalence = True
+    verdict, threshold = _combine(tests, equivalence)
+    lines = "; ".join(t.shown() for t in tests)
+    paper_line = f"; the paper's difference {paper_diff:+.2f}" if paper_diff is not None else ""
+    return Outcome(verdict, f"{shown} ({measure}). {lines}{paper_line}", threshold, paper_diff)
 
 
-__all__ = ["Outcome", "PaperValues", "Values", "evaluate"]
+def _collapse(check: Check, values: Values, collapse: str, samples: dict[str, list[float]],
+              shown: str) -> Outcome:  # fmt: skip
+    """Every seed on the claimed side of the threshold, against the reference's health."""
+    t = check.threshold
+    claimed = [
+        v < t if check.kind == "collapsed" else v >= t for vs in samples.values() for v in vs
+    ]
+    side = "below" if check.kind == "collapsed" else "at or above"
+    detail = f"{shown} (collapse metric of every seed {side} {t:g})"
+    if check.reference:
+        ref = values.get(check.reference, {}).get(collapse) or []
+        if not ref or not all(v >= t for v in ref):
+            return Outcome("inconclusive", f"{detail}; the reference {check.reference!r} is not "
+                           f"healthy on every seed ({figure(ref) if ref else 'not measured'}), "
+                           "so the metric does not tell the two apart")  # fmt: skip
+        detail += f"; reference {check.reference!r} healthy: {figure(ref)}"
+    if all(claimed):
+        return Outcome("reproduced", detail)
+    if not any(claimed):
+        return Outcome("contradicted", detail)
+    return Outcome("inconclusive", f"{detail}; {sum(claimed)} of {len(claimed)} seeds on that side")
+
+
+__all__ = ["Floors", "Outcome", "PaperValues", "Values", "Verdict", "evaluate", "figure"]

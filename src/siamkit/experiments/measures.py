@@ -42,20 +42,29 @@ def final_loss(run: Path) -> float:
     return statistics.fmean(v for e, _, v in rows if e == last)
 
 
-def take(measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec) -> float:
-    """The value of ``measure`` for ``cell``.
+def take(
+    measure: Measure,
+    cell: Cell,
+    run: Path,
+    root: Path,
+    scale: str,
+    spec: ScaleSpec,
+    seed: int = 0,
+) -> float:
+    """The value of ``measure`` for ``cell`` run with ``seed``.
 
     Args:
         measure: What to take.
         cell: The cell.
-        run: The cell's folder (its pretraining run, or its estimate's folder).
+        run: The cell's folder for that seed (its pretraining run, or its estimate's folder).
         root: The experiment's folder (labelled subsets shared by its cells).
         scale: The scale the experiment runs at (the measure's epochs for it).
         spec: That scale's settings.
+        seed: The seed (of a Gaussian estimate; a pretraining run's is in its config).
     """
     kind = measure.kind
     if kind == "gaussian_mi":
-        return gaussian_estimate(measure, cell, spec)
+        return gaussian_estimate(measure, cell, spec, seed)
     if kind in ("knn", "knn_gain", "random_init_knn", "collapse_std"):
         results = run_results(run)
         trained, random = results.get("knn_top1"), results.get("random_init_knn_top1")
@@ -135,18 +144,17 @@ def _distill(measure: Measure, run: Path, epochs: int | None) -> float:
     return float(result.student_top1)
 
 
-def gaussian_estimate(measure: Measure, cell: Cell, spec: ScaleSpec) -> float:
-    """The held-out MI estimate of the cell's correlated Gaussians, mean over the seeds.
+def gaussian_estimate(measure: Measure, cell: Cell, spec: ScaleSpec, seed: int = 0) -> float:
+    """The held-out MI estimate of the cell's correlated Gaussians with ``seed``.
 
     The statistics network and its training are those of ``benchmarks/mine_gaussian.py``
     (:func:`siamkit.eval.known_mi.validation_settings`).
     """
-    from siamkit.eval.known_mi import estimates, gaussian_sampler, validation_settings
+    from siamkit.eval.known_mi import estimate, gaussian_sampler, validation_settings
 
     batch = spec.mi_infonce_batch if measure.estimator == "infonce" else spec.mi_batch
     settings = validation_settings(measure.estimator, spec.mi_steps, batch)
-    sampler = gaussian_sampler(cell.dim, cell.rho)
-    return statistics.fmean(estimates(sampler, settings, spec.mi_seeds))
+    return estimate(gaussian_sampler(cell.dim, cell.rho), settings, seed)
 
 
 __all__ = ["SPLITS_DIR", "final_loss", "gaussian_estimate", "run_results", "take"]

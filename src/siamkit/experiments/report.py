@@ -1,9 +1,11 @@
 """An experiment's reports: ``report.md`` and a self-contained ``report.html``, with its curves.
 
-Both hold the same content: the table (the paper's figure beside the measured one, per cell and
-measure), the claims with whether their direction was reproduced at this scale, the curves per
-cell (loss, kNN and collapse metric over epochs; for Gaussian cells the estimates against the
-truth), and how the run was made. The curves are ``<name>.png`` beside the reports, so the
+Both hold the same content: the table (the paper's figure beside the measured mean +- std over
+the seeds, with their number, per cell and measure), the claims with their verdicts in three
+outcomes (reproduced, contradicted, inconclusive; :mod:`siamkit.experiments.claims` states the
+rule), the curves per cell (loss, kNN and collapse metric over epochs, the mean over the seeds
+with their spread as error bars; for Gaussian cells the estimates against the truth), and how
+the run was made. The curves are ``<name>.png`` beside the reports, so the
 Markdown report and its figure can be copied together (``docs/experiments/``).
 """
 
@@ -16,15 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from siamkit.experiments.results import ExperimentResult
 from siamkit.experiments.spec import Cell, Experiment
+from siamkit.experiments.statistics import ALPHA, mean, std
 from siamkit.protocols.html import img, page, table
 from siamkit.protocols.plots import read_metrics_csv, save_png
 from siamkit.safe_io import atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-#: The words a claim's outcome is reported with.
-VERDICTS = {True: "reproduced", False: "not reproduced", None: "not measured"}
 
 
 def _number(value: Any) -> str:
@@ -65,7 +65,7 @@ def table_rows(experiment: Experiment, result: ExperimentResult) -> tuple[list[s
                 value = None if figure is None else figure.value
                 row.append(f"{value:g}" if isinstance(value, float) else _number(value))
             else:
-                row.append(_number(r.values.get(name)))
+                row.append(r.shown(name))
         row.append(f"{r.minutes:.1f}")
         rows.append(row)
     return header, rows
@@ -88,15 +88,43 @@ def _footnotes(experiment: Experiment, result: ExperimentResult) -> list[str]:
 
 
 def _claims(experiment: Experiment, result: ExperimentResult) -> list[tuple[str, str, str]]:
-    """``(verdict, claim with its source, detail and note)`` per claim."""
-    out = []
+    """``(verdict, claim with its source, detail and note)`` per claim.
+
+    A claim not reproduced gets the note written for this scale (prose written before the run,
+    no measured figure; a note of another scale is not shown).
+    """
+    out: list[tuple[str, str, str]] = []
     for claim, outcome in zip(experiment.claims, result.claims, strict=True):
         text = claim.text + (f" [{claim.source}]" if claim.source else "")
         detail = outcome.detail
-        if outcome.reproduced is not True and claim.note:
-            detail += f". {claim.note}"
-        out.append((VERDICTS[outcome.reproduced], text, detail))
+        note = claim.notes.get(result.scale, "")
+        if outcome.verdict != "reproduced" and note:
+            detail += f". Written for the {result.scale} scale: {note}"
+        out.append((outcome.verdict, text, detail))
     return out
+
+
+#: The verdicts' rule in one paragraph (reports and docs/experiments print it).
+RULE = (
+    "Verdicts: reproduced when every contrast of the claim is beyond noise in the paper's "
+    f"direction (a one-sided t test at level {ALPHA:g}: Welch's test on the seeds' values, "
+    "paired for measures of the same runs, a single-seed cell's variance from the noise "
+    "floor); contradicted when one is beyond noise the other way (Bonferroni over the "
+    "claim's contrasts) or the advantage a claim about a gap needs does not exist; "
+    "inconclusive otherwise. Equivalences are two one-sided tests against the paper's "
+    "tolerance; collapse claims need every seed on the claimed side of a threshold fixed "
+    "before the run. 'beyond noise past X' is the smallest difference the test could call at "
+    "these seeds."
+)
+
+
+def rule(result: ExperimentResult) -> str:
+    """The verdicts' rule, with this run's noise floors."""
+    floors = "; ".join(
+        f"{m}: sigma {f.std:.2f} from {f.seeds} seeds of {f.cell!r}"
+        for m, f in result.floors.items()
+    )
+    return RULE + (f" Noise floors: {floors}." if floors else "")
 
 
 def curves(experiment: Experiment, result: ExperimentResult) -> Figure:
@@ -115,16 +143,17 @@ def curves(experiment: Experiment, result: ExperimentResult) -> Figure:
     fig = Figure(figsize=(13.5, 3.8), layout="constrained")
     axes = fig.subplots(1, len(panels))
     for r in result.cells:
-        path = Path(r.folder) / "metrics.csv"
-        if not path.is_file():
+        per_seed = [Path(r.folder) / f"seed-{s}" / "metrics.csv" for s in r.seeds]
+        logged = [read_metrics_csv(p) for p in per_seed if p.is_file()]
+        if not logged:
             continue
-        logged = read_metrics_csv(path)
         for ax, (column, _) in zip(axes, panels, strict=True):
-            rows = logged.get(column, [])
-            epochs = sorted({e for e, *_ in rows})
-            means = [sum(v for e2, _, v in rows if e2 == e) / sum(e2 == e for e2, *_ in rows)
-                     for e in epochs]  # fmt: skip
-            ax.plot([e + 1 for e in epochs], means, "o-", ms=3, label=r.name)
+            curves = [_epoch_means(seed.get(column, [])) for seed in logged]
+            epochs = sorted(set.intersection(*(set(c) for c in curves)))
+            ys = [[c[e] for c in curves] for e in epochs]  # per epoch: one value per seed
+            spread = [std(y) if len(y) > 1 else 0.0 for y in ys]
+            ax.errorbar([e + 1 for e in epochs], [mean(y) for y in ys], yerr=spread, fmt="o-",
+                        ms=3, capsize=2, label=f"{r.name} ({len(logged)})")  # fmt: skip
     for ax, (_, title) in zip(axes, panels, strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -132,6 +161,12 @@ def curves(experiment: Experiment, result: ExperimentResult) -> Figure:
     axes[0].legend(fontsize="x-small")
     fig.suptitle(f"{experiment.title} ({result.scale} scale)")
     return fig
+
+
+def _epoch_means(rows: list[tuple[int, int, float]]) -> dict[int, float]:
+    """Epoch -> the mean of the values logged in it."""
+    epochs = sorted({e for e, *_ in rows})
+    return {e: mean([v for e2, _, v in rows if e2 == e]) for e in epochs}
 
 
 def _gaussian_curves(experiment: Experiment, result: ExperimentResult) -> Figure:
@@ -151,7 +186,10 @@ def _gaussian_curves(experiment: Experiment, result: ExperimentResult) -> Figure
         rhos = [p[0] for p in points]
         ax.plot(rhos, [gaussian_mi(dim, rho) for rho in rhos], "k--", label="true MI")
         for m in experiment.measures:
-            ax.plot(rhos, [v.get(m.name, float("nan")) for _, v in points], "o-", label=m.header)
+            seeds = [v.get(m.name) or [float("nan")] for _, v in points]
+            ax.errorbar(rhos, [mean(s) for s in seeds],
+                        yerr=[std(s) if len(s) > 1 else 0.0 for s in seeds], fmt="o-", capsize=2,
+                        label=m.header)  # fmt: skip
         ax.set_title(f"{dim}-d Gaussians")
         ax.set_xlabel("rho")
         ax.set_ylabel("nats")
@@ -176,16 +214,25 @@ def _how(experiment: Experiment, result: ExperimentResult) -> list[str]:
         (
             f"siamkit at the {result.scale} scale: recipe `{spec.recipe}`"
             + (f" with `{' '.join(spec.set)}`" if spec.set else "")
-            + ", each cell's overrides on top; one seed."
+            + f", each cell's overrides on top; {_seeds(result)}."
             if spec.recipe
-            else f"siamkit at the {result.scale} scale:"
+            else f"siamkit at the {result.scale} scale, {_seeds(result)}:"
         )
         + (f" {spec.note}" if spec.note else ""),
+        rule(result),
         f"Machine: {result.machine}. Written "
         f"{datetime.date.today().isoformat()} by `siamkit experiment {experiment.name} "
-        f"--scale {result.scale}`.",
+        f"--scale {result.scale}`; {sum(c.minutes for c in result.cells):.1f} minutes of "
+        "wall time in all.",
     ]
     return lines
+
+
+def _seeds(result: ExperimentResult) -> str:
+    counts = sorted({len(c.seeds) for c in result.cells})
+    if len(counts) == 1:
+        return f"{counts[0]} seed{'s' if counts[0] > 1 else ''} a cell"
+    return f"{counts[0]} to {counts[-1]} seeds a cell (the noise floor's cell the most)"
 
 
 def write_reports(experiment: Experiment, result: ExperimentResult) -> tuple[Path, Path]:
@@ -223,4 +270,4 @@ def write_reports(experiment: Experiment, result: ExperimentResult) -> tuple[Pat
     return md_path, html_path
 
 
-__all__ = ["VERDICTS", "curves", "table_rows", "write_reports"]
+__all__ = ["RULE", "curves", "rule", "table_rows", "write_reports"]

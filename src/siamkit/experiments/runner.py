@@ -1,10 +1,13 @@
 """Running an experiment: every cell pretrained and measured, finished work kept.
 
-The experiment's folder holds one folder per cell (a pretraining run folder, resumable like any
-other) with ``measures.json`` beside its ``results.json``, the experiment's ``results.json``,
-and the reports. A cell whose pretraining finished is not trained again, a measure that was
-taken is not taken again, and a cell killed in the middle resumes from its ``last.ckpt``, so a
-killed experiment continues with ``resume=True`` (``siamkit experiment NAME --resume``).
+The experiment's folder holds one folder per cell and one per seed below it
+(``<cell>/seed-<s>``: a pretraining run folder, resumable like any other, with ``measures.json``
+beside its ``results.json``), the experiment's ``results.json``, and the reports. Seeds run in
+rounds: every cell's seed 0, then every cell's seed 1, and so on, so that a stopped experiment
+has whole rounds. A run whose pretraining finished is not trained again, a measure that was
+taken is not taken again, and a run killed in the middle resumes from its ``last.ckpt``, so a
+killed experiment continues with ``resume=True`` (``siamkit experiment NAME --resume``); a
+later ``--seeds`` larger than before adds seeds to a finished experiment.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Any
 
 from siamkit.data.files import check_folder
 from siamkit.errors import ConfigError
-from siamkit.experiments.claims import evaluate
+from siamkit.experiments.claims import Floors, evaluate
 from siamkit.experiments.measures import take
 from siamkit.experiments.results import CellResult, ExperimentResult
-from siamkit.experiments.spec import Cell, Experiment, Measure, cell_config
+from siamkit.experiments.spec import Cell, Experiment, Measure, ScaleSpec, cell_config
+from siamkit.experiments.statistics import floor_of
 from siamkit.safe_io import atomic_write_text
 from siamkit.strict import to_dict
 
@@ -89,6 +93,7 @@ def run_experiment(
     overwrite: bool = False,
     data: str | None = None,
     log: Callable[[str], None] | None = None,
+    seeds: int | None = None,
 ) -> ExperimentResult:
     """Pretrain and measure every cell of ``experiment`` at ``scale``, check its claims, report.
 
@@ -101,6 +106,8 @@ def run_experiment(
         overwrite: Remove what ``output`` holds first.
         data: A data folder in place of the recipes' (e.g. where CIFAR-10 lies).
         log: Where progress lines go (default: standard error).
+        seeds: Seeds of every cell, in place of the scale's ``seeds`` (the noise floor's cell
+            runs at least its ``floor_seeds``).
 
     Returns:
         The figures and claims; ``results.json``, ``report.md`` and ``report.html`` in ``output``
@@ -111,44 +118,74 @@ def run_experiment(
             before anything runs), or a folder that holds other work.
     """
     from siamkit.experiments.report import write_reports
-    from siamkit.runtime import machine_summary
 
     say = log or (lambda line: print(f"siamkit: {line}", file=sys.stderr, flush=True))
-    experiment.scale(scale)  # an unknown scale is an error before anything is written
+    spec = experiment.scale(scale)  # an unknown scale is an error before anything is written
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if data is not None and "://" not in data:
         check_folder(Path(data))  # a missing --data is an error before anything is written
     out = Path(output or Path("runs") / "experiments" / f"{experiment.name}-{scale}")
     cells = experiment.cells_at(scale)
+    runs = {c.name: list(range(spec.seeds_of(c.name, seeds))) for c in cells}
     configs = {
-        c.name: cell_config(experiment, c, scale, out / c.slug, data)
+        (c.name, s): cell_config(experiment, c, scale, seed_folder(out, c, s), data, seed=s)
         for c in cells
         if c.kind == "pretrain"
+        for s in runs[c.name]
     }
     _prepare(experiment, scale, out, resume, overwrite)
-    results = []
-    for i, cell in enumerate(cells, 1):
-        say(f"experiment {experiment.name} ({scale}): cell {i}/{len(cells)} {cell.name!r}")
-        results.append(_run_cell(experiment, cell, scale, out, configs.get(cell.name), say))
-    values = {r.name: r.values for r in results}
-    outcome = ExperimentResult(
-        name=experiment.name,
-        scale=scale,
-        output=str(out),
-        cells=results,
-        claims=[
-            evaluate(c.check, values, paper_values(experiment), experiment.collapse_measure)
-            for c in experiment.claims
-        ],
-        machine=machine_summary(),
-    )
-    tree = {**outcome.__dict__, "cells": [r.__dict__ for r in results]}
-    tree["claims"] = [
-        {"text": c.text, "reproduced": o.reproduced, "detail": o.detail}
-        for c, o in zip(experiment.claims, outcome.claims, strict=True)
-    ]
-    _write_json(out / "results.json", tree)
+    results = {c.name: CellResult(c.name, str(out / c.slug)) for c in cells}
+    rounds = max(len(r) for r in runs.values())
+    for s in range(rounds):  # every cell's seed 0 first: a stopped experiment has whole rounds
+        todo = [c for c in cells if s in runs[c.name]]
+        for i, cell in enumerate(todo, 1):
+            say(
+                f"experiment {experiment.name} ({scale}): seed {s + 1}/{rounds}, cell "
+                f"{i}/{len(todo)} {cell.name!r}"
+            )
+            values, minutes = _run_seed(
+                experiment, cell, s, scale, out, configs.get((cell.name, s)), say
+            )
+            result = results[cell.name]
+            result.seeds.append(s)
+            for name, value in values.items():
+                result.values.setdefault(name, []).append(value)
+            result.minutes += minutes
+    outcome = _outcome(experiment, scale, out, list(results.values()), spec)
+    _write_json(out / "results.json", outcome.to_json(experiment))
     write_reports(experiment, outcome)
     return outcome
+
+
+def seed_folder(out: Path, cell: Cell, seed: int) -> Path:
+    """The folder of ``cell``'s run with ``seed`` in the experiment's folder ``out``."""
+    return out / cell.slug / f"seed-{seed}"
+
+
+def floors(spec: ScaleSpec, cells: list[CellResult]) -> Floors:
+    """Each measure's noise floor from the floor cell's seeds (none without a floor cell)."""
+    ref = next((c for c in cells if c.name == spec.floor_cell), None)
+    if ref is None:
+        return {}
+    measured = {m: floor_of(v, ref.name) for m, v in ref.values.items()}
+    return {m: f for m, f in measured.items() if f is not None}
+
+
+def _outcome(
+    experiment: Experiment, scale: str, out: Path, cells: list[CellResult], spec: ScaleSpec
+) -> ExperimentResult:
+    """Each claim's verdict on the cells' figures."""
+    from siamkit.runtime import machine_summary
+
+    values = {r.name: r.values for r in cells}
+    floor = floors(spec, cells)
+    claims = [
+        evaluate(c.check, values, paper_values(experiment), experiment.collapse_measure, floor)
+        for c in experiment.claims
+    ]
+    return ExperimentResult(experiment.name, scale, str(out), cells, claims, machine_summary(),
+                            floor)  # fmt: skip
 
 
 def _check_same_config(cell: Cell, folder: Path, config: Any) -> None:
@@ -179,18 +216,23 @@ def _check_same_config(cell: Cell, folder: Path, config: Any) -> None:
         )
 
 
-def _run_cell(
+def _run_seed(
     experiment: Experiment,
     cell: Cell,
+    seed: int,
     scale: str,
     out: Path,
     config: Any,
     say: Callable[[str], None],
-) -> CellResult:
-    """Pretrain ``cell`` (unless finished), then take each measure not taken yet."""
+) -> tuple[dict[str, float], float]:
+    """Pretrain ``cell`` with ``seed`` (unless finished), then take each measure not taken yet.
+
+    Returns:
+        Measure name -> value, and the minutes its work took over every run that did some.
+    """
     from siamkit.train import pretrain
 
-    folder = out / cell.slug
+    folder = seed_folder(out, cell, seed)
     folder.mkdir(parents=True, exist_ok=True)
     if config is not None:
         _check_same_config(cell, folder, config)
@@ -210,7 +252,9 @@ def _run_cell(
             continue
         if measure.kind not in READ_ONLY:
             say(f"  {measure.kind} {measure.name!r}")
-        values[measure.name] = take(measure, cell, folder, out, scale, experiment.scale(scale))
+        values[measure.name] = take(
+            measure, cell, folder, out, scale, experiment.scale(scale), seed
+        )
         worked = True
         # Each measure is kept as it is taken: an interrupted cell redoes only the missing ones.
         spent = minutes + (time.perf_counter() - start) / 60
@@ -218,7 +262,7 @@ def _run_cell(
     if worked:
         minutes += (time.perf_counter() - start) / 60
         _write_json(folder / MEASURES_FILE, {"values": values, "minutes": minutes})
-    return CellResult(cell.name, str(folder), values, minutes)
+    return values, minutes
 
 
-__all__ = ["applies", "paper_values", "run_experiment"]
+__all__ = ["applies", "floors", "paper_values", "run_experiment", "seed_folder"]

@@ -21,6 +21,7 @@ import yaml
 
 from siamkit.config import RunConfig
 from siamkit.errors import ConfigError
+from siamkit.experiments.statistics import MIN_FLOOR_SEEDS
 from siamkit.recipes import load_config, recipe_path
 from siamkit.safe_io import read_user_text
 from siamkit.strict import from_dict
@@ -53,7 +54,6 @@ CheckKind = Literal[
     "below",
     "near_best",
     "within",
-    "close",
     "matches_paper",
     "collapsed",
     "healthy",
@@ -178,7 +178,12 @@ class ScaleSpec:
         mi_batch: ``gaussian_mi``: pairs per step of MINE and MINE-f.
         mi_infonce_batch: ``gaussian_mi``: InfoNCE's pairs per step; it scores all ``B x B``
             pairs of a batch (so its cost grows as ``B^2``) and cannot exceed ``log B``.
-        mi_seeds: ``gaussian_mi``: seeds averaged per estimate.
+        seeds: Seeds of every cell (``0 .. seeds - 1``, ``train.seed`` of a pretraining cell);
+            ``siamkit experiment --seeds N`` overrides it.
+        floor_cell: The reference cell of the noise floor, which then runs
+            ``max(seeds, floor_seeds)`` seeds; its spread over them stands for the spread of
+            single-seed cells (:mod:`siamkit.experiments.statistics`).
+        floor_seeds: Seeds of the noise floor's cell (at least 5).
         note: What this scale can and cannot show, for the report.
     """
 
@@ -187,8 +192,23 @@ class ScaleSpec:
     mi_steps: int = 2000
     mi_batch: int = 256
     mi_infonce_batch: int = 64
-    mi_seeds: int = 1
+    seeds: int = 1
+    floor_cell: str = ""
+    floor_seeds: int = MIN_FLOOR_SEEDS
     note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {self.seeds}")
+        if self.floor_seeds < MIN_FLOOR_SEEDS:
+            raise ConfigError(
+                f"a noise floor needs at least {MIN_FLOOR_SEEDS} seeds, got {self.floor_seeds}"
+            )
+
+    def seeds_of(self, cell: str, seeds: int | None = None) -> int:
+        """How many seeds ``cell`` runs (``seeds``: the command line's, in place of ours)."""
+        n = seeds or self.seeds
+        return max(n, self.floor_seeds) if cell == self.floor_cell else n
 
 
 @dataclass
@@ -197,20 +217,26 @@ class Check:
 
     Attributes:
         kind: ``greater``: ``cells[0]`` above ``cells[1]`` by more than ``margin``; ``order``:
-            each cell above the next (by more than ``margin``); ``difference``: ``cells[0] -
-            cells[1]`` above ``cells[2] - cells[3]`` by more than ``margin`` (a gap that
-            shrinks); ``above``/``below``: every cell above/below ``margin`` itself (a gain
-            over random init, a cap); ``near_best``: ``cells[0]`` within ``margin`` of the best
-            of the cells; ``within``: every cell within ``margin`` of the best; ``close``: the
-            two cells within ``margin`` of each other; ``matches_paper``: every cell within
+            each cell above the next (by more than ``margin``); ``difference``: the advantage
+            ``cells[0] - cells[1]`` exists and is above ``cells[2] - cells[3]`` by more than
+            ``margin`` (an advantage that shrinks); ``above``/``below``: every cell above/below
+            ``margin`` itself (a gain over random init); ``near_best``: ``cells[0]`` not worse
+            than any other cell by ``margin`` or more; ``within``: every two cells within
+            ``margin`` of each other (an equivalence); ``matches_paper``: every cell within
             ``margin`` (relative) of its paper figure for the measure; ``collapsed``: every
-            cell's collapse std below ``threshold``; ``healthy``: every cell's at or above it.
+            seed's collapse metric below ``threshold``; ``healthy``: every seed's at or above
+            it. :mod:`siamkit.experiments.claims` turns each into verdicts beyond noise.
         cells: The cells it compares, by name.
         measure: The measure it reads (``collapsed``/``healthy`` read ``collapse_std``).
         measures: One measure per cell instead, to compare two measures of one cell (h
             against g(h)): ``cells: [A, A]`` with ``measures: [linear_h, linear_g]``.
-        margin: See ``kind``.
-        threshold: Collapse threshold of ``collapsed``/``healthy`` (the runs' own default).
+        margin: See ``kind``: 0, or a tolerance the paper states (never negative: an "at least
+            as good" claim is ``near_best`` with the paper's tolerance, or ``greater``).
+        margin_source: Where a non-zero margin comes from (required with one).
+        threshold: Collapse threshold of ``collapsed``/``healthy`` (the runs' own default),
+            fixed before the run.
+        reference: ``collapsed``: a cell that must be healthy on every seed for the verdict to
+            count (the metric must tell a collapse from a healthy run at this scale).
     """
 
     kind: CheckKind = "greater"
@@ -218,10 +244,24 @@ class Check:
     measure: str = "knn"
     measures: list[str] = field(default_factory=list)
     margin: float = 0.0
+    margin_source: str = ""
     threshold: float = 0.3
+    reference: str = ""
 
     def __post_init__(self) -> None:
-        needs = {"greater": 2, "close": 2, "difference": 4}.get(self.kind)
+        if self.margin < 0:
+            raise ConfigError(
+                f"a {self.kind!r} check has margin {self.margin:g}: margins are 0 or the paper's "
+                "tolerance, never negative (an 'at least as good' claim is near_best with the "
+                "paper's tolerance)"
+            )
+        if self.margin and not self.margin_source:
+            raise ConfigError(
+                f"a {self.kind!r} check's margin {self.margin:g} needs a margin_source"
+            )
+        if self.reference and self.kind != "collapsed":
+            raise ConfigError("only a 'collapsed' check takes a reference cell")
+        needs = {"greater": 2, "difference": 4}.get(self.kind)
         if needs is not None and len(self.cells) != needs:
             raise ConfigError(f"a {self.kind!r} check compares {needs} cells, got {self.cells}")
         if not self.cells:
@@ -244,13 +284,20 @@ class Claim:
         text: The claim, in the paper's words where possible.
         source: Where the paper makes it.
         check: The test on the measured values.
-        note: What the CPU scale cannot show if it is not reproduced, and what would.
+        notes: Per scale, what that scale cannot show when the claim is not reproduced there, and
+            what would; written before the run, so it holds no measured figure (a report prints
+            the note of its own scale only).
     """
 
     text: str = ""
     source: str = ""
     check: Check = field(default_factory=Check)
-    note: str = ""
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.notes) - set(SCALES))
+        if bad:
+            raise ConfigError(f"claim {self.text!r}: notes for unknown scales {bad}")
 
 
 @dataclass
@@ -309,8 +356,15 @@ class Experiment:
             unknown = sorted(set(cell.paper) - set(measures))
             if unknown:
                 raise ConfigError(f"{where}, cell {cell.name!r}: paper figures of {unknown}")
+        for scale, spec in self.scales.items():
+            if spec.floor_cell and spec.floor_cell not in cells:
+                raise ConfigError(
+                    f"{where}: the {scale} noise floor names unknown cell {spec.floor_cell!r}"
+                )
         for claim in self.claims:
             missing = sorted(set(claim.check.cells) - cells)
+            if claim.check.reference and claim.check.reference not in cells:
+                missing.append(claim.check.reference)
             if missing:
                 raise ConfigError(f"{where}: a claim names unknown cells {missing}")
             unknown = sorted(set(claim.check.measure_of(self.collapse_measure)) - set(measures))
@@ -347,12 +401,18 @@ class Experiment:
 
 
 def cell_config(
-    experiment: Experiment, cell: Cell, scale: str, output: str | Path, data: str | None = None
+    experiment: Experiment,
+    cell: Cell,
+    scale: str,
+    output: str | Path,
+    data: str | None = None,
+    seed: int | None = None,
 ) -> RunConfig:
     """The config a pretraining cell runs with at ``scale``, writing to ``output``.
 
     The scale's recipe, then the scale's overrides, then the cell's (``set``, then ``set_at`` of
-    the scale), then the run folder (and ``data``, a data folder that replaces the recipe's).
+    the scale), then the run folder (and ``data``, a data folder that replaces the recipe's,
+    and ``seed``, ``train.seed``).
     """
     spec = experiment.scale(scale)
     if not spec.recipe:
@@ -360,6 +420,8 @@ def cell_config(
     values: dict[str, object] = {"train.output_dir": str(output), "train.progress_bar": False}
     if data:
         values["data.path"] = data
+    if seed is not None:
+        values["train.seed"] = seed
     method = cell.method or experiment.method
     if "{method}" in spec.recipe and not method:
         raise ConfigError(
