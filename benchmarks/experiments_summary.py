@@ -24,7 +24,7 @@ from siamkit.experiments import experiment_names, load_experiment
 from siamkit.experiments.report import RULE
 from siamkit.experiments.statistics import ALPHA
 
-VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured", "not tested")
 
 
 def _resolution(outcome: dict) -> str:
@@ -54,7 +54,7 @@ ABOUT_CPU = """What the CPU scale is, and what it is not:
 def readme(rows: list[str], counts: Counter[str], missing: list[str], machines: set[str],
            scale: str) -> str:  # fmt: skip
     """docs/experiments/README.md: how they ran, the rule, the counts, the table."""
-    tested = sum(counts.values()) - counts["not measured"]
+    tested = counts["tested"]
     lines = [
         f"# The papers' experiments at {scale.upper()} scale",
         "",
@@ -78,9 +78,9 @@ def readme(rows: list[str], counts: Counter[str], missing: list[str], machines: 
         "",
         ", ".join(f"**{counts[v]} {v}**" for v in VERDICTS) + ".",
         "",
-        f"{RULE} {tested} claims were tested, each at level {ALPHA:g}: if none of their effects "
-        f"existed, about {ALPHA * tested:.1f} would still read as reproduced or contradicted by "
-        "chance.",
+        f"{RULE} {tested} claims were judged by t tests, each at level {ALPHA:g} either way: if "
+        f"none of their effects existed, up to {2 * ALPHA * tested:.1f} of them would still read "
+        "as reproduced or contradicted by chance.",
         "",
     ]
     if missing:
@@ -126,9 +126,19 @@ def main() -> None:
             docs.mkdir(parents=True, exist_ok=True)
             shutil.copy(results_file.parent / "report.md", docs / f"{name}.md")
             shutil.copy(results_file.parent / f"{name}.png", docs / f"{name}.png")
-        for claim, outcome in zip(experiment.claims, results["claims"], strict=True):
+        by_text = {c["text"]: c for c in results["claims"]}
+        for claim in experiment.claims:
+            outcome = by_text.get(claim.text)
+            if outcome is None:  # a claim added or reworded since the run
+                counts["not measured"] += 1
+                rows.append(f"| [{name}]({name}.md) | {claim.text} | {claim.source} | not in "
+                            "this run's results: run it again with --resume | **not measured** "
+                            "| | |")  # fmt: skip
+                continue
             verdict = outcome["verdict"]
             counts[verdict] += 1
+            tested = verdict in ("reproduced", "contradicted", "inconclusive")
+            counts["tested"] += tested and claim.check.kind not in ("collapsed", "healthy")
             why = "" if verdict == "reproduced" else claim.notes.get(args.scale, "")
             rows.append(
                 f"| [{name}]({name}.md) | {claim.text} | {claim.source} | {outcome['detail']} | "

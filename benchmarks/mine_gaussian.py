@@ -54,11 +54,10 @@ RHOS = (-0.99, -0.9, -0.5, 0.0, 0.3, 0.5, 0.9)
 QUICK_NOTE = """\
 --quick is a SMOKE TEST, not the accuracy benchmark: 3 cases, one seed, 1000 steps (the full
 run: 17 cases, 2 seeds, 2000 steps). It shows that the three estimators train and land near the
-truth on two Gaussian cases (0.29 and 0.94 nats). It cannot show the 10% target: one seed has no
-spread, and at half the steps the 20-d case is still rising. y = x^3 + 0.5e (0.226 nats) is read
-20-25% low by this 1 x 256 network at any budget tried (0.17 at 1000 steps, 0.185 at 4000; a
-second hidden layer reached 0.21 at 2000), so its error is a known limit of the network, not a
-failure of the run."""
+truth on two Gaussian cases. It cannot show the 10% target: one seed has no spread, and at half
+the steps the 20-d case is still rising. The 1 x 256 network reads y = x^3 + 0.5e well below its
+truth at every budget tried (docs/results.md gives the figures and the commands), so that case's
+error is a known limit of the network, not a failure of the run."""
 
 
 def run(

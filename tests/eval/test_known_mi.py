@@ -63,12 +63,13 @@ def test_noisy_sampler_draws_f_of_x_plus_noise():
 def test_estimates_report_the_test_pairs_at_the_step_chosen_on_their_own_validation_pairs(
     one_thread,
 ):
-    """Each seed ``s`` chooses on its own draw (``VALIDATION_SEED + s``); all read the same test."""
+    """Each seed ``s`` chooses on its own draw (``VALIDATION_SEED + s``) and reads its own test
+    draw (``TEST_SEED + s``), so the spread over seeds holds the test sample's error."""
     sampler = gaussian_sampler(2, 0.5)
     settings = FitSettings(steps=30, batch_size=64, lr=1e-3, hidden_dim=16, eval_every=10)
     got = estimates(sampler, settings, seeds=2)
-    test = sampler(HELD_OUT_PAIRS, torch.Generator().manual_seed(TEST_SEED))
     for seed, value in enumerate(got):
+        test = sampler(HELD_OUT_PAIRS, torch.Generator().manual_seed(TEST_SEED + seed))
         validation = sampler(HELD_OUT_PAIRS, torch.Generator().manual_seed(VALIDATION_SEED + seed))
         estimate = fit(sampler, test, settings, seed=seed, validation=validation)
         best = max(estimate.history, key=lambda r: r.validation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from siamkit.errors import ConfigError
 from siamkit.experiments.claims import evaluate
 from siamkit.experiments.spec import Check
 from siamkit.experiments.statistics import NoiseFloor
@@ -15,8 +16,18 @@ def seeds(centre: float, spread: float = 0.3) -> list[float]:
 
 
 VALUES = {
-    "a": {"knn": seeds(60.0), "collapse": [0.9, 0.85, 0.95], "h": seeds(50.0), "g": seeds(40.0)},
-    "b": {"knn": seeds(40.0), "collapse": [0.05, 0.02, 0.1], "h": seeds(45.0), "g": seeds(44.0)},
+    "a": {
+        "knn": seeds(60.0),
+        "collapse": [0.9, 0.85, 0.95],
+        "h": seeds(50.0),
+        "g": seeds(40.0, 0.5),
+    },
+    "b": {
+        "knn": seeds(40.0),
+        "collapse": [0.05, 0.02, 0.1],
+        "h": seeds(45.0),
+        "g": seeds(44.0, 0.5),
+    },
     "c": {"knn": seeds(59.0), "collapse": [0.8, 0.7, 0.9]},
     "noisy": {"knn": [50.0, 62.0, 68.0], "collapse": [0.05, 0.6, 0.9]},
     "same": {"knn": seeds(60.0)},
@@ -128,3 +139,33 @@ def test_a_figure_not_measured_leaves_the_claim_undecided():
     assert outcome.verdict == "not measured" and "not measured" in outcome.detail
     nan = {**VALUES, "e": {"knn": [1.0, float("nan")]}}
     assert evaluate(Check(kind="greater", cells=["a", "e"]), nan).verdict == "not measured"
+
+
+def test_collapse_is_judged_cell_by_cell():
+    """One cell collapsed on every seed, the other healthy on every seed: 'healthy' of both is
+    contradicted (pooled, the seeds would only disagree)."""
+    values = {"x": {"collapse": [0.9, 0.8, 0.95]}, "y": {"collapse": [0.01, 0.02, 0.01]}}
+    outcome = evaluate(Check(kind="healthy", cells=["x", "y"]), values, collapse="collapse")
+    assert outcome.verdict == "contradicted" and "['y']" in outcome.detail
+
+
+def test_seeds_that_agree_exactly_decide_nothing():
+    values = {"x": {"knn": [70.28, 70.28]}, "y": {"knn": [70.0, 70.0]}}
+    outcome = evaluate(Check(kind="greater", cells=["x", "y"]), values)
+    assert outcome.verdict == "inconclusive" and "agree exactly" in outcome.detail
+
+
+def test_an_absolute_tolerance_for_a_paper_figure_of_zero():
+    check = Check(kind="matches_paper", cells=["z"], measure="mi", margin=0.02,
+                  margin_source="p", relative=False)  # fmt: skip
+    paper = {"z": {"mi": 0.0}}
+    near = {"z": {"mi": [0.001, -0.002, 0.0]}}
+    assert evaluate(check, near, paper).verdict == "reproduced"
+    # A broken estimator that reads -1 nats where there is nothing is not "no information".
+    broken = {"z": {"mi": [-1.2, -0.9, -1.0]}}
+    assert evaluate(check, broken, paper).verdict == "contradicted"
+
+
+def test_a_check_reads_each_figure_once():
+    with pytest.raises(ConfigError, match="reads one figure twice"):
+        Check(kind="difference", cells=["a", "b", "a", "c"])

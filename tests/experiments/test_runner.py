@@ -18,6 +18,7 @@ import yaml
 from siamkit.errors import ConfigError
 from siamkit.experiments import load_experiment, run_experiment
 from siamkit.experiments import runner as runner_module
+from siamkit.protocols.evaluate import representation_metrics
 
 #: Two tiny digits cells: SimSiam as it is and without stop-gradient, a few steps each.
 TINY = """
@@ -33,6 +34,7 @@ scales:
 measures:
   - {{name: knn, kind: knn, label: "kNN top-1 (%)"}}
   - {{name: collapse, kind: collapse_std}}
+  - {{name: collapse_eval, kind: eval_collapse_std}}
 cells:
   - {{name: with stop-gradient, paper: {{knn: 67.7}}}}
   - {{name: without stop-gradient, set: [method.stop_gradient=false], paper: {{knn: 0.1}}}}
@@ -63,6 +65,10 @@ def test_runs_every_cell_writes_reports_and_keeps_finished_work(tmp_path, monkey
         # The measures are the run's own figures.
         assert cell.values["knn"] == pytest.approx([run["knn_top1"]])
         assert cell.values["collapse"] == pytest.approx([run["collapse_std"]])
+        # Held-out images in eval mode, as `siamkit eval metrics` reads g(h).
+        held_out = representation_metrics(Path(cell.folder) / "seed-0")["g"]["collapse_std"]
+        assert cell.values["collapse_eval"] == pytest.approx([held_out])
+        assert held_out != pytest.approx(run["collapse_std"], abs=1e-3)
     # threshold 0: any spread is healthy; one seed and no noise floor: a difference is undecided
     assert [c.verdict for c in result.claims] == ["inconclusive", "reproduced"]
     saved = json.loads((out / "results.json").read_text())
@@ -139,7 +145,7 @@ def test_a_killed_experiment_resumes_without_rerunning_finished_cells(tmp_path):
     assert "resuming its pretraining" in done.stderr
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # the first cell untouched
     results = json.loads((out / "results.json").read_text())
-    assert [len(c["values"]) for c in results["cells"]] == [2, 2]
+    assert [len(c["values"]) for c in results["cells"]] == [3, 3]
     assert (out / "report.md").is_file()
 
 
@@ -201,3 +207,27 @@ def test_seeds_run_in_rounds_and_more_seeds_extend_a_finished_experiment(tmp_pat
     again = run_experiment(exp, "cpu", out, resume=True, log=lambda _: None, seeds=3)
     assert [c.seeds for c in again.cells] == [[0, 1, 2], [0, 1, 2]]
     assert [c.values["knn"][:2] for c in again.cells] == [c.values["knn"] for c in result.cells]
+
+
+def test_resuming_keeps_every_seed_and_refuses_measures_taken_otherwise(tmp_path):
+    path = tmp_path / "known_mi.yaml"
+    text = GAUSSIAN.replace("mi_steps: 150", "mi_steps: 20").replace(
+        '    check: {kind: greater, cells: ["rho 0.9", "rho 0"], measure: mine}',
+        '    check: {kind: greater, cells: ["rho 0.9", "rho 0"], measure: mine}\n'
+        '  - text: "only the paper scale tests this"\n'
+        "    scales: [paper]\n"
+        '    check: {kind: greater, cells: ["rho 0", "rho 0.9"], measure: mine}',
+    )
+    path.write_text(text)
+    out = tmp_path / "out"
+    exp = load_experiment(str(path))
+    first = run_experiment(exp, "cpu", out, log=lambda _: None, seeds=3)
+    assert first.claims[1].verdict == "not tested"
+    # Without --seeds a resumed experiment keeps the 3 seeds it has, not the scale's 2.
+    again = run_experiment(exp, "cpu", out, resume=True, log=lambda _: None)
+    assert [c.seeds for c in again.cells] == [[0, 1, 2], [0, 1, 2]]
+    assert [c.values for c in again.cells] == [c.values for c in first.cells]
+    # A measure whose settings changed is not mixed with the kept values.
+    path.write_text(text.replace("mi_steps: 20", "mi_steps: 30"))
+    with pytest.raises(ConfigError, match=r"took mine, infonce with other settings"):
+        run_experiment(load_experiment(str(path)), "cpu", out, resume=True, log=lambda _: None)

@@ -149,6 +149,34 @@ def test_a_good_file_loads_with_the_short_paper_form(tmp_path):
         (("{cpu: {recipe", "{tpu: {recipe"), "unknown scales"),
         (("cells: [a, b]}", "cells: [a, b], measure: linear}"), "unknown measures"),
         (("title: t", "title: [t"), "not valid YAML"),
+        (
+            ("kind: greater, cells: [a, b]", "kind: greater, cells: [a, b], margin: -1"),
+            "never negative",
+        ),
+        (
+            ("kind: greater, cells: [a, b]", "kind: greater, cells: [a, b], margin: 1"),
+            "needs a margin_source",
+        ),
+        (
+            ("kind: greater, cells: [a, b]", "kind: collapsed, cells: [b], reference: c"),
+            r"unknown cells \['c \(the reference at the cpu scale\)'\]",
+        ),
+        (
+            ("kind: greater, cells: [a, b]", "kind: greater, cells: [a, b], reference: a"),
+            "only a 'collapsed' check",
+        ),
+        (
+            ("{cpu: {recipe: simsiam/digits}}", "{cpu: {recipe: simsiam/digits, seeds: 0}}"),
+            "seeds must be at least 1",
+        ),
+        (
+            ("{cpu: {recipe: simsiam/digits}}", "{cpu: {recipe: simsiam/digits, floor_seeds: 3}}"),
+            "at least 5 seeds",
+        ),
+        (
+            ("{cpu: {recipe: simsiam/digits}}", "{cpu: {recipe: simsiam/digits, floor_cell: z}}"),
+            "noise floor names unknown cell 'z'",
+        ),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, change, message):
@@ -166,3 +194,21 @@ def test_bad_overrides_and_names_are_refused_before_anything_runs(tmp_path):
         e.scale("gpu")
     with pytest.raises(ConfigError, match=r"no experiment named 'nope'.*simsiam_stop_gradient"):
         load_experiment("nope")
+
+
+def test_a_collapse_reference_can_differ_by_scale(tmp_path):
+    text = GOOD.replace(
+        "kind: greater, cells: [a, b]}",
+        "kind: collapsed, cells: [b], reference: a, reference_at: {gpu: c}}",
+    ).replace("  - {name: b,", "  - {name: c, scales: [gpu], paper: {knn: 2.0}}\n  - {name: b,")
+    e = load_experiment_file(_write(tmp_path, text))
+    check = e.claims[0].check
+    assert check.at("cpu").reference == "a" and check.at("gpu").reference == "c"
+    # The floor's cell runs the floor's seeds, every other cell the scale's.
+    spec = e.scale("cpu")
+    assert (spec.seeds_of("a", 2), spec.seeds_of("b", 2)) == (2, 2)
+    spec.floor_cell = "a"
+    assert (spec.seeds_of("a", 2), spec.seeds_of("b", 2)) == (5, 2)
+    # A reference must run at the scale it serves.
+    with pytest.raises(ConfigError, match=r"'c \(the reference at the cpu scale\)'"):
+        load_experiment_file(_write(tmp_path, text.replace("reference: a,", "reference: c,")))

@@ -72,10 +72,24 @@ def test_a_contrast_of_four_cells_adds_their_variances():
     assert c.se == pytest.approx(math.sqrt(2 * var))
 
 
-def test_identical_seeds_decide_by_the_sign():
-    c = contrast([[1.0, 1.0], [0.5, 0.5]], [1, -1])
+def test_identical_seeds_give_no_measure_of_noise():
+    """Two seeds of a kNN on 359 images can tie: zero spread is not certainty."""
+    c = contrast([[70.28, 70.28], [70.0, 70.0]], [1, -1])
     assert c is not None and c.se == 0
-    assert c.p_above(0.0) == 0.0 and c.p_below(0.0) == 1.0 and c.p_above(0.5) == 1.0
+    assert c.p_above(0.0) == 1.0 and c.p_below(0.0) == 1.0 and c.threshold() == math.inf
+
+
+def test_the_floors_own_cell_shares_the_floors_degrees_of_freedom():
+    floor = NoiseFloor(std=0.8, seeds=5, cell="ref")
+    ref = [60.0, 61.0, 59.5, 60.7, 60.1]
+    c = contrast([ref, [58.0]], [1, -1], floor, floor_member=[True, False])
+    assert c is not None and c.df == pytest.approx(4.0)
+    assert c.se == pytest.approx(0.8 * math.sqrt(1 / 5 + 1))
+
+
+def test_one_cell_is_labelled_one_sample():
+    c = contrast([A], [1])
+    assert c is not None and c.how == "one-sample"
 
 
 def test_a_floor_needs_enough_seeds():

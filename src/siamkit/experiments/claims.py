@@ -7,7 +7,7 @@ The rule (docs/experiments/README.md prints it beside the counts):
   claimed advantage ``A - B > 0`` *and* its change ``(A - B) - (C - D) > margin`` (``difference``),
   each cell against a constant (``above``/``below``), the first cell against each other one
   (``near_best``: not worse by ``margin`` or more), every pair within ``margin`` (``within``,
-  an equivalence), every cell within ``margin`` relative of the paper's figure
+  an equivalence), every cell within ``margin`` of the paper's figure, relative or absolute
   (``matches_paper``, an equivalence).
 - A contrast is *beyond noise* when a one-sided t test at level
   :data:`~siamkit.experiments.statistics.ALPHA` rejects the other side
@@ -17,15 +17,19 @@ The rule (docs/experiments/README.md prints it beside the counts):
   ``-margin`` and below ``+margin``.
 - *reproduced*: every contrast of the claim is beyond noise in the paper's direction (every
   equivalence shown). *contradicted*: some contrast is beyond noise the other way (for a claim
-  of several contrasts, at ``ALPHA / k`` each, Bonferroni), or the advantage a ``difference``
-  claim is about does not exist. *inconclusive*: neither; the detail then says how large a
-  difference the seeds could have resolved (the threshold) beside the paper's.
+  of several contrasts, at ``ALPHA / k`` each, Bonferroni; the advantage a ``difference``
+  claim is about is one of them, so an advantage shown reversed contradicts it).
+  *inconclusive*: neither; the detail then gives each test's critical distance (how far from its
+  bound a contrast must lie to be called) beside the paper's difference. A claim is tested both
+  ways, so with no true effect it reads beyond noise with a chance of up to ``2 ALPHA``. Seeds
+  that agree exactly give no measure of the noise, and decide nothing.
 - A collapse claim (``collapsed``/``healthy``) reads the collapse metric of every seed against a
-  threshold fixed before the run: reproduced when every seed is on the claimed side, contradicted
-  when every seed is on the other, inconclusive when the seeds disagree; a ``collapsed`` check
-  with a ``reference`` cell is inconclusive unless the reference is healthy on every seed (the
-  metric must be able to tell the two apart).
-- Margins are 0 or a tolerance the paper states (``margin_source`` says where); never negative.
+  threshold fixed before the run, cell by cell: reproduced when every seed of every cell is on
+  the claimed side, contradicted when every seed of some cell is on the other, inconclusive
+  otherwise; a ``collapsed`` check with a ``reference`` cell is inconclusive unless the reference
+  is healthy on every seed (the metric must be able to tell the two apart). No test of noise is
+  involved, so these claims are not counted among the tested ones.
+- Margins are 0 or a tolerance (``margin_source`` says where it comes from); never negative.
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ Values = dict[str, dict[str, list[float]]]
 PaperValues = dict[str, dict[str, float]]
 #: Each measure's noise floor, where the experiment measured one.
 Floors = dict[str, NoiseFloor]
-#: A claim's verdict.
-Verdict = Literal["reproduced", "contradicted", "inconclusive", "not measured"]
+#: A claim's verdict (``not tested``: the claim names the scales that can test it, and this
+#: is not one of them).
+Verdict = Literal["reproduced", "contradicted", "inconclusive", "not measured", "not tested"]
 
 
 @dataclass
@@ -93,8 +98,10 @@ class _Test:
         if c is None:
             return f"{self.name}: one seed and no noise floor"
         side = ">" if self.direction > 0 else "<"
-        return (f"{self.name} {c.estimate:+.2f} {side} {self.bound:+g}: beyond noise past "
-                f"{c.threshold():.2f} ({c.how}, p {self.p(True):.3f})")  # fmt: skip
+        if c.se == 0:
+            return f"{self.name} {c.estimate:+.2f} {side} {self.bound:+g}: the seeds agree exactly"
+        return (f"{self.name} {c.estimate:+.2f} {side} {self.bound:+g}: called at "
+                f"{c.threshold():.2f} from the bound ({c.how}, p {self.p(True):.3f})")  # fmt: skip
 
 
 def _combine(tests: list[_Test], equivalence: bool = False) -> tuple[Verdict, float | None]:
@@ -160,8 +167,12 @@ def evaluate(
         k: (paper or {}).get(c, {}).get(m) for k, c, m in zip(keys, check.cells, names, strict=True)
     }
 
+    cell_of = dict(zip(keys, check.cells, strict=True))
+
     def test(name: str, coefficients: dict[str, float], bound: float, direction: int) -> _Test:
-        c = contrast([samples[k] for k in coefficients], list(coefficients.values()), floor, paired)
+        members = [floor is not None and cell_of[k] == floor.cell for k in coefficients]
+        c = contrast([samples[k] for k in coefficients], list(coefficients.values()), floor,
+                     paired, members)  # fmt: skip
         return _Test(name, c, bound, direction)
 
     m, k = check.margin, keys
@@ -205,7 +216,7 @@ def evaluate(
                 return Outcome(
                     "not measured", f"{shown}; no numeric paper figure of {measure} for every cell"
                 )
-            tolerance = m * abs(t)
+            tolerance = m * abs(t) if check.relative else m
             tests += [test(c, {c: 1}, t - tolerance, +1), test(c, {c: 1}, t + tolerance, -1)]
         equivalence = True
     verdict, threshold = _combine(tests, equivalence)
@@ -216,11 +227,11 @@ def evaluate(
 
 def _collapse(check: Check, values: Values, collapse: str, samples: dict[str, list[float]],
               shown: str) -> Outcome:  # fmt: skip
-    """Every seed on the claimed side of the threshold, against the reference's health."""
+    """Every seed of every cell on the claimed side of the threshold, cell by cell."""
     t = check.threshold
-    claimed = [
-        v < t if check.kind == "collapsed" else v >= t for vs in samples.values() for v in vs
-    ]
+    per_cell = {
+        k: [v < t if check.kind == "collapsed" else v >= t for v in vs] for k, vs in samples.items()
+    }
     side = "below" if check.kind == "collapsed" else "at or above"
     detail = f"{shown} (collapse metric of every seed {side} {t:g})"
     if check.reference:
@@ -230,11 +241,13 @@ def _collapse(check: Check, values: Values, collapse: str, samples: dict[str, li
                            f"healthy on every seed ({figure(ref) if ref else 'not measured'}), "
                            "so the metric does not tell the two apart")  # fmt: skip
         detail += f"; reference {check.reference!r} healthy: {figure(ref)}"
-    if all(claimed):
+    against = [k for k, on_side in per_cell.items() if not any(on_side)]
+    if against:
+        return Outcome("contradicted", f"{detail}; every seed of {against} on the other side")
+    if all(all(on_side) for on_side in per_cell.values()):
         return Outcome("reproduced", detail)
-    if not any(claimed):
-        return Outcome("contradicted", detail)
-    return Outcome("inconclusive", f"{detail}; {sum(claimed)} of {len(claimed)} seeds on that side")
+    mixed = {k: f"{sum(v)} of {len(v)}" for k, v in per_cell.items() if not all(v)}
+    return Outcome("inconclusive", f"{detail}; seeds on that side: {mixed}")
 
 
 __all__ = ["Floors", "Outcome", "PaperValues", "Values", "Verdict", "evaluate", "figure"]

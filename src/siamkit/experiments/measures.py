@@ -79,6 +79,15 @@ def take(
         return float(value)
     if kind == "final_loss":
         return final_loss(run)
+    if kind == "eval_collapse_std":
+        # The training monitor reads the projection output in train mode, where an output
+        # BatchNorm gives every channel its batch std whatever the network does: a collapsing
+        # network puts most images at one point and a few far off, and the std keeps a floor
+        # of about 2/sqrt(batch). In eval mode (running statistics) on held-out images the
+        # collapse shows in full (benchmarks/simsiam_collapse.py measures both).
+        from siamkit.protocols.evaluate import representation_metrics
+
+        return float(representation_metrics(run)["g"]["collapse_std"])
     epochs = measure.epochs.get(scale)
     if kind == "linear":
         from siamkit.protocols.evaluate import linear_eval

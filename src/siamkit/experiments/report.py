@@ -108,13 +108,16 @@ def _claims(experiment: Experiment, result: ExperimentResult) -> list[tuple[str,
 RULE = (
     "Verdicts: reproduced when every contrast of the claim is beyond noise in the paper's "
     f"direction (a one-sided t test at level {ALPHA:g}: Welch's test on the seeds' values, "
-    "paired for measures of the same runs, a single-seed cell's variance from the noise "
-    "floor); contradicted when one is beyond noise the other way (Bonferroni over the "
-    "claim's contrasts) or the advantage a claim about a gap needs does not exist; "
-    "inconclusive otherwise. Equivalences are two one-sided tests against the paper's "
-    "tolerance; collapse claims need every seed on the claimed side of a threshold fixed "
-    "before the run. 'beyond noise past X' is the smallest difference the test could call at "
-    "these seeds."
+    "paired for measures of the same runs, a single-seed cell's variance from the noise floor); "
+    "contradicted when one is beyond noise the other way (Bonferroni over the claim's "
+    "contrasts), an advantage that a claim about a gap needs shown reversed included; "
+    "inconclusive otherwise, and where the seeds agree exactly (no measure of the noise). "
+    "Equivalences are two one-sided tests against the stated tolerance. 'called at X from the "
+    "bound' is the test's critical distance: a true difference that large is called half the "
+    f"time. Tested both ways, a claim with no true effect reads beyond noise with a chance of up "
+    f"to {2 * ALPHA:g}. Collapse claims need every seed of every cell on the claimed side of a "
+    "threshold fixed before the run (contradicted: every seed of some cell on the other side), "
+    "and a collapse against a reference cell healthy on every seed."
 )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from siamkit.data.files import check_folder
 from siamkit.errors import ConfigError
-from siamkit.experiments.claims import Floors, evaluate
+from siamkit.experiments.claims import Floors, Outcome, evaluate
 from siamkit.experiments.measures import take
 from siamkit.experiments.results import CellResult, ExperimentResult
 from siamkit.experiments.spec import Cell, Experiment, Measure, ScaleSpec, cell_config
@@ -127,7 +127,11 @@ def run_experiment(
         check_folder(Path(data))  # a missing --data is an error before anything is written
     out = Path(output or Path("runs") / "experiments" / f"{experiment.name}-{scale}")
     cells = experiment.cells_at(scale)
-    runs = {c.name: list(range(spec.seeds_of(c.name, seeds))) for c in cells}
+    # Without --seeds a cell runs the scale's seeds, or the seeds it already has if more (a
+    # resumed experiment that --seeds once extended keeps them).
+    runs = {
+        c.name: list(range(seeds_to_run(spec, c, out, seeds))) for c in cells
+    }  # fmt: skip
     configs = {
         (c.name, s): cell_config(experiment, c, scale, seed_folder(out, c, s), data, seed=s)
         for c in cells
@@ -158,6 +162,16 @@ def run_experiment(
     return outcome
 
 
+def seeds_to_run(spec: ScaleSpec, cell: Cell, out: Path, seeds: int | None) -> int:
+    """How many seeds ``cell`` runs: ``seeds``, else the scale's or the ones kept, if more."""
+    if seeds is not None:
+        return spec.seeds_of(cell.name, seeds)
+    kept = 0
+    while (seed_folder(out, cell, kept) / MEASURES_FILE).is_file():
+        kept += 1
+    return max(spec.seeds_of(cell.name), kept)
+
+
 def seed_folder(out: Path, cell: Cell, seed: int) -> Path:
     """The folder of ``cell``'s run with ``seed`` in the experiment's folder ``out``."""
     return out / cell.slug / f"seed-{seed}"
@@ -181,11 +195,45 @@ def _outcome(
     values = {r.name: r.values for r in cells}
     floor = floors(spec, cells)
     claims = [
-        evaluate(c.check, values, paper_values(experiment), experiment.collapse_measure, floor)
+        evaluate(
+            c.check.at(scale), values, paper_values(experiment), experiment.collapse_measure, floor
+        )
+        if scale in c.scales
+        else Outcome("not tested", f"this claim is tested at the {', '.join(c.scales)} scale")
         for c in experiment.claims
     ]
     return ExperimentResult(experiment.name, scale, str(out), cells, claims, machine_summary(),
                             floor)  # fmt: skip
+
+
+#: A key missing from a saved config.
+_ABSENT = object()
+
+
+def _definition(measure: Measure, cell: Cell, spec: ScaleSpec) -> dict[str, Any]:
+    """What ``measure`` of ``cell`` depends on, recorded beside its value."""
+    made = to_dict(measure)
+    if measure.kind == "gaussian_mi":  # no run config: the estimate's own settings
+        made |= {"dim": cell.dim, "rho": cell.rho, "mi_steps": spec.mi_steps,
+                 "mi_batch": spec.mi_batch, "mi_infonce_batch": spec.mi_infonce_batch}  # fmt: skip
+    return made
+
+
+def _check_same_measures(
+    cell: Cell, folder: Path, store: dict[str, Any], now: dict[str, Any]
+) -> None:
+    """Refuse to mix a measure taken under another definition with ones taken now.
+
+    Raises:
+        ConfigError: A kept value was taken with another definition of its measure.
+    """
+    made = store.get("made", {})
+    differ = [n for n in store.get("values", {}) if n in made and n in now and made[n] != now[n]]
+    if differ:
+        raise ConfigError(
+            f"cell {cell.name!r} in {folder} took {', '.join(differ)} with other settings than "
+            "the experiment has now; remove that folder to take them again, or pass --overwrite"
+        )
 
 
 def _check_same_config(cell: Cell, folder: Path, config: Any) -> None:
@@ -207,7 +255,8 @@ def _check_same_config(cell: Cell, folder: Path, config: Any) -> None:
         for section, keys in now.items()
         for key, value in keys.items()
         if key not in ("output_dir", "progress_bar")
-        and saved.get(section, {}).get(key, value) != value
+        # A key the saved config lacks was added since: its default may change what runs.
+        and saved.get(section, {}).get(key, _ABSENT) != value
     ]
     if differ:
         raise ConfigError(
@@ -237,6 +286,9 @@ def _run_seed(
     if config is not None:
         _check_same_config(cell, folder, config)
     store = _read_json(folder / MEASURES_FILE)
+    spec = experiment.scale(scale)
+    made = {m.name: _definition(m, cell, spec) for m in experiment.measures if applies(m, cell)}
+    _check_same_measures(cell, folder, store, made)
     minutes = float(store.get("minutes", 0.0))
     values: dict[str, float] = dict(store.get("values", {}))
     start = time.perf_counter()
@@ -252,16 +304,14 @@ def _run_seed(
             continue
         if measure.kind not in READ_ONLY:
             say(f"  {measure.kind} {measure.name!r}")
-        values[measure.name] = take(
-            measure, cell, folder, out, scale, experiment.scale(scale), seed
-        )
+        values[measure.name] = take(measure, cell, folder, out, scale, spec, seed)
         worked = True
         # Each measure is kept as it is taken: an interrupted cell redoes only the missing ones.
         spent = minutes + (time.perf_counter() - start) / 60
-        _write_json(folder / MEASURES_FILE, {"values": values, "minutes": spent})
+        _write_json(folder / MEASURES_FILE, {"values": values, "minutes": spent, "made": made})
     if worked:
         minutes += (time.perf_counter() - start) / 60
-        _write_json(folder / MEASURES_FILE, {"values": values, "minutes": minutes})
+        _write_json(folder / MEASURES_FILE, {"values": values, "minutes": minutes, "made": made})
     return values, minutes
 
 

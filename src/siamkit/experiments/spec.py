@@ -13,7 +13,7 @@ Each :class:`Measure` is then taken of every cell that has a paper figure or tha
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +37,7 @@ MeasureKind = Literal[
     "knn_gain",
     "random_init_knn",
     "collapse_std",
+    "eval_collapse_std",
     "final_loss",
     "linear",
     "finetune",
@@ -233,10 +234,14 @@ class Check:
         margin: See ``kind``: 0, or a tolerance the paper states (never negative: an "at least
             as good" claim is ``near_best`` with the paper's tolerance, or ``greater``).
         margin_source: Where a non-zero margin comes from (required with one).
+        relative: ``matches_paper``: the margin is a share of the paper's figure (else an
+            absolute tolerance, as for a figure of 0).
         threshold: Collapse threshold of ``collapsed``/``healthy`` (the runs' own default),
             fixed before the run.
         reference: ``collapsed``: a cell that must be healthy on every seed for the verdict to
             count (the metric must tell a collapse from a healthy run at this scale).
+        reference_at: The reference at one scale, in place of ``reference`` (a cell whose
+            settings match the collapsing cell's at that scale only).
     """
 
     kind: CheckKind = "greater"
@@ -245,8 +250,10 @@ class Check:
     measures: list[str] = field(default_factory=list)
     margin: float = 0.0
     margin_source: str = ""
+    relative: bool = True
     threshold: float = 0.3
     reference: str = ""
+    reference_at: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.margin < 0:
@@ -259,8 +266,11 @@ class Check:
             raise ConfigError(
                 f"a {self.kind!r} check's margin {self.margin:g} needs a margin_source"
             )
-        if self.reference and self.kind != "collapsed":
+        if (self.reference or self.reference_at) and self.kind != "collapsed":
             raise ConfigError("only a 'collapsed' check takes a reference cell")
+        bad = sorted(set(self.reference_at) - set(SCALES))
+        if bad:
+            raise ConfigError(f"a check's reference_at names unknown scales {bad}")
         needs = {"greater": 2, "difference": 4}.get(self.kind)
         if needs is not None and len(self.cells) != needs:
             raise ConfigError(f"a {self.kind!r} check compares {needs} cells, got {self.cells}")
@@ -268,6 +278,16 @@ class Check:
             raise ConfigError(f"a {self.kind!r} check needs cells")
         if self.measures and len(self.measures) != len(self.cells):
             raise ConfigError("a check's measures, when given, name one measure per cell")
+        read = list(zip(self.cells, self.measures or [self.measure] * len(self.cells), strict=True))
+        if len(set(read)) != len(read):
+            raise ConfigError(
+                f"a {self.kind!r} check reads one figure twice ({self.cells}): a contrast names "
+                "each cell's measure once"
+            )
+
+    def at(self, scale: str) -> Check:
+        """The check as it applies at ``scale`` (its reference for that scale)."""
+        return replace(self, reference=self.reference_at.get(scale, self.reference))
 
     def measure_of(self, collapse: str = "collapse_std") -> list[str]:
         """The measure read for each cell, in order (``collapse``: the collapse-std measure)."""
@@ -284,6 +304,8 @@ class Claim:
         text: The claim, in the paper's words where possible.
         source: Where the paper makes it.
         check: The test on the measured values.
+        scales: The scales that can test the claim (default: every one); at another its verdict
+            is ``not tested``, with the note of that scale saying why.
         notes: Per scale, what that scale cannot show when the claim is not reproduced there, and
             what would; written before the run, so it holds no measured figure (a report prints
             the note of its own scale only).
@@ -292,10 +314,11 @@ class Claim:
     text: str = ""
     source: str = ""
     check: Check = field(default_factory=Check)
+    scales: list[str] = field(default_factory=lambda: list(SCALES))
     notes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        bad = sorted(set(self.notes) - set(SCALES))
+        bad = sorted((set(self.notes) | set(self.scales)) - set(SCALES))
         if bad:
             raise ConfigError(f"claim {self.text!r}: notes for unknown scales {bad}")
 
@@ -363,8 +386,10 @@ class Experiment:
                 )
         for claim in self.claims:
             missing = sorted(set(claim.check.cells) - cells)
-            if claim.check.reference and claim.check.reference not in cells:
-                missing.append(claim.check.reference)
+            for scale in self.scales:
+                ref = claim.check.at(scale).reference
+                if ref and ref not in {c.name for c in self.cells_at(scale)}:
+                    missing.append(f"{ref} (the reference at the {scale} scale)")
             if missing:
                 raise ConfigError(f"{where}: a claim names unknown cells {missing}")
             unknown = sorted(set(claim.check.measure_of(self.collapse_measure)) - set(measures))
@@ -376,8 +401,16 @@ class Experiment:
 
     @property
     def collapse_measure(self) -> str:
-        """The name of the measure of kind ``collapse_std`` (its kind, if there is none)."""
-        return next((m.name for m in self.measures if m.kind == "collapse_std"), "collapse_std")
+        """The measure a collapse claim reads.
+
+        Of kind ``eval_collapse_std`` where the experiment takes one, else ``collapse_std`` (its
+        kind, if there is none).
+        """
+        for kind in ("eval_collapse_std", "collapse_std"):
+            name = next((m.name for m in self.measures if m.kind == kind), None)
+            if name is not None:
+                return name
+        return "collapse_std"
 
     def cells_at(self, scale: str) -> list[Cell]:
         """The cells that run at ``scale``."""

@@ -26,8 +26,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: One-sided level of every test: a verdict beyond noise has at most this chance of coming
-#: from noise alone (per claim; docs/experiments/README.md says how many claims were tested).
+#: One-sided level of every test. A claim is tested both ways (reproduced, contradicted), so a
+#: claim with no true effect reads beyond noise with a chance of up to twice this
+#: (docs/experiments/README.md says how many claims were tested).
 ALPHA = 0.05
 #: Seeds of a noise floor's reference cell, at least.
 MIN_FLOOR_SEEDS = 5
@@ -77,9 +78,10 @@ class Contrast:
 
     Attributes:
         estimate: ``sum_i c_i mean_i``.
-        se: Its standard error.
+        se: Its standard error (0: the seeds agreed exactly, and nothing can be judged by it).
         df: Degrees of freedom of its t statistic.
-        how: ``welch``, ``paired``, ``floor`` (some variance from the noise floor).
+        how: ``welch`` (cells' own variances), ``one-sample`` (one cell against a constant),
+            ``paired`` (measures of the same runs), ``floor`` (some variance from the floor).
     """
 
     estimate: float
@@ -88,25 +90,25 @@ class Contrast:
     how: str
 
     def p_above(self, bound: float) -> float:
-        """One-sided p of ``true contrast <= bound`` (small: the contrast is above ``bound``)."""
-        gap = self.estimate - bound
-        if self.se == 0:  # every seed agreed exactly: the sign decides
-            return 0.0 if gap > 0 else 1.0
-        return _t_sf(gap / self.se, self.df)
+        """One-sided p of ``true contrast <= bound`` (small: the contrast is above ``bound``).
+
+        Seeds that agree exactly (``se`` 0, as two kNN accuracies on a few hundred images can)
+        give no measure of the noise: the p is then 1 either way, never "beyond noise".
+        """
+        return _t_sf((self.estimate - bound) / self.se, self.df) if self.se > 0 else 1.0
 
     def p_below(self, bound: float) -> float:
         """One-sided p of ``true contrast >= bound`` (small: the contrast is below ``bound``)."""
-        gap = bound - self.estimate
-        if self.se == 0:
-            return 0.0 if gap > 0 else 1.0
-        return _t_sf(gap / self.se, self.df)
+        return _t_sf((bound - self.estimate) / self.se, self.df) if self.se > 0 else 1.0
 
     def threshold(self, alpha: float = ALPHA) -> float:
-        """How far from its bound the contrast must be to count as beyond noise at ``alpha``.
+        """How far from its bound the contrast must lie to count as beyond noise at ``alpha``.
 
-        The smallest difference this rule could have detected at this scale and these seeds.
+        The critical distance of the one-sided test: a true difference of that size is called
+        only half the time (about 1.4 times it, at 4 degrees of freedom, 80% of the time).
+        ``inf`` where the seeds agreed exactly.
         """
-        return t_quantile(1 - alpha, self.df) * self.se if self.se > 0 else 0.0
+        return t_quantile(1 - alpha, self.df) * self.se if self.se > 0 else math.inf
 
 
 def contrast(
@@ -114,6 +116,7 @@ def contrast(
     coefficients: Sequence[float],
     floor: NoiseFloor | None = None,
     paired: bool = False,
+    floor_member: Sequence[bool] | None = None,
 ) -> Contrast | None:
     """The contrast ``sum_i c_i mean(samples[i])`` and its standard error.
 
@@ -123,6 +126,8 @@ def contrast(
         floor: The noise floor, for samples of one seed.
         paired: The samples are measures of the same runs, seed by seed (equal lengths): the
             per-seed contrasts are tested as one sample.
+        floor_member: Which samples are the floor's own cell: their variance is the floor's
+            estimate too, so it joins the floor's term rather than counting as independent.
 
     Returns:
         The contrast, or ``None`` where a sample has one seed and there is no floor.
@@ -132,20 +137,21 @@ def contrast(
                     for vs in zip(*samples, strict=True)]  # fmt: skip
         n = len(per_seed)
         return Contrast(mean(per_seed), std(per_seed) / math.sqrt(n), n - 1, "paired")
+    members = floor_member or [False] * len(samples)
     terms, dfs, floor_term = [], [], 0.0
-    for values, c in zip(samples, coefficients, strict=True):
+    for values, c, member in zip(samples, coefficients, members, strict=True):
         n = len(values)
-        if n > 1:
+        if floor is not None and (n == 1 or member):
+            floor_term += c * c * floor.std**2 / n
+        elif n > 1:
             terms.append(c * c * std(values) ** 2 / n)
             dfs.append(n - 1.0)
-        elif floor is not None:
-            floor_term += c * c * floor.std**2
         else:
             return None
-    how = "welch"
-    if floor is not None and floor_term > 0:
-        # Every single-seed cell takes the same estimate of sigma: their terms are one
-        # variance estimate with the floor's degrees of freedom, not independent ones.
+    how = "one-sample" if len(samples) == 1 else "welch"
+    if floor_term > 0 and floor is not None:
+        # Every single-seed cell (and the floor's own cell) takes the same estimate of sigma:
+        # their terms are one variance estimate with the floor's degrees of freedom.
         terms.append(floor_term)
         dfs.append(floor.seeds - 1.0)
         how = "floor"
