@@ -8,7 +8,10 @@
 #   bash scripts/run_experiments.sh                      # every experiment, in the order below
 #   bash scripts/run_experiments.sh simsiam_predictor    # only those named
 #
-# Each experiment's progress goes to runs/experiments/NAME-cpu.log.
+# Each experiment's progress goes to runs/experiments/NAME-cpu.log. A finished experiment's
+# figures (every run's config, results, measures and metrics, without checkpoints) are kept in
+# docs/experiments/runs/NAME-cpu.tar.gz, and unpacked from there when runs/ lacks them, so the
+# verdicts can be computed again (--resume trains nothing) on a machine that did not run them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ORDER=(
@@ -23,10 +26,17 @@ ORDER=(
 mkdir -p runs/experiments
 for name in "${ORDER[@]}"; do
   out="runs/experiments/$name-cpu"
+  kept="docs/experiments/runs/$name-cpu.tar.gz"
+  if [ ! -f "$out/experiment.json" ] && [ -f "$kept" ]; then
+    tar xzf "$kept" -C runs/experiments
+  fi
   echo "$(date -u +%FT%TZ) $name: start" >> runs/experiments/progress.log
   if .venv/bin/siamkit experiment "$name" --scale cpu --output "$out" --resume \
       >> "$out.log" 2>&1; then
     echo "$(date -u +%FT%TZ) $name: done" >> runs/experiments/progress.log
+    mkdir -p docs/experiments/runs
+    tar czf "$kept" -C runs/experiments --exclude=checkpoints --exclude=tensorboard \
+      --exclude='report.*' --exclude='*.png' "$name-cpu"
     .venv/bin/python benchmarks/experiments_summary.py --docs docs/experiments \
       > runs/experiments/summary.md
   else
