@@ -141,7 +141,7 @@ def curves(experiment: Experiment, result: ExperimentResult) -> Figure:
     panels = (
         ("train/loss", "training loss (epoch mean)"),
         ("val/knn_top1", "kNN top-1 (%)"),
-        ("train/collapse_std", "collapse std x sqrt(d)"),
+        ("train/collapse_std", "collapse std x sqrt(d), training (train mode)"),
     )
     fig = Figure(figsize=(13.5, 3.8), layout="constrained")
     axes = fig.subplots(1, len(panels))
