@@ -190,8 +190,9 @@ def test_an_interrupted_pack_exits_130_and_leaves_no_folder(tmp_path: Path) -> N
     import sys
     import time
 
-    # 30,000 links to one image: made in a fraction of a second, several seconds to pack
-    # (about 10 s on a 2-core CPU), so the signal comes while litdata is writing.
+    # 30,000 links to one image: made in a fraction of a second, a second or more to pack. The
+    # signal comes once litdata has started writing (a fixed wait after staging once let a
+    # quiet machine finish the pack first, and the test read exit 0).
     image = tmp_path / "one.png"
     Image.new("RGB", (8, 8), (5, 0, 0)).save(image)
     folder = tmp_path / "photos"
@@ -200,7 +201,12 @@ def test_an_interrupted_pack_exits_130_and_leaves_no_folder(tmp_path: Path) -> N
     for i in range(30_000):
         (folder / f"k{i % 2}" / f"{i}.png").symlink_to(image)
     before = sorted(folder.rglob("*")), image.read_bytes()
-    code = "import sys; from siamkit.cli import main; sys.exit(main())"
+    # As a terminal starts it: a process started in the background by a non-interactive shell
+    # (`cmd &`, as a CI job may run the suite) inherits SIGINT ignored, and would pack on.
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from siamkit.cli import main; sys.exit(main())"
+    )
     cmd = [sys.executable, "-c", code, "pack", "--data", str(folder), "--output"]
     proc = subprocess.Popen(
         [*cmd, str(tmp_path / "out"), "--workers", "1"],
@@ -209,10 +215,12 @@ def test_an_interrupted_pack_exits_130_and_leaves_no_folder(tmp_path: Path) -> N
         text=True,
     )
     deadline = time.monotonic() + 60
-    while not any(p.name.startswith(".siamkit-tmp-staged") for p in tmp_path.iterdir()):
+    # litdata has started once its chunk cache exists inside the staged output.
+    while not list(tmp_path.glob(".siamkit-tmp-staged*/*/cache")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    time.sleep(0.5)
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert proc.poll() is None, "the pack finished before the signal: give it more images"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
