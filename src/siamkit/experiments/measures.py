@@ -10,7 +10,6 @@ the figure a user gets by hand.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,12 @@ def run_results(run: Path) -> dict[str, Any]:
 
 def final_loss(run: Path) -> float:
     """Mean training loss of the last logged epoch."""
-    from siamkit.protocols.plots import read_metrics_csv
+    from siamkit.protocols.plots import epoch_means, read_metrics_csv
 
-    rows = read_metrics_csv(run / "metrics.csv").get("train/loss", [])
-    if not rows:
+    means = epoch_means(read_metrics_csv(run / "metrics.csv").get("train/loss", []))
+    if not means:
         raise DataError(f"{run}/metrics.csv logged no training loss")
-    last = max(e for e, _, _ in rows)
-    return statistics.fmean(v for e, _, v in rows if e == last)
+    return means[max(means)]
 
 
 def take(

@@ -20,7 +20,7 @@ from siamkit.experiments.results import ExperimentResult
 from siamkit.experiments.spec import Cell, Experiment
 from siamkit.experiments.statistics import ALPHA, mean, std
 from siamkit.protocols.html import img, page, table
-from siamkit.protocols.plots import read_metrics_csv, save_png
+from siamkit.protocols.plots import epoch_means, read_metrics_csv, save_png
 from siamkit.safe_io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def curves(experiment: Experiment, result: ExperimentResult) -> Figure:
         if not logged:
             continue
         for ax, (column, _) in zip(axes, panels, strict=True):
-            curves = [_epoch_means(seed.get(column, [])) for seed in logged]
+            curves = [epoch_means(seed.get(column, [])) for seed in logged]
             epochs = sorted(set.intersection(*(set(c) for c in curves)))
             ys = [[c[e] for c in curves] for e in epochs]  # per epoch: one value per seed
             spread = [std(y) if len(y) > 1 else 0.0 for y in ys]
@@ -164,12 +164,6 @@ def curves(experiment: Experiment, result: ExperimentResult) -> Figure:
     axes[0].legend(fontsize="x-small")
     fig.suptitle(f"{experiment.title} ({result.scale} scale)")
     return fig
-
-
-def _epoch_means(rows: list[tuple[int, int, float]]) -> dict[int, float]:
-    """Epoch -> the mean of the values logged in it."""
-    epochs = sorted({e for e, *_ in rows})
-    return {e: mean([v for e2, _, v in rows if e2 == e]) for e in epochs}
 
 
 def _gaussian_curves(experiment: Experiment, result: ExperimentResult) -> Figure:

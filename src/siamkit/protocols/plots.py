@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -80,6 +80,18 @@ def read_metrics_csv(path: Path) -> dict[str, list[tuple[int, int, float]]]:
     return out
 
 
+def epoch_means(rows: list[tuple[int, int, float]]) -> dict[int, float]:
+    """Epoch -> the mean of the values logged in it, epochs in order.
+
+    Args:
+        rows: ``(epoch, step, value)`` of one column of :func:`read_metrics_csv`.
+    """
+    by_epoch: dict[int, list[float]] = {}
+    for epoch, _, value in rows:
+        by_epoch.setdefault(epoch, []).append(value)
+    return {e: statistics.fmean(by_epoch[e]) for e in sorted(by_epoch)}
+
+
 def epoch_positions(epochs: list[int], steps: list[int]) -> dict[int, tuple[int, int]]:
     """For every epoch, the step before it began and its last step (from the logged rows)."""
     last: dict[int, int] = {}
@@ -130,9 +142,8 @@ def training_curves(metrics_csv: Path) -> Figure:
         if column == "train/loss":
             x = [e + (s - bounds[e][0]) / max(1, bounds[e][1] - bounds[e][0]) for e, s, _ in rows]
             ax.plot(x, [v for *_, v in rows], lw=0.8, alpha=0.5, label="per step")
-            epochs = sorted({e for e, *_ in rows})
-            means = [float(np.mean([v for e2, _, v in rows if e2 == e])) for e in epochs]
-            ax.plot([e + 1 for e in epochs], means, "o-", label="epoch mean")
+            means = epoch_means(rows)
+            ax.plot([e + 1 for e in means], list(means.values()), "o-", label="epoch mean")
             ax.legend(fontsize="small")
         else:
             ax.plot([e + 1 for e, *_ in rows], [v for *_, v in rows], "o-")
