@@ -104,13 +104,14 @@ class _Test:
                 f"{c.threshold():.2f} from the bound ({c.how}, p {self.p(True):.3f})")  # fmt: skip
 
 
-def _combine(tests: list[_Test], equivalence: bool = False) -> tuple[Verdict, float | None]:
+def _combine(tests: list[_Test]) -> tuple[Verdict, float | None]:
     """All shown -> reproduced; any shown the other way (Bonferroni) -> contradicted."""
     if any(t.contrast is None for t in tests):
         return "inconclusive", None
-    k = len({t.name for t in tests}) if equivalence else len(tests)
+    # One name per contrast: an equivalence's two one-sided tests of a pair share theirs, so k
+    # counts contrasts, not tests.
+    k = len({t.name for t in tests})
     threshold = max(t.contrast.threshold() for t in tests if t.contrast is not None)
-    # An equivalence's two tests of one pair share its name: k counts pairs, not tests.
     if any(t.p(False) < ALPHA / k for t in tests):
         return "contradicted", threshold
     if all(t.p(True) < ALPHA for t in tests):
@@ -176,7 +177,6 @@ def evaluate(
         return _Test(name, c, bound, direction)
 
     m, k = check.margin, keys
-    equivalence = False
     paper_diff = None
     if check.kind == "greater":
         tests = [test(f"{k[0]} - {k[1]}", {k[0]: 1, k[1]: -1}, m, +1)]
@@ -197,7 +197,6 @@ def evaluate(
     elif check.kind == "near_best":
         tests = [test(f"{k[0]} - {c}", {k[0]: 1, c: -1}, -m, +1) for c in k[1:]]
     elif check.kind == "within":
-        equivalence = True
         pairs = [(a, b) for i, a in enumerate(k) for b in k[i + 1 :]]
         tests = [
             test(f"{a} - {b}", {a: 1, b: -1}, bound, direction)
@@ -218,8 +217,7 @@ def evaluate(
                 )
             tolerance = m * abs(t) if check.relative else m
             tests += [test(c, {c: 1}, t - tolerance, +1), test(c, {c: 1}, t + tolerance, -1)]
-        equivalence = True
-    verdict, threshold = _combine(tests, equivalence)
+    verdict, threshold = _combine(tests)
     lines = "; ".join(t.shown() for t in tests)
     paper_line = f"; the paper's difference {paper_diff:+.2f}" if paper_diff is not None else ""
     return Outcome(verdict, f"{shown} ({measure}). {lines}{paper_line}", threshold, paper_diff)
