@@ -18,7 +18,6 @@ No stop-gradient, no predictor, no momentum encoder. A coefficient of 0 switches
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -29,6 +28,7 @@ from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
 from siamkit.heads import projection_mlp
 from siamkit.losses import vicreg
+from siamkit.losses.information import VarianceReduction
 from siamkit.methods.base import Method, require_at_least_one
 
 
@@ -70,7 +70,7 @@ class VICRegConfig(MethodConfig):
     cov_coeff: float = 1.0
     gamma: float = 1.0
     eps: float = 1e-4
-    variance_reduction: Literal["mean", "sum"] = "mean"
+    variance_reduction: VarianceReduction = "mean"
     blur_probs: tuple[float, float] = (1.0, 0.1)
     solarize_probs: tuple[float, float] = (0.0, 0.2)
 
