@@ -29,6 +29,23 @@ def _unit_rows(z: np.ndarray) -> np.ndarray:
     return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
+def _with_spectrum(n: int, d: int, sigma: list[float], seed: int = 0) -> torch.Tensor:
+    """An ``(n, d)`` float64 matrix whose nonzero singular values are exactly ``sigma``.
+
+    ``U diag(sigma) V^T`` with ``U`` and ``V`` random orthonormal columns (QR of Gaussians), so
+    the spectrum is chosen and everything else (the directions) is arbitrary.
+    """
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(n, len(sigma), generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(d, len(sigma), generator=g, dtype=torch.float64))
+    return u @ torch.diag(torch.tensor(sigma, dtype=torch.float64)) @ v.T
+
+
+def _rankme_closed_form(p: list[float], eps: float = 1e-7) -> float:
+    """``exp(-sum (p_k + eps) log(p_k + eps))`` of hand-normalised singular values ``p_k``."""
+    return math.exp(-sum((x + eps) * math.log(x + eps) for x in p))
+
+
 # ---------------------------------------------------------------------------------- RankMe
 def test_rankme_matches_a_numpy_reference() -> None:
     z = _randn(50, 12) * torch.linspace(0.1, 3.0, 12)  # anisotropic: rank well below 12
@@ -36,7 +53,29 @@ def test_rankme_matches_a_numpy_reference() -> None:
     p = s / np.abs(s).sum() + 1e-7
     expected = math.exp(-(p * np.log(p)).sum())
     assert rankme(z) == pytest.approx(expected, rel=1e-9)
-    assert 1 < rankme(z) < 12
+
+
+def test_rankme_of_a_known_spectrum_is_its_closed_form() -> None:
+    """RankMe [arXiv:2210.02885, Eq. 1] of matrices whose singular values are chosen.
+
+    k equal singular values normalise to ``p = 1/k`` each: entropy ``log k``, RankMe exactly k
+    (with the default ``eps``: ``(1/k + eps)^-(1 + k eps)``). Singular values 3 and 1 normalise to
+    3/4 and 1/4: ``exp(-(3/4 log 3/4 + 1/4 log 1/4)) = 4 / 3^(3/4)``. Equal values do not tell
+    sigma from sigma^2 (eigenvalues of the covariance), or l1 from l2 normalisation; the 3:1
+    spectrum does (9:1 would give 1.38).
+    """
+    eps = 1e-7  # rankme's default
+    for k, (n, d) in ((12, (50, 12)), (5, (5, 9))):
+        z = _with_spectrum(n, d, [2.5] * k, seed=k)
+        assert rankme(z, eps=0.0) == pytest.approx(k, rel=1e-12)
+        assert rankme(z) == pytest.approx((1 / k + eps) ** -(1 + k * eps), rel=1e-12)
+    two = _with_spectrum(40, 2, [3.0, 1.0])
+    assert rankme(two, eps=0.0) == pytest.approx(4 / 3**0.75, rel=1e-12)  # 1.7548
+    assert rankme(7.5 * two.float(), eps=0.0) == pytest.approx(4 / 3**0.75, rel=1e-6)
+    # The same two directions in 16 dimensions: 14 zero singular values, each adding
+    # eps log eps to the entropy (and nothing more: they are not counted as directions).
+    wide = _with_spectrum(40, 16, [3.0, 1.0], seed=1)
+    assert rankme(wide) == pytest.approx(_rankme_closed_form([0.75, 0.25] + [0.0] * 14), rel=1e-9)
 
 
 def test_rankme_of_a_rank_k_matrix_is_at_most_k() -> None:
@@ -50,8 +89,12 @@ def test_rankme_of_a_rank_k_matrix_is_at_most_k() -> None:
 def test_rankme_of_isotropic_gaussian_is_about_the_dimension() -> None:
     z = _randn(5000, 32)
     assert rankme(z) == pytest.approx(32, rel=0.02)
-    # At most min(N, D): 20 samples of 32-dim vectors span 20 directions.
-    assert 15 < rankme(_randn(20, 32)) <= 20 + 1e-3
+    # min(N, D) equally used directions give exactly min(N, D): 20 samples of 32-dim vectors
+    # span 20 directions, so the (20, 32) and (32, 20) matrices have 20 singular values, not 32
+    # (counting 12 zero ones would add 12 eps log eps to the entropy, a relative 2e-5).
+    spread = _with_spectrum(20, 32, [1.0] * 20)
+    assert rankme(spread) == pytest.approx(_rankme_closed_form([1 / 20] * 20), rel=1e-12)
+    assert rankme(spread.T) == pytest.approx(_rankme_closed_form([1 / 20] * 20), rel=1e-12)
 
 
 def test_rankme_is_scale_invariant_and_one_for_a_collapse_onto_a_line() -> None:
@@ -161,13 +204,16 @@ def test_method_metrics_of_h_and_g(method, images) -> None:
     out = method_metrics(method, images, aug, seed=0, batch_size=50)
     assert out["num_images"] == 120
     assert out["h"]["dim"] == method.backbone.num_features and out["g"]["dim"] == 32
+    # Each part's centre-view metrics are those of its own features: g(h) is the eval-mode
+    # projector of h (so a mix-up of h and g, or g through a training-mode BatchNorm, fails).
     h = extract_features(method.backbone, images, aug)
-    assert out["h"]["collapse_std"] == pytest.approx(output_std(h), rel=1e-5)
-    assert out["h"]["rankme"] == pytest.approx(rankme(h), rel=1e-4)
-    assert out["h"]["uniformity"] == pytest.approx(uniformity(h), rel=1e-4, abs=1e-6)
+    g = projection_features(method, images, aug, batch_size=50)
+    for part, feats in (("h", h), ("g", g)):
+        assert out[part]["collapse_std"] == pytest.approx(output_std(feats), rel=1e-5)
+        assert out[part]["rankme"] == pytest.approx(rankme(feats), rel=1e-4)
+        assert out[part]["uniformity"] == pytest.approx(uniformity(feats), rel=1e-4, abs=1e-6)
     for part in ("h", "g"):
         assert out[part]["alignment"] > 0  # two different random views
-        assert 1 <= out[part]["rankme"] <= out[part]["dim"] + 1e-3
         assert out[part]["uniformity"] < 0
     assert method_metrics(method, images, aug, seed=0, batch_size=50) == out  # seeded
 

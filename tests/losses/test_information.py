@@ -357,12 +357,48 @@ def test_wmse_of_many_positives_is_the_mean_over_pairs():
     torch.testing.assert_close(full, torch.stack(pairs).mean())
 
 
-def test_wmse_is_zero_for_identical_views_and_bounded():
+def _regular_polygon(k: int, angle: float = 0.0) -> torch.Tensor:
+    """``(k, 2)`` points evenly spaced on the unit circle, the first at ``angle`` (radians).
+
+    For ``k >= 3`` their mean is 0 and their sample covariance exactly ``k / (2 (k - 1)) I``.
+    """
+    theta = angle + 2 * torch.pi * torch.arange(k, dtype=torch.float64) / k
+    return torch.stack([theta.cos(), theta.sin()], dim=1)
+
+
+def test_wmse_of_views_whose_whitened_versions_are_known():
+    """Views built so that their whitened, l2-normalised rows are known, and so the loss.
+
+    Eq. 6 is the mean over rows of ``||zhat_1 - zhat_2||^2 = 2 - 2 cos`` [arXiv:2007.06346]:
+    - identical views: 0; opposite views: 4 (whitening is linear, they stay opposite);
+    - a regular polygon and the same polygon turned by ``a`` (shifted, scaled): both have an
+      isotropic covariance, so whitening only centres and rescales them, and every pair of rows
+      stays at angle ``a``: exactly ``2 - 2 cos a`` (2 at 90 degrees, 1 at 60, 3 at 120);
+    - ``z`` and ``z M + b`` with ``M`` upper triangular with a positive diagonal: the second
+      view's covariance is ``M^T Sigma M``, whose Cholesky factor is ``M^T L``, so its whitened
+      rows ``(z - mu) M (M^T L)^{-T} = (z - mu) L^{-T}`` equal the first's: 0, in every
+      sub-batch. Centring without whitening, whitening with the other view's statistics, or a
+      ZCA whitening would all leave a loss well above 0.
+    """
     z = shifted_randn(64, 8, seed=60)
     assert wmse([z, z.clone()], w_size=32).item() == pytest.approx(0.0, abs=1e-6)
     loss = wmse([z, -z], w_size=32)  # whitening is linear: opposite views stay opposite
     assert loss.item() == pytest.approx(4.0, rel=1e-5)
-    assert 0.0 <= wmse([z, shifted_randn(64, 8, seed=61)], w_size=32).item() <= 4.0
+
+    polygon = _regular_polygon(12, angle=0.3)
+    for degrees, expected in ((90, 2.0), (60, 1.0), (120, 3.0)):
+        turned = _regular_polygon(12, angle=0.3 + degrees * torch.pi / 180)
+        views = [polygon.float() + torch.tensor([0.5, -1.0]), 5.0 * turned.float() - 2.0]
+        # w_size >= the batch: the polygon is whitened whole, so its covariance is isotropic.
+        assert wmse(views, w_size=12).item() == pytest.approx(expected, abs=1e-5), degrees
+
+    g = torch.Generator().manual_seed(61)
+    diagonal = torch.diag(1 + torch.rand(8, generator=g))  # > 0, so M^T L is a Cholesky factor
+    upper = torch.triu(torch.randn(8, 8, generator=g), diagonal=1) + diagonal
+    mixed = z.detach() @ upper + torch.randn(8, generator=g)  # anisotropic and correlated
+    assert wmse([z, mixed], w_size=32).item() == pytest.approx(0.0, abs=1e-5)
+    # The same mixing from the other side (lower triangular) is not undone by this whitening.
+    assert wmse([z, z.detach() @ upper.T], w_size=32).item() > 0.1
 
 
 def test_wmse_small_batch_is_whitened_whole_and_needs_two_views():

@@ -47,9 +47,24 @@ def test_normalized_mse_is_two_minus_two_cosine_of_lightly(shape):
 
 
 def test_normalized_mse_range_and_extremes():
+    """Pairs at known angles give known values: ``2 - 2 cos`` per pair, averaged.
+
+    Rows at 0, 60, 90 and 120 degrees from their targets (each row scaled on its own, in a
+    random orientation) lose 0, 1, 2 and 3: the mean is exactly 1.5. Each row counts once (the
+    mean over 4 rows), whatever its scale (each is normalised on its own); opposite rows lose 4.
+    """
+    g = torch.Generator().manual_seed(4)
+    basis, _ = torch.linalg.qr(torch.randn(8, 2, generator=g, dtype=torch.float64))  # (8, 2)
+    angles = torch.tensor([0.0, 60.0, 90.0, 120.0], dtype=torch.float64) * torch.pi / 180
+    in_plane = torch.stack([angles.cos(), angles.sin()], dim=1)  # (4, 2) unit, at those angles
+    scales = torch.tensor([[0.1], [3.0], [1.0], [50.0]], dtype=torch.float64)
+    p = scales * (in_plane @ basis.T)  # (4, 8)
+    z = (torch.tensor([[2.0, 0.0]], dtype=torch.float64) @ basis.T).expand(4, 8)  # angle 0
+    torch.testing.assert_close(normalized_mse(p, z), torch.tensor(1.5), atol=1e-6, rtol=0)
+    for i, per_pair in enumerate([0.0, 1.0, 2.0, 3.0]):
+        value = normalized_mse(p[i : i + 1], z[i : i + 1])
+        torch.testing.assert_close(value, torch.tensor(per_pair), atol=1e-6, rtol=0)
     p, z = random_pair((16, 8), 4)
-    value = normalized_mse(p, z).item()
-    assert 0.0 <= value <= 4.0
     # aligned pairs (any positive scale): 0; opposite pairs: 4
     torch.testing.assert_close(normalized_mse(p, 3.0 * p), torch.tensor(0.0), atol=1e-6, rtol=0)
     torch.testing.assert_close(normalized_mse(p, -p), torch.tensor(4.0), atol=1e-6, rtol=0)

@@ -15,12 +15,16 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy.spatial.distance import pdist
 
+from siamkit.checkpoints import load_method
 from siamkit.data.datasets import Splits, load_digits
 from siamkit.errors import CheckpointError
-from siamkit.protocols.evaluate import representation_metrics
+from siamkit.eval.features import extract_features
+from siamkit.protocols.evaluate import metric_images, representation_metrics
 from siamkit.protocols.report import write_report
 from siamkit.recipes import load_config
 from siamkit.train import pretrain
@@ -177,10 +181,26 @@ def test_report_metrics_are_representation_metrics(report: Path, run_dir: Path) 
         assert saved[part] == pytest.approx(direct[part], rel=1e-6)
     assert direct["num_images"] == IMAGES and direct["split"] == "test"
     assert direct["h"]["dim"] == 32 and direct["g"]["dim"] == 64  # small_cnn width 0.25
-    for part in ("h", "g"):
+    # RankMe and uniformity recomputed here from the checkpoint's own h and g(h) of the same
+    # images, with numpy (RankMe [arXiv:2210.02885, Eq. 1]: exp of the entropy of the
+    # l1-normalised singular values, eps 1e-7; uniformity [arXiv:2005.10242, Eq. 5], t = 2).
+    cfg, method = load_method(run_dir)
+    images, _ = metric_images(cfg.data, IMAGES, seed=0)
+    h = extract_features(method.backbone, images, cfg.augment)
+    method.projector.eval()  # g(h) of evaluation: BatchNorm on its running statistics
+    with torch.no_grad():
+        g = method.projector(h)
+    for part, feats in (("h", h), ("g", g)):
         m = direct[part]
-        assert 1 <= m["rankme"] <= m["dim"] + 1e-3
-        assert -4 <= m["uniformity"] < 0 and 0 < m["alignment"] < 4
+        x = feats.numpy().astype(np.float64)
+        s = np.linalg.svd(x, compute_uv=False)
+        p = s / s.sum() + 1e-7
+        assert m["rankme"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-6)
+        unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+        expected = float(np.log(np.mean(np.exp(-2.0 * pdist(unit, "sqeuclidean")))))
+        assert m["uniformity"] == pytest.approx(expected, rel=1e-6)
+        assert m["uniformity"] < 0  # not every image on one point (that would be 0)
+        assert m["alignment"] > 0  # two different augmented views (at most 4 by construction)
         assert m["collapse_std"] > 0.05
         assert f"{m['rankme']:.4g}" in report.read_text()
 
