@@ -3,6 +3,7 @@ Lightning."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import pytest
 
 import siamkit
 from siamkit.cli import main
-from siamkit.cli.parser import EXPORT_FORMATS, METHOD_NAMES
+from siamkit.cli.parser import COMMANDS, EXPORT_FORMATS, METHOD_NAMES, build_parser
+from siamkit.cli.specs import Command
 from siamkit.methods import METHODS
 from siamkit.protocols.export import FORMATS
 
@@ -66,14 +68,40 @@ def test_recipe_and_config_together_are_a_usage_error(command, capsys):
     assert "not allowed with argument" in err
 
 
-def test_debug_shows_the_traceback_of_a_one_line_error(tmp_path, capsys, monkeypatch):
-    from siamkit.errors import CheckpointError
+def _leaves(table: tuple[Command, ...], prefix: tuple[str, ...] = ()):
+    for command in table:
+        if command.children:
+            assert command.handler is None and command.dest, command.name
+            yield from _leaves(command.children, (*prefix, command.name))
+        else:
+            assert command.handler is not None and not command.dest, command.name
+            yield (*prefix, command.name), command
 
-    missing = str(tmp_path / "none.ckpt")
-    assert main(["eval", "knn", "--checkpoint", missing]) == 5
-    assert capsys.readouterr().err.count("\n") == 1
-    with pytest.raises(CheckpointError, match="not found"):
-        main(["--debug", "eval", "knn", "--checkpoint", missing])
-    monkeypatch.setenv("SIAMKIT_DEBUG", "1")
-    with pytest.raises(CheckpointError, match="not found"):
-        main(["eval", "knn", "--checkpoint", missing])
+
+def _subparser(parser: argparse.ArgumentParser, word: str) -> argparse.ArgumentParser:
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[word]
+
+
+def test_every_leaf_of_the_command_table_runs_its_handler():
+    leaves = dict(_leaves(COMMANDS))
+    assert len(leaves) == 14
+    for words, command in leaves.items():
+        parser = build_parser()
+        for word in words:
+            parser = _subparser(parser, word)
+        assert parser.get_default("func") is command.handler, words
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["pretrain"],
+        ["config", "show"],
+        ["eval", "finetune", "--checkpoint", "c", "--label-fraction", "0.1", "--output", "o"],
+        ["eval", "distill", "--teacher", "t", "--output", "o"],
+    ],
+)
+def test_a_shared_flag_parses_alike_in_every_command(command):
+    args = build_parser().parse_args([*command, "--loggers", " csv, ,wandb "])
+    assert args.loggers == ["csv", "wandb"]

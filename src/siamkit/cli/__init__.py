@@ -19,20 +19,23 @@ Building the parser imports neither torch nor Lightning (each command imports wh
 ``siamkit --help`` and ``siamkit --version`` answer at once. Errors from bad input print one line
 and exit with the error's code (:mod:`siamkit.errors` has the table: 2 config or flag, 3 data, 4
 diverged training, 5 checkpoint, 6 full disk, 7 output, 130 interrupted, 141 closed pipe),
-without a traceback; ``--debug`` (or ``SIAMKIT_DEBUG=1``) shows the traceback with its cause.
+without a traceback; with ``--debug`` (or ``SIAMKIT_DEBUG=1``) the traceback follows the line,
+with the whole chain of exceptions behind the error, including those raised ``from None``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 
 from siamkit.cli.failures import (
+    debug_requested,
+    fail,
     from_os_error,
     interrupted_message,
     quiet_closed_pipe,
+    report,
     stdout_closed,
 )
 from siamkit.cli.parser import build_parser
@@ -53,13 +56,19 @@ def _quiet() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``siamkit`` command."""
-    debug = os.environ.get("SIAMKIT_DEBUG", "") not in ("", "0")
+    """Entry point of the ``siamkit`` command.
+
+    Args:
+        argv: The arguments after ``siamkit`` (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, or the code of the error (:mod:`siamkit.errors`).
+    """
+    debug = debug_requested(argv)
     try:
         args = build_parser().parse_args(argv)
     except SiamkitError as usage:  # a flag's problem, one line as every other
-        print(f"siamkit: error: {usage}", file=sys.stderr)
-        return usage.exit_code
+        return fail(usage, usage, debug)
     if not args.verbose:
         _quiet()
     debug = debug or args.debug
@@ -70,19 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError as caught:
         if stdout_closed():  # the reader of standard output has gone (`| head -1`)
             return quiet_closed_pipe()
-        err = from_os_error(caught, args)
-        print(f"siamkit: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return fail(from_os_error(caught, args), caught, debug)
     except (SiamkitError, OSError) as caught:
         err = caught if isinstance(caught, SiamkitError) else from_os_error(caught, args)
-        if debug:
-            raise
-        print(f"siamkit: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print(interrupted_message(args.command), file=sys.stderr)
+        return fail(err, caught, debug)
+    except KeyboardInterrupt as caught:
+        report(interrupted_message(args.command), caught, debug)
         return 130
 
 

@@ -34,6 +34,11 @@ def path(text: str) -> str:
     return text
 
 
+def name_list(text: str) -> list[str]:
+    """Comma-separated names, each stripped, empty ones dropped (``"csv, wandb"``)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def number(
     low: float | None = None,
     high: float | None = None,

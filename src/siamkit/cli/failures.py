@@ -8,6 +8,10 @@ standard output early (``siamkit recipes | head -1``). Each gets the answer of
 names (``--data``: 3, ``--output``: 7, ``--checkpoint``: 5, ``--config``: 2; a full disk: 6),
 Ctrl-C exits 130 saying what was kept, and a closed pipe ends quietly with 141, as Unix tools
 do (128 + SIGPIPE).
+
+Each answer is one line. In debug mode (``--debug`` or ``SIAMKIT_DEBUG=1``) the traceback follows
+it, with every exception that led to the error: the checks that turn a low-level failure into a
+clear message raise it ``from None``, which hides the original from Python's own traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import argparse
 import errno
 import os
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 from siamkit.errors import (
@@ -29,6 +35,9 @@ from siamkit.errors import (
 
 #: Exit code of a command whose standard output was closed early (128 + SIGPIPE).
 CLOSED_PIPE = 141
+
+#: The environment variable that turns debug mode on (any value but empty or 0).
+DEBUG_ENV = "SIAMKIT_DEBUG"
 
 #: The path arguments, with the error a problem with each is, and how to name it.
 PATH_ROLES: dict[str, tuple[type[SiamkitError], str]] = {
@@ -148,3 +157,73 @@ def quiet_closed_pipe() -> int:
     finally:
         os.close(devnull)
     return CLOSED_PIPE
+
+
+def debug_requested(argv: Sequence[str] | None = None) -> bool:
+    """Whether debug mode is on before the arguments are parsed.
+
+    A usage error stops parsing, so ``--debug`` is looked for among the words themselves; after
+    a successful parse, ``args.debug`` says the same.
+
+    Args:
+        argv: The command's arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        True when :data:`DEBUG_ENV` is set to anything but empty or 0, or ``--debug`` is given.
+    """
+    words = sys.argv[1:] if argv is None else argv
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in words
+
+
+def fail(err: SiamkitError, caught: BaseException, debug: bool) -> int:
+    """Print ``err`` as siamkit's one error line (and, in debug mode, ``caught``'s traceback).
+
+    Args:
+        err: The error as the user reads it.
+        caught: The exception that was caught: ``err`` itself, or the ``OSError`` it stands for.
+        debug: Whether to print the traceback after the line.
+
+    Returns:
+        The error's exit code.
+    """
+    report(f"siamkit: error: {err}", caught, debug)
+    return err.exit_code
+
+
+def report(line: str, caught: BaseException, debug: bool) -> None:
+    """Print ``line`` on standard error, then in debug mode the traceback of ``caught``.
+
+    Args:
+        line: The one-line answer.
+        caught: The exception behind it.
+        debug: Whether to print the traceback.
+    """
+    print(line, file=sys.stderr)
+    if debug:
+        print_full_traceback(caught)
+
+
+def print_full_traceback(error: BaseException) -> None:
+    """Print ``error``'s traceback with its whole chain, including what ``from None`` hid.
+
+    ``raise X(...) from None`` keeps the original exception as ``__context__`` but sets
+    ``__suppress_context__``, so Python's traceback leaves it out; the flag is cleared along the
+    chain while printing, and restored after, so the original failure shows where it happened.
+
+    Args:
+        error: The exception to print.
+    """
+    hidden: list[BaseException] = []
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:  # a chain can loop back on itself
+        seen.add(id(link))
+        if link.__suppress_context__ and link.__cause__ is None:
+            link.__suppress_context__ = False
+            hidden.append(link)
+        link = link.__cause__ if link.__cause__ is not None else link.__context__
+    try:
+        traceback.print_exception(error, file=sys.stderr)
+    finally:
+        for link in hidden:
+            link.__suppress_context__ = True
