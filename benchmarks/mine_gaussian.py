@@ -56,7 +56,7 @@ QUICK_NOTE = """\
 run: 17 cases, 2 seeds, 2000 steps). It shows that the three estimators train and land near the
 truth on two Gaussian cases. It cannot show the 10% target: one seed has no spread, and at half
 the steps the 20-d case is still rising. The 1 x 256 network reads y = x^3 + 0.5e well below its
-truth at every budget tried (docs/results.md gives the figures and the commands), so that case's
+truth at both budgets docs/results.md records (with their commands), so that case's
 error is a known limit of the network, not a failure of the run."""
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from siamkit.config import CUSTOM_PREFIX, RunConfig
 from siamkit.encoders import Encoder, check_encoder, create_backbone
 from siamkit.errors import CheckpointError, ConfigError
-from siamkit.methods import create_method
+from siamkit.methods import Method, create_method
 from siamkit.recipes import config_from_dict
 from siamkit.safe_io import safe_torch_load
 from siamkit.strict import to_dict
@@ -188,7 +188,7 @@ def read_checkpoint(path: str | Path, expect: RunConfig | None = None) -> Checkp
     return Checkpoint(str(p), config, raw["state_dict"], epoch, step)
 
 
-def load_method(path: str | Path, backbone: nn.Module | None = None) -> tuple[RunConfig, nn.Module]:
+def load_method(path: str | Path, backbone: nn.Module | None = None) -> tuple[RunConfig, Method]:
     """The trained method (backbone and heads) of a checkpoint, in eval mode on the CPU.
 
     Args:
@@ -239,15 +239,13 @@ def _backbone_of(ckpt: Checkpoint, backbone: nn.Module | None) -> Encoder:
     return create_backbone(ckpt.config.backbone)
 
 
-def load_backbone(
-    path: str | Path, backbone: nn.Module | None = None
-) -> tuple[RunConfig, nn.Module]:
+def load_backbone(path: str | Path, backbone: nn.Module | None = None) -> tuple[RunConfig, Encoder]:
     """The trained backbone of a checkpoint, in eval mode on the CPU.
 
     ``backbone``: as for :func:`load_method` (needed for a run given its backbone as a module).
     """
     config, method = load_method(path, backbone)
-    return config, method.backbone  # type: ignore[return-value]
+    return config, method.backbone
 
 
 __all__ = [

@@ -138,8 +138,9 @@ def from_dict(
         ConfigError: On an unknown key, a wrong type or an impossible value.
     """
     if resolve is not None:
-        cls = typing.cast(type[T], resolve(cls, data))
+        cls = typing.cast(type[T], resolve(cls, data))  # resolve returns a subclass of cls
     hints = typing.get_type_hints(cls)
+    # T is any dataclass: typing has no bound that says so (DataclassInstance is typeshed's).
     valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     kwargs = {}
     for key, value in data.items():
@@ -188,4 +189,4 @@ def to_dict(config: Any) -> dict[str, Any]:
             return [plain(x) for x in v]
         return v
 
-    return typing.cast(dict[str, Any], plain(dataclasses.asdict(config)))
+    return typing.cast(dict[str, Any], plain(dataclasses.asdict(config)))  # asdict gives a dict

@@ -510,12 +510,13 @@ def test_channels_last_auto_is_off_for_a_vit(tmp_path, overrides, channels_last)
     assert PretrainModule(cfg, method, steps_per_epoch=1).channels_last is channels_last
 
 
-def test_the_random_init_knn_is_read_once_a_process_for_the_same_weights(monkeypatch, splits):
-    """An experiment's cells share their random init: its kNN is read once, keyed by the
-    weights (a copy hits, a changed weight misses) and the data."""
+def test_the_random_init_knn_is_read_once_per_memo_for_the_same_weights(monkeypatch, splits):
+    """An experiment's cells share their random init: with one RandomInitKNN its kNN is read
+    once, keyed by the weights (a copy hits, a changed weight misses) and the data; a fresh
+    memo reads it again."""
     from types import SimpleNamespace
 
-    from siamkit.train import loop
+    from siamkit.train import pretraining
 
     reads: list[nn.Module] = []
 
@@ -523,19 +524,21 @@ def test_the_random_init_knn_is_read_once_a_process_for_the_same_weights(monkeyp
         reads.append(backbone)
         return float(len(reads))
 
-    monkeypatch.setattr(loop, "knn_top1", fake_knn)
-    monkeypatch.setattr(loop, "_RANDOM_INIT_KNN", {})
+    monkeypatch.setattr(pretraining, "knn_top1", fake_knn)
+    memo = pretraining.RandomInitKNN()
     cfg = small_config(Path("unused"))
     monitor = SimpleNamespace(channels_last=False)
     torch.manual_seed(0)
     trained, initial = create_backbone(cfg.backbone), create_backbone(cfg.backbone)
     same = copy.deepcopy(initial)
     # Each read returns its rank: (trained, random init); the random init is read first.
-    assert loop.final_knn(trained, initial, splits, cfg, monitor) == (2.0, 1.0)
-    assert loop.final_knn(trained, same, splits, cfg, monitor) == (3.0, 1.0)
+    assert pretraining.final_knn(trained, initial, splits, cfg, monitor, memo) == (2.0, 1.0)
+    assert pretraining.final_knn(trained, same, splits, cfg, monitor, memo) == (3.0, 1.0)
     assert reads == [initial, trained, trained]
     with torch.no_grad():
         next(same.parameters()).add_(1.0)
-    assert loop.final_knn(trained, same, splits, cfg, monitor) == (5.0, 4.0)
+    assert pretraining.final_knn(trained, same, splits, cfg, monitor, memo) == (5.0, 4.0)
     other_k = small_config(Path("unused"), "train.knn_k=5")
-    assert loop.final_knn(trained, initial, splits, other_k, monitor) == (7.0, 6.0)
+    assert pretraining.final_knn(trained, initial, splits, other_k, monitor, memo) == (7.0, 6.0)
+    fresh = pretraining.RandomInitKNN()
+    assert pretraining.final_knn(trained, initial, splits, cfg, monitor, fresh) == (9.0, 8.0)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from siamkit import registry
 from siamkit.config import DataConfig
 from siamkit.data.files import FileList, folder_splits, stratified_split
 from siamkit.data.loader import ImageData
@@ -73,30 +74,61 @@ def load_splits(cfg: DataConfig, processes: int = 1) -> Splits:
             ``data.storage: memory``, or (``strict``) an unreadable image.
     """
     workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers(processes)
-    if cfg.dataset == "digits":
-        return _in_memory(load_digits(cfg.decode_size or 32), "the bundled digits")
-    path = cfg.path or ""
-    if path:
-        from siamkit.data.shards import is_shards, shard_splits
+    source = registry.DATA_SOURCES[cfg.dataset].load()
+    assert callable(source)  # each registered source is source(cfg, workers) -> Splits
+    splits = source(cfg, workers)
+    assert isinstance(splits, Splits)
+    return splits
 
-        if is_shards(path):
-            if cfg.storage not in ("auto", "shards"):
-                raise DataError(
-                    f"{path} holds packed shards, which can only be read as data.storage=shards "
-                    f"(or auto), not {cfg.storage}; point --data at the image folder instead"
-                )
-            train, test = shard_splits(path, workers, cfg.decode)
-            return Splits(train, test, f"shards: {path} was written by siamkit pack")
-        if cfg.storage == "shards":
+
+def digits_source(cfg: DataConfig, workers: int) -> Splits:
+    """``data.dataset: digits``: the bundled digits, in memory (``workers`` unused)."""
+    return _in_memory(load_digits(cfg.decode_size or 32), "the bundled digits")
+
+
+def cifar10_source(cfg: DataConfig, workers: int) -> Splits:
+    """``data.dataset: cifar10``: packed shards, an image folder, or torchvision's files.
+
+    An image folder needs ``train/``; torchvision's files are read from ``data.path``, or
+    downloaded where allowed.
+    """
+    path = cfg.path or ""
+    shards = _shards(cfg, workers)
+    if shards is not None:
+        return shards
+    root = Path(path) if path else None
+    if root is None or not (root / "train").is_dir():
+        return _in_memory(load_cifar10_arrays(cfg, root), "CIFAR-10 from torchvision's files")
+    return load_folder_splits(root, cfg, workers)
+
+
+def folder_source(cfg: DataConfig, workers: int) -> Splits:
+    """``data.dataset: folder``: packed shards, or an image folder."""
+    shards = _shards(cfg, workers)
+    return shards if shards is not None else load_folder_splits(Path(cfg.path or ""), cfg, workers)
+
+
+def _shards(cfg: DataConfig, workers: int) -> Splits | None:
+    """The packed shards at ``data.path``, or ``None`` where it holds none."""
+    path = cfg.path or ""
+    if not path:
+        return None
+    from siamkit.data.shards import is_shards, shard_splits
+
+    if is_shards(path):
+        if cfg.storage not in ("auto", "shards"):
             raise DataError(
-                f"data.storage=shards needs packed shards, but {path} is not; write them with "
-                f"`siamkit pack --data {path} --output SHARDS`, then pass --data SHARDS"
+                f"{path} holds packed shards, which can only be read as data.storage=shards "
+                f"(or auto), not {cfg.storage}; point --data at the image folder instead"
             )
-    if cfg.dataset == "cifar10":
-        root = Path(path) if path else None
-        if root is None or not (root / "train").is_dir():
-            return _in_memory(load_cifar10_arrays(cfg, root), "CIFAR-10 from torchvision's files")
-    return load_folder_splits(Path(path), cfg, workers)
+        train, test = shard_splits(path, workers, cfg.decode)
+        return Splits(train, test, f"shards: {path} was written by siamkit pack")
+    if cfg.storage == "shards":
+        raise DataError(
+            f"data.storage=shards needs packed shards, but {path} is not; write them with "
+            f"`siamkit pack --data {path} --output SHARDS`, then pass --data SHARDS"
+        )
+    return None
 
 
 def _in_memory(splits: Splits, what: str) -> Splits:
@@ -234,6 +266,9 @@ __all__ = [
     "Splits",
     "StreamSet",
     "choose_storage",
+    "cifar10_source",
+    "digits_source",
+    "folder_source",
     "load_cifar10_arrays",
     "load_digits",
     "load_folder_splits",

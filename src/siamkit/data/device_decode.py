@@ -66,9 +66,14 @@ def encode_views(
             fmt, (width, height) = im.format, im.size
     except DECODE_ERRORS:
         return None
-    if fmt != "JPEG" or any(s.scale is None for s in specs):
+    scales = [s.scale for s in specs]
+    if fmt != "JPEG" or None in scales:
         return decode_views(data, specs, rng)
-    boxes = [sample_crop(rng, width, height, s.scale, s.ratio) for s in specs]  # type: ignore[arg-type]
+    boxes = [
+        sample_crop(rng, width, height, scale, s.ratio)
+        for scale, s in zip(scales, specs, strict=True)
+        if scale is not None  # all of them (checked above); the test narrows the type
+    ]
     return data, np.asarray(boxes, dtype=np.int64)
 
 

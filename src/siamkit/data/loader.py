@@ -86,11 +86,29 @@ class ImageData(Protocol):
         """Where image ``i`` comes from, for messages (a file path, or a position)."""
         ...
 
+    @property
+    def image_side(self) -> int | None:
+        """The side of every image where the storage holds them at one size, else ``None``.
+
+        Memory storage holds equal-sized images; files and shards keep each image's own size.
+        """
+        ...
+
     def dataset(self, specs: list[ViewSpec], seed: int) -> Dataset[Batch]:
         """A map-style dataset of :class:`Batch` es.
 
         Its ``__getitems__`` takes ``(epoch, index)`` pairs; ``specs`` tell workers which crops
         to cut (memory storage ignores them: its batches hold whole images).
+        """
+        ...
+
+    def streaming_loader(
+        self, specs: list[ViewSpec], batch_size: int, seed: int, pin_memory: bool = False
+    ) -> DataLoader[Batch] | None:
+        """The storage's own loader for training on the whole set, or ``None``.
+
+        ``None`` where the generic loader (:func:`make_loader`, random access by the epoch
+        sampler) serves.
         """
         ...
 
@@ -194,6 +212,7 @@ class ResumableLoader(DataLoader[Batch]):
             sampler=sampler,
             drop_last=drop_last,
             num_workers=num_workers,
+            # __getitems__ returns a whole Batch, which torch's stub (a list of samples) cannot say.
             collate_fn=identity_collate,  # type: ignore[arg-type]
             pin_memory=pin_memory,
             persistent_workers=persistent_workers and num_workers > 0,
@@ -203,12 +222,14 @@ class ResumableLoader(DataLoader[Batch]):
             generator=torch.Generator().manual_seed(sampler.seed),
         )
         self.epoch_sampler = sampler
+        self.images_per_batch = batch_size  # DataLoader's own batch_size is typed optional
         self._epoch = 0
         self._consumed = 0
 
+    # A generator over the base iterator (to count batches) where torch types its iterator class.
     def __iter__(self) -> Iterator[Batch]:  # type: ignore[override]
         self._epoch = self.epoch_sampler.epoch
-        self._consumed = self.epoch_sampler.start // self.batch_size  # type: ignore[operator]
+        self._consumed = self.epoch_sampler.start // self.images_per_batch
         for batch in super().__iter__():
             self._consumed += 1
             yield batch
@@ -227,7 +248,7 @@ class ResumableLoader(DataLoader[Batch]):
         if batches >= len(self):
             epoch, batches = epoch + 1, 0
         self.epoch_sampler.set_epoch(epoch)
-        self.epoch_sampler.start = batches * int(self.batch_size)  # type: ignore[arg-type]
+        self.epoch_sampler.start = batches * self.images_per_batch
         self._epoch, self._consumed = epoch, batches
 
 

@@ -82,9 +82,20 @@ class ImageSet:
         """The source file of image ``i``, or its position for embedded data."""
         return self.paths[i] if self.paths else f"image {i}"
 
+    @property
+    def image_side(self) -> int:
+        """The side of the (square, equal-sized) images held."""
+        return int(self.images.shape[-1])
+
     def dataset(self, specs: list[ViewSpec], seed: int) -> torch.utils.data.Dataset[Batch]:
         """Whole-image batches (the device cuts the views, so ``specs`` are not needed)."""
         return _MemoryDataset(self)
+
+    def streaming_loader(
+        self, specs: list[ViewSpec], batch_size: int, seed: int, pin_memory: bool = False
+    ) -> None:
+        """None: the generic loader gathers batches from memory."""
+        return None
 
 
 class _MemoryDataset(torch.utils.data.Dataset[Batch]):

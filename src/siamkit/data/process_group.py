@@ -40,7 +40,8 @@ def in_own_process_group(fn: Callable[..., T], *args: Any) -> T:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         child.start()
-        pid = cast(int, child.pid)  # set once started
+        pid = child.pid
+        assert pid is not None  # set once started
         with contextlib.suppress(OSError):  # the child sets it too; whichever comes first
             os.setpgid(pid, pid)
         # SIGTERM (a scheduler's stop) ends the packing as Ctrl-C does.
@@ -62,7 +63,7 @@ def in_own_process_group(fn: Callable[..., T], *args: Any) -> T:
     finally:
         signal.signal(signal.SIGTERM, previous)
     if kind == "ok":
-        return cast(T, value)
+        return cast(T, value)  # what fn returned, through the pipe (which types it Any)
     if kind == "error":
         raise value
     raise DataError(f"packing stopped: its process ended with code {child.exitcode}")

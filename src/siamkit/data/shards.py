@@ -425,6 +425,11 @@ class ShardSet:
         pos = i if self.positions is None else int(self.positions[i])
         return f"item {pos} of {self.url}"
 
+    @property
+    def image_side(self) -> None:
+        """None: shards keep each image's own size."""
+        return None
+
     def dataset(self, specs: list[ViewSpec], seed: int) -> torch.utils.data.Dataset[Batch]:
         """Random access by index (evaluation and subsets)."""
         labels = self.labels if self.labels is not None else torch.full((len(self),), -1)

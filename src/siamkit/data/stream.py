@@ -65,14 +65,13 @@ class _StreamDataset(torch.utils.data.Dataset[Batch]):
     def __getitems__(self, items: list[tuple[int, int]]) -> Batch:
         index = torch.tensor([i for _, i in items], dtype=torch.int64)
         sizes = [s.size for s in self.specs]
-        cut = encode_views if self.on_device else decode_views
-        views = [
-            cut(self.files.paths[i], self.specs, image_rng(self.seed, epoch, i))
-            for epoch, i in items
-        ]
+        # One (file, generator) per image; the generator depends on (seed, epoch, image) alone.
+        places = [(self.files.paths[i], image_rng(self.seed, epoch, i)) for epoch, i in items]
         if self.on_device:
-            return encoded_batch(views, sizes, self.labels[index], index)
-        return crops_batch(views, sizes, self.labels[index], index)  # type: ignore[arg-type]
+            encoded = [encode_views(path, self.specs, rng) for path, rng in places]
+            return encoded_batch(encoded, sizes, self.labels[index], index)
+        crops = [decode_views(path, self.specs, rng) for path, rng in places]
+        return crops_batch(crops, sizes, self.labels[index], index)
 
 
 @dataclass
@@ -117,9 +116,20 @@ class StreamSet:
         """The path of image ``i``."""
         return self.files.paths[i]
 
+    @property
+    def image_side(self) -> None:
+        """None: files keep their own sizes."""
+        return None
+
     def dataset(self, specs: list[ViewSpec], seed: int) -> torch.utils.data.Dataset[Batch]:
         """A dataset that decodes files and cuts ``specs`` crops in workers."""
         return _StreamDataset(self.files, specs, seed, on_device(self.decode, specs))
+
+    def streaming_loader(
+        self, specs: list[ViewSpec], batch_size: int, seed: int, pin_memory: bool = False
+    ) -> None:
+        """None: the generic loader reads files by random access."""
+        return None
 
 
 def on_device(decode: str, specs: list[ViewSpec]) -> bool:

@@ -65,13 +65,12 @@ class Views:
         Returns:
             One ``(B, 3, S, S)`` float32 normalised tensor per view.
         """
-        whole = isinstance(images, torch.Tensor)
         if self.centre_recipe is not None:
-            if whole:
-                return [eval_views(images, self.centre_recipe)]  # type: ignore[arg-type]
+            if isinstance(images, torch.Tensor):
+                return [eval_views(images, self.centre_recipe)]
             return [finish_crops(images[0], self.centre_recipe)]
-        if whole:
-            return [v(images, generator) for v in self._batch_views]  # type: ignore[arg-type]
+        if isinstance(images, torch.Tensor):
+            return [v(images, generator) for v in self._batch_views]
         return [
             v.finish(crop.float().div_(255), generator)
             for v, crop in zip(self._batch_views, images, strict=True)

@@ -1,6 +1,7 @@
 """Pipeline step 2: backbones behind one contract (``num_features``, ``forward_features``).
 
-Add a backbone by adding a constructor to :data:`BACKBONES`; the contract tests cover it. Any timm
+Add a backbone by registering its constructor in :data:`siamkit.registry.BACKBONES` (see
+CONTRIBUTING.md); :data:`BACKBONES` and the contract tests then cover it. Any timm
 model is ``timm/<model>`` (:class:`TimmEncoder`); any other module meeting the contract is passed
 to ``pretrain(cfg, backbone=module)`` (:func:`as_encoder` adapts timm and torchvision models).
 """
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from functools import partial
 
+from siamkit import registry
 from siamkit.config import CUSTOM_PREFIX, TIMM_PREFIX, BackboneConfig
 from siamkit.encoders.adapters import ModuleEncoder, as_encoder, custom_backbone_name
 from siamkit.encoders.base import Encoder, check_encoder
@@ -18,14 +19,21 @@ from siamkit.encoders.resnet import ResNetEncoder, torchvision_resnet
 from siamkit.encoders.small_cnn import SmallCNN
 from siamkit.encoders.timm_models import TimmEncoder, freeze_patch_embed
 from siamkit.errors import ConfigError
+from siamkit.registry import Entry
+
+
+def _constructor(name: str, entry: Entry) -> Callable[..., Encoder]:
+    """The constructor ``entry`` names, checked to be callable."""
+    build = entry.load()
+    if not callable(build):
+        raise TypeError(f"registry entry {name!r} ({entry.target}) is not a constructor")
+    return build
+
 
 #: name -> constructor taking ``width`` and ``cifar_stem`` (and ``norm`` where the backbone
 #: offers GroupNorm + Weight Standardisation).
 BACKBONES: dict[str, Callable[..., Encoder]] = {
-    "resnet18": partial(ResNetEncoder, "resnet18"),
-    "resnet34": partial(ResNetEncoder, "resnet34"),
-    "resnet50": partial(ResNetEncoder, "resnet50"),
-    "small_cnn": SmallCNN,
+    name: _constructor(name, entry) for name, entry in registry.BACKBONES.items()
 }
 
 

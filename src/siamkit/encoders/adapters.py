@@ -39,6 +39,7 @@ class ModuleEncoder(Encoder):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, num_features)``."""
         if self.timm_like:
+            # A timm model (checked by as_encoder), whose methods nn.Module's type does not know.
             tokens = self.model.forward_features(x)  # type: ignore[operator]
             return self.model.forward_head(tokens, pre_logits=True)  # type: ignore[operator]
         return self.model(x)
@@ -76,6 +77,7 @@ def as_encoder(model: nn.Module, num_features: int | None = None) -> Encoder:
         return ModuleEncoder(model, num_features)
     if callable(getattr(model, "forward_head", None)) and hasattr(model, "num_features"):
         width = getattr(model, "head_hidden_size", None) or model.num_features
+        # width is an int attribute of a timm model, typed by nn.Module's __getattr__ as a union.
         return ModuleEncoder(model, int(width), timm_like=True)  # type: ignore[arg-type]
     width = _drop_classifier(model)
     if width is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -115,3 +116,10 @@ class ResNetEncoder(Encoder):
     def torchvision_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights under torchvision's key names (without the classifier)."""
         return {k: v for k, v in self.model.state_dict().items() if not k.startswith("fc.")}
+
+
+#: The registered ResNets (:data:`siamkit.registry.BACKBONES`): ``width``, ``cifar_stem`` and
+#: ``norm`` as :class:`ResNetEncoder` takes them.
+resnet18 = partial(ResNetEncoder, "resnet18")
+resnet34 = partial(ResNetEncoder, "resnet34")
+resnet50 = partial(ResNetEncoder, "resnet50")

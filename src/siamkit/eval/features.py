@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 import torch
 from torch import nn
@@ -14,7 +14,11 @@ from siamkit.config import AugmentConfig
 from siamkit.data.device_decode import to_device
 from siamkit.data.loader import ImageData, make_loader
 from siamkit.data.views import Views
+from siamkit.encoders import Encoder
 from siamkit.errors import DataError
+
+if TYPE_CHECKING:  # Unpack is in typing from Python 3.11 on
+    from typing_extensions import Unpack
 
 
 class FeatureBatch(NamedTuple):
@@ -32,6 +36,20 @@ class FeatureBatch(NamedTuple):
     labels: torch.Tensor
     indices: torch.Tensor
     unreadable: torch.Tensor
+
+
+class FeatureOptions(TypedDict, total=False):
+    """The keyword options of :func:`iter_features`, for functions that pass them on."""
+
+    batch_size: int | None
+    device: torch.device | str | None
+    bf16: bool
+    channels_last: bool
+    head: nn.Module | None
+    views: Views | None
+    seed: int
+    generator: torch.Generator | None
+    strict: bool
 
 
 def eval_batch_size(side: int) -> int:
@@ -52,7 +70,7 @@ def _modules_eval(modules: list[nn.Module]) -> list[bool]:
 
 @torch.no_grad()
 def iter_features(
-    backbone: nn.Module,
+    backbone: Encoder,
     data: ImageData,
     augment: AugmentConfig,
     batch_size: int | None = None,
@@ -88,7 +106,7 @@ def iter_features(
     Raises:
         DataError: An unreadable image under ``strict``.
     """
-    modules = [backbone] if head is None else [backbone, head]
+    modules: list[nn.Module] = [backbone] if head is None else [backbone, head]
     was_training = _modules_eval(modules)
     device = torch.device(device) if device else next(backbone.parameters()).device
     views = views or Views.centre(augment)
@@ -112,7 +130,7 @@ def iter_features(
                 x = views(to_device(batch, device).images, generator)[0]
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                h = backbone.forward_features(x)  # type: ignore[operator]
+                h = backbone.forward_features(x)
                 out = h if head is None else head(h)
                 yield FeatureBatch(out.float().cpu(), batch.labels, batch.indices, batch.unreadable)
     finally:
@@ -127,7 +145,7 @@ def iter_features(
 
 
 def extract_features(
-    backbone: nn.Module, data: ImageData, augment: AugmentConfig, **kwargs: Any
+    backbone: Encoder, data: ImageData, augment: AugmentConfig, **options: Unpack[FeatureOptions]
 ) -> torch.Tensor:
     """All features of ``data`` in its order: ``(N, D)`` float32 on the CPU.
 
@@ -135,7 +153,7 @@ def extract_features(
     too large for that, consume :func:`iter_features` batch by batch (as the kNN does).
     """
     feats: torch.Tensor | None = None
-    for batch in iter_features(backbone, data, augment, **kwargs):
+    for batch in iter_features(backbone, data, augment, **options):
         if feats is None:
             feats = torch.empty(len(data), batch.values.shape[1])
         feats[batch.indices] = batch.values

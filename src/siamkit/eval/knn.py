@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from siamkit.config import AugmentConfig
 from siamkit.data.loader import ImageData
+from siamkit.encoders import Encoder
 from siamkit.eval.features import extract_features, iter_features
 
 
@@ -107,7 +107,7 @@ def knn_predict_streaming(
 
 
 def knn_top1(
-    backbone: nn.Module,
+    backbone: Encoder,
     bank: ImageData,
     queries: ImageData,
     augment: AugmentConfig,

@@ -16,12 +16,14 @@ from torch import nn
 from siamkit.config import AugmentConfig
 from siamkit.data.loader import ImageData
 from siamkit.data.views import Views
+from siamkit.encoders import Encoder
 from siamkit.eval.features import extract_features
 from siamkit.eval.metrics import alignment, output_std, rankme, uniformity
+from siamkit.methods import Method
 
 
 def projection_features(
-    method: nn.Module, images: ImageData, augment: AugmentConfig, batch_size: int | None = None
+    method: Method, images: ImageData, augment: AugmentConfig, batch_size: int | None = None
 ) -> torch.Tensor:
     """Projections g(h) of centre views of images, in eval mode.
 
@@ -35,7 +37,7 @@ def projection_features(
         ``(N, proj_dim)`` float32 on the CPU.
     """
     return extract_features(
-        method.backbone,  # type: ignore[arg-type]
+        method.backbone,
         images,
         augment,
         batch_size=batch_size,
@@ -81,7 +83,7 @@ def output_metrics(
 
 
 def two_view_features(
-    backbone: nn.Module,
+    backbone: Encoder,
     images: ImageData,
     augment: AugmentConfig,
     seed: int = 0,
@@ -112,7 +114,7 @@ def two_view_features(
 
 
 def method_metrics(
-    method: nn.Module,
+    method: Method,
     images: ImageData,
     augment: AugmentConfig,
     seed: int = 0,
@@ -131,9 +133,9 @@ def method_metrics(
         ``{"h": {...}, "g": {...}, "num_images": N}``.
     """
     backbone, projector = method.backbone, method.projector
-    h = extract_features(backbone, images, augment, batch_size=batch_size)  # type: ignore[arg-type]
-    h1, h2 = two_view_features(backbone, images, augment, seed, batch_size)  # type: ignore[arg-type]
-    g, g1, g2 = (project(projector, x) for x in (h, h1, h2))  # type: ignore[arg-type]
+    h = extract_features(backbone, images, augment, batch_size=batch_size)
+    h1, h2 = two_view_features(backbone, images, augment, seed, batch_size)
+    g, g1, g2 = (project(projector, x) for x in (h, h1, h2))
     return {
         "h": output_metrics(h, h1, h2),
         "g": output_metrics(g, g1, g2),

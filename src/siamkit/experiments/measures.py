@@ -1,6 +1,6 @@
 """Taking a measure of a finished cell: read from its run, or computed by a protocol.
 
-Every measure of :data:`~siamkit.experiments.spec.MeasureKind` is a function of the cell's run
+Every measure (:data:`siamkit.registry.MEASURES`) is a function of the cell's run
 folder (and the experiment's folder, for the shared labelled subsets): the pretraining figures
 come from ``results.json`` and ``metrics.csv``, the others from the protocols that the CLI's
 ``eval`` commands run (linear probe, fine-tuning, distillation), so an experiment's figure is
@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from siamkit import registry
 from siamkit.errors import DataError
 from siamkit.experiments.spec import Cell, Measure, ScaleSpec
 
@@ -51,6 +52,8 @@ def take(
 ) -> float:
     """The value of ``measure`` for ``cell`` run with ``seed``.
 
+    The reader is the one :data:`siamkit.registry.MEASURES` registers for ``measure.kind``.
+
     Args:
         measure: What to take.
         cell: The cell.
@@ -60,42 +63,83 @@ def take(
         spec: That scale's settings.
         seed: The seed (of a Gaussian estimate; a pretraining run's is in its config).
     """
+    read = registry.MEASURES[measure.kind].load()
+    assert callable(read)  # every reader takes the arguments of take
+    value = read(measure, cell, run, root, scale, spec, seed)
+    assert isinstance(value, float)
+    return value
+
+
+def read_result(
+    measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec, seed: int
+) -> float:
+    """A figure of the run's ``results.json``: kNN, its random init and gain, collapse std."""
     kind = measure.kind
-    if kind == "gaussian_mi":
-        return gaussian_estimate(measure, cell, spec, seed)
-    if kind in ("knn", "knn_gain", "random_init_knn", "collapse_std"):
-        results = run_results(run)
-        trained, random = results.get("knn_top1"), results.get("random_init_knn_top1")
-        value = {
-            "knn": trained,
-            "random_init_knn": random,
-            "knn_gain": None if trained is None or random is None else trained - random,
-            "collapse_std": results.get("collapse_std"),
-        }[kind]
-        if value is None:
-            raise DataError(f"{run}/results.json has no figure for {kind} (unlabelled data?)")
-        return float(value)
-    if kind == "final_loss":
-        return final_loss(run)
-    if kind == "eval_collapse_std":
-        # The training monitor reads the projection output in train mode, where an output
-        # BatchNorm gives every channel its batch std whatever the network does: a collapsing
-        # network puts most images at one point and a few far off, and the std keeps a floor
-        # of about 2/sqrt(batch). In eval mode (running statistics) on held-out images the
-        # collapse shows in full (benchmarks/simsiam_collapse.py measures both).
-        from siamkit.protocols.evaluate import representation_metrics
+    results = run_results(run)
+    trained, random = results.get("knn_top1"), results.get("random_init_knn_top1")
+    value = {
+        "knn": trained,
+        "random_init_knn": random,
+        "knn_gain": None if trained is None or random is None else trained - random,
+        "collapse_std": results.get("collapse_std"),
+    }[kind]
+    if value is None:
+        raise DataError(f"{run}/results.json has no figure for {kind} (unlabelled data?)")
+    return float(value)
 
-        return float(representation_metrics(run)["g"]["collapse_std"])
-    epochs = measure.epochs.get(scale)
-    if kind == "linear":
-        from siamkit.protocols.evaluate import linear_eval
 
-        probe = linear_eval(run, features=measure.features, epochs=epochs or 100)
-        return float(probe["top1"])
-    if kind in ("finetune", "finetune_scratch"):
-        return _finetune(measure, run, root, epochs)
-    assert kind == "distill"
-    return _distill(measure, run, epochs)
+def read_final_loss(
+    measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec, seed: int
+) -> float:
+    """Mean training loss of the run's last logged epoch."""
+    return final_loss(run)
+
+
+def read_eval_collapse_std(
+    measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec, seed: int
+) -> float:
+    """Collapse std of g(h) on held-out images in eval mode.
+
+    The training monitor reads the projection output in train mode, where an output BatchNorm
+    gives every channel its batch std whatever the network does: a collapsing network puts most
+    images at one point and a few far off, and the std keeps a floor of about 2/sqrt(batch). In
+    eval mode (running statistics) on held-out images the collapse shows in full
+    (benchmarks/simsiam_collapse.py measures both).
+    """
+    from siamkit.protocols.evaluate import representation_metrics
+
+    return float(representation_metrics(run)["g"]["collapse_std"])
+
+
+def read_linear(
+    measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec, seed: int
+) -> float:
+    """Linear-probe top-1 on the run's frozen features (``measure.features``)."""
+    from siamkit.protocols.evaluate import linear_eval
+
+    epochs = measure.epochs.get(scale) or 100
+    return float(linear_eval(run, features=measure.features, epochs=epochs)["top1"])
+
+
+def read_finetune(
+    measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec, seed: int
+) -> float:
+    """Fine-tuning top-1 of the run (or of its architecture from scratch)."""
+    return _finetune(measure, run, root, measure.epochs.get(scale))
+
+
+def read_distill(
+    measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec, seed: int
+) -> float:
+    """Top-1 of a student distilled from the run's fine-tuned teacher."""
+    return _distill(measure, run, measure.epochs.get(scale))
+
+
+def read_gaussian_mi(
+    measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec, seed: int
+) -> float:
+    """The held-out MI estimate of the cell's correlated Gaussians (:func:`gaussian_estimate`)."""
+    return gaussian_estimate(measure, cell, spec, seed)
 
 
 def _finetune(measure: Measure, run: Path, root: Path, epochs: int | None) -> float:
@@ -164,4 +208,17 @@ def gaussian_estimate(measure: Measure, cell: Cell, spec: ScaleSpec, seed: int =
     return estimate(gaussian_sampler(cell.dim, cell.rho), settings, seed)
 
 
-__all__ = ["SPLITS_DIR", "final_loss", "gaussian_estimate", "run_results", "take"]
+__all__ = [
+    "SPLITS_DIR",
+    "final_loss",
+    "gaussian_estimate",
+    "read_distill",
+    "read_eval_collapse_std",
+    "read_final_loss",
+    "read_finetune",
+    "read_gaussian_mi",
+    "read_linear",
+    "read_result",
+    "run_results",
+    "take",
+]

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from siamkit.data.files import check_folder
 from siamkit.errors import ConfigError
@@ -29,6 +29,10 @@ from siamkit.experiments.spec import Cell, Experiment, Measure, ScaleSpec, cell_
 from siamkit.experiments.statistics import floor_of
 from siamkit.safe_io import atomic_write_text
 from siamkit.strict import to_dict
+
+if TYPE_CHECKING:
+    from siamkit.config import RunConfig
+    from siamkit.train import RandomInitKNN
 
 #: Written first into an experiment's folder: what runs there, to refuse another one.
 SPEC_FILE = "experiment.json"
@@ -139,6 +143,9 @@ def run_experiment(
         for s in runs[c.name]
     }
     _prepare(experiment, scale, out, resume, overwrite)
+    from siamkit.train import RandomInitKNN  # torch: only once there is something to train
+
+    baselines = RandomInitKNN()  # the cells share their random init: its kNN is read once
     results = {c.name: CellResult(c.name, str(out / c.slug)) for c in cells}
     rounds = max(len(r) for r in runs.values())
     for s in range(rounds):  # every cell's seed 0 first: a stopped experiment has whole rounds
@@ -149,7 +156,7 @@ def run_experiment(
                 f"{i}/{len(todo)} {cell.name!r}"
             )
             values, minutes = _run_seed(
-                experiment, cell, s, scale, out, configs.get((cell.name, s)), say
+                experiment, cell, s, scale, out, configs.get((cell.name, s)), say, baselines
             )
             result = results[cell.name]
             result.seeds.append(s)
@@ -236,7 +243,7 @@ def _check_same_measures(
         )
 
 
-def _check_same_config(cell: Cell, folder: Path, config: Any) -> None:
+def _check_same_config(cell: Cell, folder: Path, config: RunConfig) -> None:
     """Refuse to continue a cell that was run with another config than it has now.
 
     Raises:
@@ -271,8 +278,9 @@ def _run_seed(
     seed: int,
     scale: str,
     out: Path,
-    config: Any,
+    config: RunConfig | None,
     say: Callable[[str], None],
+    baselines: RandomInitKNN,
 ) -> tuple[dict[str, float], float]:
     """Pretrain ``cell`` with ``seed`` (unless finished), then take each measure not taken yet.
 
@@ -297,7 +305,8 @@ def _run_seed(
         last = folder / "checkpoints" / "last.ckpt"
         if last.is_file():
             say(f"  resuming its pretraining from {last}")
-        pretrain(config, resume=str(folder) if last.is_file() else None, overwrite=True)
+        resume = str(folder) if last.is_file() else None
+        pretrain(config, resume=resume, overwrite=True, random_init_knn=baselines)
         worked = True
     for measure in experiment.measures:
         if not applies(measure, cell) or measure.name in values:

@@ -9,16 +9,18 @@ A method is a :class:`Method` (an ``nn.Module``) built from ``(backbone, config)
 - ``backbone``: the :class:`~siamkit.encoders.Encoder` whose features are evaluated and exported;
 - ``projector`` and ``encode(x)``: the projection head g and g(f(x)) (the base class's default).
 
-Register it in :data:`METHODS`; the contract tests then cover it.
+Register it in :data:`siamkit.registry.METHODS` (CONTRIBUTING.md walks through it); the
+contract tests then cover it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from siamkit import registry
 from siamkit.config import MethodConfig
 from siamkit.encoders import Encoder
+from siamkit.errors import ConfigError
 from siamkit.methods.barlow_twins import BarlowTwins, BarlowTwinsConfig
 from siamkit.methods.base import Method
 from siamkit.methods.byol import BYOL, BYOLConfig
@@ -31,29 +33,42 @@ from siamkit.methods.simsiam_ema import SimSiamEMA, SimSiamEMAConfig
 from siamkit.methods.swav import SwAV, SwAVConfig
 from siamkit.methods.vicreg import VICReg, VICRegConfig
 from siamkit.methods.wmse import WMSE, WMSEConfig
+from siamkit.registry import Entry
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its config dataclass and its constructor."""
+    """A registered method: its config dataclass and its class.
+
+    ``method_class(backbone, cfg)`` takes an instance of ``config_class``; :meth:`create` checks
+    that before calling it, which is what lets one registry hold every method without casts.
+    """
 
     config_class: type[MethodConfig]
-    build: Callable[[Encoder, MethodConfig], Method]
+    method_class: type[Method]
+
+    def create(self, backbone: Encoder, cfg: MethodConfig) -> Method:
+        """The method around ``backbone``; a bare :class:`MethodConfig` means the defaults."""
+        if type(cfg) is MethodConfig:
+            cfg = self.config_class(name=cfg.name)
+        if not isinstance(cfg, self.config_class):
+            raise ConfigError(
+                f"method {cfg.name!r} needs a {self.config_class.__name__}, got "
+                f"{type(cfg).__name__}: build it with siamkit.recipes.load_config or that class"
+            )
+        return self.method_class(backbone, cfg)
 
 
-METHODS: dict[str, MethodSpec] = {
-    "simsiam": MethodSpec(SimSiamConfig, SimSiam),  # type: ignore[arg-type]
-    "byol": MethodSpec(BYOLConfig, BYOL),  # type: ignore[arg-type]
-    "simsiam_ema": MethodSpec(SimSiamEMAConfig, SimSiamEMA),  # type: ignore[arg-type]
-    "swav": MethodSpec(SwAVConfig, SwAV),  # type: ignore[arg-type]
-    "simclr": MethodSpec(SimCLRConfig, SimCLR),  # type: ignore[arg-type]
-    "moco_v2": MethodSpec(MoCoV2Config, MoCoV2),  # type: ignore[arg-type]
-    "moco_v3": MethodSpec(MoCoV3Config, MoCoV3),  # type: ignore[arg-type]
-    "barlow_twins": MethodSpec(BarlowTwinsConfig, BarlowTwins),  # type: ignore[arg-type]
-    "vicreg": MethodSpec(VICRegConfig, VICReg),  # type: ignore[arg-type]
-    "wmse": MethodSpec(WMSEConfig, WMSE),  # type: ignore[arg-type]
-    "mine": MethodSpec(MINEConfig, MINE),  # type: ignore[arg-type]
-}
+def _spec(name: str, entry: Entry) -> MethodSpec:
+    """The spec of the method class ``entry`` names (checked: a Method with a config class)."""
+    cls = entry.load()
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"registry entry {name!r} ({entry.target}) is not a Method subclass")
+    return MethodSpec(cls.config_class, cls)
+
+
+#: Every method of :data:`siamkit.registry.METHODS`, by name.
+METHODS: dict[str, MethodSpec] = {name: _spec(name, e) for name, e in registry.METHODS.items()}
 
 
 def create_method(backbone: Encoder, cfg: MethodConfig) -> Method:
@@ -62,10 +77,7 @@ def create_method(backbone: Encoder, cfg: MethodConfig) -> Method:
     A bare :class:`MethodConfig` (only a name, as in a default ``RunConfig``) stands for that
     method's defaults.
     """
-    spec = METHODS[cfg.name]
-    if type(cfg) is MethodConfig:
-        cfg = spec.config_class(name=cfg.name)
-    return spec.build(backbone, cfg)
+    return METHODS[cfg.name].create(backbone, cfg)
 
 
 __all__ = ["METHODS", "Method", "MethodSpec", "create_method"]

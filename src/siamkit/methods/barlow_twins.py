@@ -83,6 +83,8 @@ class BarlowTwins(Method):
         cfg: Projector and loss weight.
     """
 
+    config_class = BarlowTwinsConfig
+
     def __init__(self, backbone: Encoder, cfg: BarlowTwinsConfig) -> None:
         super().__init__()
         self.cfg = cfg

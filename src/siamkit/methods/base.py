@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from siamkit.config import AugmentConfig
+from siamkit.config import AugmentConfig, MethodConfig
 from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
 
@@ -32,8 +32,10 @@ class Method(nn.Module):
         projector: The projection head g of the online branch; evaluation compares h with g(h)
             and SimCLRv2 fine-tunes from g's first layer.
         num_views: Augmented views of each image that ``training_step`` takes.
+        config_class: The method's config dataclass; ``Method(backbone, cfg)`` takes one.
     """
 
+    config_class: ClassVar[type[MethodConfig]]
     backbone: Encoder
     projector: nn.Module
     num_views: int = 2

@@ -79,6 +79,8 @@ class BYOL(Method):
         cfg: Heads, momentum schedule and normalisation.
     """
 
+    config_class = BYOLConfig
+
     def __init__(self, backbone: Encoder, cfg: BYOLConfig) -> None:
         super().__init__()
         self.cfg = cfg

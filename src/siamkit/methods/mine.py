@@ -59,7 +59,7 @@ class MINEConfig(MethodConfig):
     proj_hidden_dim: int = 2048
     proj_dim: int = 128
     head_bn: bool = True
-    bound: str = "mine"
+    bound: Bound = "mine"
     critic_hidden_dim: int = 512
     critic_depth: int = 1
     ema_rate: float = 0.01
@@ -84,6 +84,8 @@ class MINE(Method):
         cfg: Head, statistics network and bound.
     """
 
+    config_class = MINEConfig
+
     def __init__(self, backbone: Encoder, cfg: MINEConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -106,9 +108,8 @@ class MINE(Method):
             cfg.critic_depth,
             output_bias=cfg.bound == "mine_f",
         )
-        bound: Bound = cfg.bound  # type: ignore[assignment]  # checked by MINEConfig
         # The statistics network and the moving average of E_Q[e^T] (a buffer: saved and resumed).
-        self.mi = MutualInformation(critic, bound, cfg.ema_rate)
+        self.mi = MutualInformation(critic, cfg.bound, cfg.ema_rate)
 
     def critic_input(self, z: torch.Tensor) -> torch.Tensor:
         """What T reads of ``(B, D)`` projections: ``sqrt(D) z / ||z||`` (``normalize``) or z."""

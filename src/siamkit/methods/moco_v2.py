@@ -130,6 +130,8 @@ class MoCoV2(Method):
         cfg: Heads, dictionary and BN settings.
     """
 
+    config_class = MoCoV2Config
+
     def __init__(self, backbone: Encoder, cfg: MoCoV2Config) -> None:
         super().__init__()
         self.cfg = cfg

@@ -72,6 +72,8 @@ class MoCoV3(Method):
         cfg: Heads, momentum and temperature.
     """
 
+    config_class = MoCoV3Config
+
     def __init__(self, backbone: Encoder, cfg: MoCoV3Config) -> None:
         super().__init__()
         self.cfg = cfg

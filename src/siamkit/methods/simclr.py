@@ -70,6 +70,8 @@ class SimCLR(Method):
         cfg: Head and loss settings.
     """
 
+    config_class = SimCLRConfig
+
     def __init__(self, backbone: Encoder, cfg: SimCLRConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -103,6 +103,8 @@ class SimSiam(Method):
         cfg: Heads and ablation switches.
     """
 
+    config_class = SimSiamConfig
+
     steps_since_refresh: torch.Tensor
     target_backbone: Encoder
     target_projector: nn.Module

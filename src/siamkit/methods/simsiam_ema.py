@@ -24,8 +24,8 @@ How eta starts the paper does not say. Two readings are selectable (``initial_ta
   blends it as any other row. The copy is dropped once every row has been written (in epoch 1).
 - ``first_visit``: an empty row takes the current output, m = 0. Every first visit is then a
   step of SimSiam without predictor, so the whole first epoch is the collapsing baseline of
-  Table 1a, and the average starts from collapsed outputs: on the CIFAR-10 CPU budget the
-  collapse metric fell to 0.31 in epoch 2 and kNN ended below random init (docs/results.md).
+  Table 1a, and the average starts from collapsed outputs (docs/results.md records how this
+  reading fares on the CIFAR-10 CPU budget).
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ class SimSiamEMA(Method):
         backbone: An :class:`~siamkit.encoders.Encoder`.
         cfg: Heads and the moving average.
     """
+
+    config_class = SimSiamEMAConfig
 
     targets: torch.Tensor
     seen: torch.Tensor

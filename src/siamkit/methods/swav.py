@@ -137,6 +137,8 @@ class SwAV(Method):
         cfg: Heads, codes, multi-crop and queue settings.
     """
 
+    config_class = SwAVConfig
+
     skips_parameters = True  # the prototypes get no gradient while frozen (first epoch)
 
     def __init__(self, backbone: Encoder, cfg: SwAVConfig) -> None:

@@ -107,6 +107,8 @@ class VICReg(Method):
         cfg: Expander, coefficients and view recipe.
     """
 
+    config_class = VICRegConfig
+
     def __init__(self, backbone: Encoder, cfg: VICRegConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -126,6 +128,8 @@ class VICReg(Method):
         return asymmetric_view_recipes(base, self.cfg.blur_probs, self.cfg.solarize_probs)
 
     @property
+    # The contract declares projector an attribute; VICReg's is its expander under that name,
+    # so a property (a second registration would duplicate the expander's state-dict keys).
     def projector(self) -> nn.Module:  # type: ignore[override]
         """The expander under the name of the method contract.
 

@@ -84,6 +84,8 @@ class WMSE(Method):
         cfg: Projector, positives and whitening.
     """
 
+    config_class = WMSEConfig
+
     def __init__(self, backbone: Encoder, cfg: WMSEConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -20,10 +20,10 @@ from torch import nn
 from siamkit.checkpoints import load_file, siamkit_kind
 from siamkit.config import AugmentConfig, BackboneConfig, DataConfig
 from siamkit.data.loader import ImageData
-from siamkit.encoders import create_backbone
+from siamkit.encoders import Encoder, create_backbone
 from siamkit.errors import CheckpointError, ConfigError
 from siamkit.eval.features import extract_features
-from siamkit.methods import create_method
+from siamkit.methods import Method, create_method
 from siamkit.recipes import method_from_dict
 from siamkit.safe_io import atomic_torch_save
 from siamkit.strict import from_dict
@@ -87,15 +87,15 @@ class Trunk(nn.Module):
         num_features: ``D``, the backbone's width or the last kept layer's.
     """
 
-    def __init__(self, backbone: nn.Module, head: list[nn.Module] | None = None) -> None:
+    def __init__(self, backbone: Encoder, head: list[nn.Module] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Sequential(*(head or []))
-        self.num_features = _output_width(list(self.head), int(backbone.num_features))  # type: ignore[arg-type]
+        self.num_features = _output_width(list(self.head), backbone.num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` images to ``(B, num_features)``."""
-        return self.head(self.backbone.forward_features(x))  # type: ignore[operator]
+        return self.head(self.backbone.forward_features(x))
 
 
 class Classifier(nn.Module):
@@ -119,18 +119,13 @@ class Classifier(nn.Module):
         return self.fc(self.trunk(x))
 
 
-def trunk_from_method(method: nn.Module, from_head_layers: int) -> Trunk:
+def trunk_from_method(method: Method, from_head_layers: int) -> Trunk:
     """The trunk of a pretrained method: its backbone and ``from_head_layers`` head layers.
 
     The trunk shares its modules with ``method`` (no copy).
     """
-    projector = getattr(method, "projector", None) if from_head_layers else None
-    if from_head_layers and projector is None:
-        raise ConfigError(
-            f"{type(method).__name__} has no projection head to keep; use from_head_layers 0"
-        )
-    layers = head_layers(projector, from_head_layers) if projector is not None else []
-    return Trunk(method.backbone, layers)  # type: ignore[arg-type]
+    layers = head_layers(method.projector, from_head_layers) if from_head_layers else []
+    return Trunk(method.backbone, layers)
 
 
 def count_parameters(model: nn.Module) -> int:

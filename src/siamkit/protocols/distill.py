@@ -20,12 +20,11 @@ head)" [Sec. 3]), and starts from random weights.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,31 +45,27 @@ from siamkit.protocols.classifier import (
     Trunk,
     count_parameters,
     load_classifier,
-    predict_logits,
-    save_classifier,
     topk_accuracy,
 )
+from siamkit.protocols.classifier_run import (
+    ClassifierJob,
+    RunOutput,
+    logits_reader,
+    save_run,
+    train_classifier,
+)
 from siamkit.protocols.supervised import (
-    RESULTS_FILE,
-    Machine,
-    SGDModule,
-    SGDRun,
-    check_output,
-    check_resume,
-    check_sgd,
+    SGDConfig,
     crop_flip_views,
-    fit,
     labelled_test,
-    steps_per_epoch,
     train_data,
-    write_results,
 )
 from siamkit.strict import to_dict as config_to_dict
 from siamkit.train.engine import TrainData
 
 
 @dataclass
-class DistillConfig(Machine):
+class DistillConfig(SGDConfig):
     """The distillation recipe.
 
     SimCLRv2 distils on ImageNet with "the same learning rate schedule, weight decay, batch size
@@ -80,13 +75,11 @@ class DistillConfig(Machine):
     1e-4 (Goyal et al., arXiv:1706.02677, Sec. 2.1 and 5.1), with Nesterov momentum and a cosine
     decay, for a number of epochs that suits a CPU (the CLI can raise it).
 
+    The SGD, view and machine settings are :class:`SGDConfig`'s; here ``epochs`` (30) counts
+    passes over the unlabelled training images and ``seed`` also seeds the student's
+    initialisation.
+
     Attributes:
-        epochs: Passes over the (unlabelled) training images.
-        batch_size: Images per step.
-        lr: Peak learning rate. ``None``: ``0.1 x batch_size / 256``.
-        momentum: SGD momentum.
-        nesterov: Nesterov momentum.
-        weight_decay: L2 weight decay.
         temperature: tau of Eq. 2, applied to teacher and student. SimCLRv2 finds "the effect of
             temperatures between 0.1 and 1 is very small" [Sec. 3]; 1 is Hinton et al.'s plain
             softmax.
@@ -94,32 +87,18 @@ class DistillConfig(Machine):
             cross-entropy on the teacher's labelled subset. 1 (distillation only) is the paper's
             default: "For distillation, we only use unlabeled examples, unless otherwise
             specified" [Sec. 3].
-        crop_scale: Area range of RandomResizedCrop (with a horizontal flip the only
-            augmentation); (0.08, 1) is the Inception crop.
-        seed: Seed of the student's initialisation, the order and the views.
-        precision: ``auto``, ``bf16-mixed`` or ``32-true`` (loss in float32 either way).
-        channels_last: Feed convolutions channels-last tensors.
-        eval_batch_size: Images per forward pass when evaluating.
-
-    The machine's settings (accelerator, devices, strategy, ...) are :class:`Machine`'s.
     """
 
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float | None = None
-    momentum: float = 0.9
-    nesterov: bool = True
+    section: ClassVar[str] = "distill"
+    lr_per_256: ClassVar[float] = 0.1  # Goyal et al.'s linear scaling rule [arXiv:1706.02677]
+
+    epochs: int = 30  # never None: no rule derives it
     weight_decay: float = 1e-4
     temperature: float = 1.0
     alpha: float = 1.0
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    seed: int = 0
-    precision: Literal["auto", "bf16-mixed", "32-true"] = "auto"
-    channels_last: bool = False
-    eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
-        check_sgd(self, "distill")
+        super().__post_init__()
         if not self.temperature > 0:
             raise ConfigError(
                 f"distill.temperature must be positive, got {self.temperature} "
@@ -130,11 +109,6 @@ class DistillConfig(Machine):
                 f"distill.alpha must be in [0, 1] (the weight of the distillation loss; 1 - "
                 f"alpha weighs the labelled cross-entropy), got {self.alpha}"
             )
-
-    @property
-    def peak_lr(self) -> float:
-        """``lr``, or ``0.1 x batch_size / 256`` (Goyal et al.)."""
-        return self.lr if self.lr is not None else 0.1 * self.batch_size / 256
 
 
 @dataclass
@@ -221,19 +195,15 @@ def distill(
     """
     start = time.perf_counter()
     cfg = cfg or DistillConfig()
-    check_output(output, {"--data": data.path if data else None, "--teacher": teacher})
-    # A bad --resume is an error before anything is written; the checkpoint is read once.
-    resume_point = None if resume is None else check_resume(resume)
-    # 1. The teacher, fixed.
+    inputs = {"--data": data.path if data else None, "--teacher": teacher}
+    where = RunOutput.check(output, resume, overwrite, inputs)
+    # 1. The teacher, fixed, and the data it was trained on (unless other data is given).
     teacher_model, info = load_classifier(teacher)
     teacher_model.requires_grad_(False).eval()
     data = data or info.data
     splits = splits or load_splits(data)
     test = labelled_test(splits, "distillation's evaluation")
-    assert test.labels is not None
-    images = splits.train  # every training image; the labels are not used
     labelled = _labelled_subset(splits, info) if cfg.alpha < 1.0 else None
-
     # 2. The student, from random weights.
     student_cfg = student_backbone or info.backbone
     with torch.random.fork_rng(devices=[]):
@@ -242,46 +212,10 @@ def distill(
     if cfg.channels_last:
         student.to(memory_format=torch.channels_last)
         teacher_model.to(memory_format=torch.channels_last)
-
     # 3. Train the student on the teacher's soft targets (and the labels, alpha < 1).
-    views = crop_flip_views(info.augment, cfg.crop_scale)
-
-    def loss(view: Callable[[Batch], torch.Tensor], batch: Any) -> torch.Tensor:
-        unlabelled = batch["all"] if isinstance(batch, dict) else batch
-        x = view(unlabelled)
-        with torch.no_grad():  # the teacher is fixed [Sec. 2]
-            teacher_logits = teacher_model.to(x.device)(x)
-        distil = soft_target_cross_entropy(student(x), teacher_logits, cfg.temperature)  # Eq. 2
-        if not isinstance(batch, dict):
-            return distil
-        # Eq. 3: a batch of the labelled subset adds its cross-entropy with weight 1 - alpha.
-        lab = batch["labelled"]
-        ce = F.cross_entropy(student(view(lab)).float(), lab.labels)
-        return cfg.alpha * distil + (1.0 - cfg.alpha) * ce
-
-    run = SGDRun(
-        cfg.epochs,
-        cfg.batch_size,
-        cfg.peak_lr,
-        cfg.momentum,
-        cfg.nesterov,
-        cfg.weight_decay,
-        cfg.precision,
-        cfg.channels_last,
-        cfg.seed,
-    )
-    module = SGDModule(
-        student, loss, views, run, steps_per_epoch(len(images), run.batch_size, cfg), "distillation"
-    )
-    loader = train_data(images, views, run.batch_size, cfg.seed, cfg)
-    if labelled is not None:
-        loader = _WithLabelled(
-            loader, train_data(labelled, views, run.batch_size, cfg.seed + 1, cfg)
-        )
     config = {"distill": cfg, "teacher": str(teacher), "data": data, "student": student_cfg}
-    trainer = fit(module, loader, cfg, output, resume_point, overwrite, config)
-
-    # 4. Evaluate teacher and student on the held-out split (one process reports).
+    job = _job(student, teacher_model, info, splits.train, labelled, cfg, config)
+    module, trainer = train_classifier(job, cfg, where)
     result = DistillResult(
         teacher_top1=float("nan"),
         teacher_top5=float("nan"),
@@ -294,49 +228,100 @@ def distill(
         epochs=cfg.epochs,
         temperature=cfg.temperature,
         alpha=cfg.alpha,
-        num_images=len(images),
+        num_images=len(splits.train),
         seconds=0.0,
         losses=module.losses,
         teacher=info.path,
     )
-    if not trainer.is_global_zero:
-        return result
-    logits_of = functools.partial(
-        predict_logits,
-        augment=info.augment,
-        batch_size=cfg.eval_batch_size,
-        bf16=trainer.precision == "bf16-mixed",
-        channels_last=cfg.channels_last,
-    )
-    t_logits = logits_of(teacher_model.to(next(student.parameters()).device), test)
-    s_logits = logits_of(student, test)
+    if trainer.is_global_zero:  # one process reports and writes
+        read = logits_reader(trainer, info.augment, cfg)
+        _evaluate(result, read, teacher_model, student, test)
+        if where.folder is not None:
+            result.seconds = time.perf_counter() - start
+            _write(where.folder, result, student, student_cfg, info, data, cfg)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _job(
+    student: Classifier,
+    teacher: Classifier,
+    info: ClassifierInfo,
+    images: ImageData,
+    labelled: ImageData | None,
+    cfg: DistillConfig,
+    config: dict[str, Any],
+) -> ClassifierJob:
+    """Eq. 3 on one crop + flip view of every training image.
+
+    No labels are used unless ``labelled`` (the teacher's labelled subset, for ``alpha < 1``)
+    is given.
+    """
+    views = crop_flip_views(info.augment, cfg.crop_scale)
+
+    def loss(view: Callable[[Batch], torch.Tensor], batch: Any) -> torch.Tensor:
+        unlabelled = batch["all"] if isinstance(batch, dict) else batch
+        x = view(unlabelled)
+        with torch.no_grad():  # the teacher is fixed [Sec. 2]
+            teacher_logits = teacher.to(x.device)(x)
+        distil = soft_target_cross_entropy(student(x), teacher_logits, cfg.temperature)  # Eq. 2
+        if not isinstance(batch, dict):
+            return distil
+        # Eq. 3: a batch of the labelled subset adds its cross-entropy with weight 1 - alpha.
+        lab = batch["labelled"]
+        ce = F.cross_entropy(student(view(lab)).float(), lab.labels)
+        return cfg.alpha * distil + (1.0 - cfg.alpha) * ce
+
+    loader = train_data(images, views, cfg.batch_size, cfg.seed, cfg)
+    if labelled is not None:
+        loader = _WithLabelled(
+            loader, train_data(labelled, views, cfg.batch_size, cfg.seed + 1, cfg)
+        )
+    return ClassifierJob(student, loss, views, loader, len(images), "distillation", config)
+
+
+def _evaluate(
+    result: DistillResult,
+    read: Callable[[Classifier, ImageData], torch.Tensor],
+    teacher: Classifier,
+    student: Classifier,
+    test: ImageData,
+) -> None:
+    """Teacher's and student's top-1/top-5 on ``test`` and their agreement, into ``result``."""
+    assert test.labels is not None  # labelled_test checked it
+    t_logits = read(teacher.to(next(student.parameters()).device), test)
+    s_logits = read(student, test)
     result.teacher_top1 = topk_accuracy(t_logits, test.labels, 1)
     result.teacher_top5 = topk_accuracy(t_logits, test.labels, 5)
     result.student_top1 = topk_accuracy(s_logits, test.labels, 1)
     result.student_top5 = topk_accuracy(s_logits, test.labels, 5)
     result.agreement = float((s_logits.argmax(1) == t_logits.argmax(1)).float().mean() * 100)
 
-    # 5. Write the student like a fine-tuned classifier.
-    if output is not None:
-        out = Path(output)
-        result.classifier_path = str(out / CLASSIFIER_FILE)
-        result.seconds = time.perf_counter() - start
-        student_info = ClassifierInfo(
-            backbone=student_cfg,
-            augment=info.augment,
-            data=data,
-            num_classes=info.num_classes,
-            source=info.path,
-            kind="distill",
-            label_indices=info.label_indices,
-            labels_hash=info.labels_hash,
-            config=config_to_dict(cfg),
-            results=result.to_dict(),
-        )
-        save_classifier(out / CLASSIFIER_FILE, student.cpu(), student_info)
-        write_results(out / RESULTS_FILE, result.to_dict())
-    result.seconds = time.perf_counter() - start
-    return result
+
+def _write(
+    out: Path,
+    result: DistillResult,
+    student: Classifier,
+    student_cfg: BackboneConfig,
+    info: ClassifierInfo,
+    data: DataConfig,
+    cfg: DistillConfig,
+) -> None:
+    """The student, recorded like a fine-tuned classifier, and the results in ``out``."""
+    result.classifier_path = str(out / CLASSIFIER_FILE)
+    student_info = ClassifierInfo(
+        backbone=student_cfg,
+        augment=info.augment,
+        data=data,
+        num_classes=info.num_classes,
+        source=info.path,
+        kind="distill",
+        label_indices=info.label_indices,
+        labels_hash=info.labels_hash,
+        config=config_to_dict(cfg),
+        results=result.to_dict(),
+    )
+    save_run(out, student, student_info, result.to_dict())
 
 
 class _WithLabelled(TrainData):

@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from siamkit import runtime
 from siamkit.checkpoints import load_backbone, load_method, read_checkpoint
@@ -20,6 +19,7 @@ from siamkit.data.files import list_files
 from siamkit.data.loader import ImageData
 from siamkit.data.stream import StreamSet
 from siamkit.data.views import Views
+from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError, DataError
 from siamkit.eval.features import extract_features, iter_features
 from siamkit.eval.knn import knn_accuracy
@@ -41,12 +41,10 @@ def linear_eval_views(augment: AugmentConfig) -> AugmentConfig:
     return crop_flip_recipe(augment, (0.08, 1.0))
 
 
-def run_extract_options(
-    cfg: RunConfig, device: torch.device, backbone: nn.Module
-) -> dict[str, Any]:
+def run_extract_options(cfg: RunConfig, device: torch.device, backbone: Encoder) -> dict[str, Any]:
     """Feature-extraction options that reproduce a run's own final figures on ``device``.
 
-    float32 whatever the run trained with (as its final kNN, :func:`siamkit.train.loop.
+    float32 whatever the run trained with (as its final kNN, :func:`siamkit.train.pretraining.
     final_knn`: bf16 features lose the small differences between images of a network early in
     training or at random init) and its memory format (as its training chose it for
     ``backbone``).
@@ -81,8 +79,7 @@ def _labelled_features(
     device = device or torch.device("cpu")
     cfg, method = load_method(checkpoint)
     method.to(device)
-    backbone: nn.Module = method.backbone  # type: ignore[assignment]
-    projector: nn.Module = method.projector  # type: ignore[assignment]  # every method has g
+    backbone, projector = method.backbone, method.projector  # every method has g
     head = projector if features == "projection" else None
     splits = load_splits(data or cfg.data)
     if splits.test is None:

@@ -34,11 +34,10 @@ from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 from siamkit.checkpoints import load_backbone
 from siamkit.config import AugmentConfig
-from siamkit.encoders import ResNetEncoder
+from siamkit.encoders import Encoder, ResNetEncoder, TimmEncoder
 from siamkit.errors import ConfigError
 from siamkit.protocols.plain_models import TIMM_PREFIX, is_timm, load_exported
 from siamkit.safe_io import (
@@ -110,10 +109,10 @@ def resolve_format(path: str | Path, format: str | None = None) -> str:
     return format
 
 
-def _arch(backbone: nn.Module) -> dict[str, Any]:
+def _arch(backbone: Encoder) -> dict[str, Any]:
     """The backbone's ``arch`` record (name and constructor options), with ``num_features``."""
     arch = dict(getattr(backbone, "arch", {}))
-    arch["num_features"] = int(backbone.num_features)  # type: ignore[arg-type]
+    arch["num_features"] = int(backbone.num_features)
     return arch
 
 
@@ -129,7 +128,7 @@ def _shape(arch: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def torchvision_name(backbone: nn.Module) -> str:
+def torchvision_name(backbone: Encoder) -> str:
     """The ``torchvision.models`` constructor whose model strictly loads ``backbone``'s weights.
 
     Raises:
@@ -150,7 +149,7 @@ def torchvision_name(backbone: nn.Module) -> str:
     )
 
 
-def timm_model(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
+def timm_model(backbone: Encoder) -> tuple[str, dict[str, Any]]:
     """The ``timm.create_model`` name and options (beside ``num_classes=0``) of ``backbone``.
 
     A timm backbone (``arch["name"] == "timm/<model>"``) keeps its model and options; a
@@ -174,16 +173,15 @@ def timm_model(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
         ) from None
 
 
-def backbone_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
+def backbone_state_dict(backbone: Encoder) -> dict[str, torch.Tensor]:
     """Weights of ``backbone`` under the key names of its plain model, without a classifier.
 
     torchvision's names for siamkit ResNets, timm's for timm backbones (their ``model``).
     """
     if isinstance(backbone, ResNetEncoder):
         state = backbone.torchvision_state_dict()
-    elif is_timm(_arch(backbone)):
-        model: nn.Module = backbone.model  # type: ignore[assignment]  # the timm model
-        state = model.state_dict()
+    elif isinstance(backbone, TimmEncoder):  # timm's own names: those of its model
+        state = backbone.model.state_dict()
     else:
         state = backbone.state_dict()
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
@@ -199,7 +197,7 @@ def _preprocessing(augment: AugmentConfig) -> dict[str, Any]:
 
 
 def export_backbone(
-    backbone: nn.Module,
+    backbone: Encoder,
     path: str | Path,
     format: str | None = None,
     augment: AugmentConfig | None = None,
@@ -239,16 +237,14 @@ def export_backbone(
     return atomic_save_with(lambda tmp: save_file(state, tmp, metadata=meta), path, "export")
 
 
-def _write_onnx(backbone: nn.Module, path: Path, augment: AugmentConfig) -> Path:
+def _write_onnx(backbone: Encoder, path: Path, augment: AugmentConfig) -> Path:
     """The backbone's forward as an ONNX graph: ``(N, 3, S, S)`` -> ``(N, num_features)``.
 
     torch's ``torch.export``-based exporter (``dynamo=True``, torch's default since 2.9; the
-    TorchScript exporter warns that it is deprecated). On 2026-12-02 (torch 2.14, AMD EPYC CPU)
-    both exported siamkit's backbones (BatchNorm and GroupNorm + WS ResNets, the small CNN) and
-    timm's resnet18, ViT-Tiny, EfficientNet-B0 and ConvNeXt-Atto, with ONNX Runtime features
-    within 4e-6 of PyTorch's at batches 1 to 7; this one took 3-4x longer (seconds) and needs
-    onnxscript. The graph is built before anything is written, then saved as one file (weights
-    inline), so the atomic rename carries all of it.
+    TorchScript exporter warns that it is deprecated). Both export siamkit's backbones and
+    common timm ones with ONNX Runtime features matching PyTorch's (docs/results.md#onnx-export);
+    this one is the slower and needs onnxscript. The graph is built before anything is written,
+    then saved as one file (weights inline), so the atomic rename carries all of it.
     """
     for module in ("onnx", "onnxscript"):
         if importlib.util.find_spec(module) is None:
@@ -290,7 +286,7 @@ def _write_onnx(backbone: nn.Module, path: Path, augment: AugmentConfig) -> Path
     return atomic_save_with(lambda tmp: program.save(tmp, external_data=False), path, "export")
 
 
-def load_hint(backbone: nn.Module, format: str, path: str | Path, augment: AugmentConfig) -> str:
+def load_hint(backbone: Encoder, format: str, path: str | Path, augment: AugmentConfig) -> str:
     """One line that loads the file :func:`export_backbone` wrote in ``format``."""
     pre = _preprocessing(augment)
     side = pre["size"]

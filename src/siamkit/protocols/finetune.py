@@ -17,12 +17,11 @@ e.g. as the teacher of :func:`siamkit.protocols.distill.distill`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,26 +46,22 @@ from siamkit.protocols.classifier import (
     ClassifierInfo,
     Trunk,
     count_parameters,
-    predict_logits,
-    save_classifier,
     topk_accuracy,
     trunk_from_method,
 )
+from siamkit.protocols.classifier_run import (
+    ClassifierJob,
+    RunOutput,
+    logits_reader,
+    save_run,
+    train_classifier,
+)
 from siamkit.protocols.supervised import (
-    RESULTS_FILE,
-    Machine,
-    SGDModule,
-    SGDRun,
-    check_output,
-    check_resume,
-    check_sgd,
+    SGDConfig,
     crop_flip_views,
-    fit,
     labelled_test,
     num_classes_of,
-    steps_per_epoch,
     train_data,
-    write_results,
 )
 from siamkit.strict import to_dict as config_to_dict
 
@@ -78,7 +73,7 @@ INDEX_FILE = "label_indices.txt"
 # Config
 # --------------------------------------------------------------------------------------------
 @dataclass
-class FinetuneConfig(Machine):
+class FinetuneConfig(SGDConfig):
     """The fine-tuning recipe, SimCLR's [arXiv:2002.05709, Appendix B.5] scaled to small runs.
 
     SimCLR fine-tunes "using the Nesterov momentum optimizer with a batch size of 4096, momentum
@@ -88,52 +83,30 @@ class FinetuneConfig(Machine):
     data we fine-tune for 60 epochs, and for 10% labeled data we fine-tune for 30 epochs."
     The same rule is kept here with a cosine decay of the lr (as every schedule in siamkit) and a
     batch of 64, which gives a 1% CIFAR-10 subset (500 images) several steps per epoch on a CPU.
+    The SGD, view and machine settings are :class:`SGDConfig`'s: ``epochs`` ``None`` means 60
+    for label fractions up to 1% and 30 above, ``lr`` ``None`` means ``0.05 x batch_size / 256``,
+    and ``weight_decay`` is 0 ("We do not use any regularization").
 
     Attributes:
-        epochs: Passes over the labelled subset. ``None``: 60 for label fractions up to 1%, 30
-            above (Appendix B.5).
-        batch_size: Labelled images per step (capped at the subset's size).
-        lr: Peak learning rate. ``None``: ``0.05 x batch_size / 256`` (Appendix B.5).
-        momentum: SGD momentum, 0.9.
-        nesterov: Nesterov momentum (Appendix B.5).
-        weight_decay: 0: "We do not use any regularization (including weight decay)".
         label_smoothing: Label smoothing of the cross-entropy (0: none).
-        crop_scale: Area range of RandomResizedCrop; with a horizontal flip the only
-            augmentation. (0.08, 1) is the Inception crop SimCLR uses [Appendix A].
         label_fraction: Share of each class's training labels, in (0, 1]; 0.01 and 0.1 are
             SimCLR's semi-supervised settings [Sec. 6].
-        seed: Seed of the subset, the classifier's initialisation, the order and the views.
         from_head_layers: Hidden layers of the pretrained projection head kept below the
             classifier: 0 fine-tunes from the backbone output h (SimCLR); 1 from the head's first
             layer, fc(+BN)+ReLU (SimCLRv2's default for 1%/10% labels [arXiv:2006.10029,
             Sec. 3]); k keeps the head up to its k-th ReLU.
-        precision: ``auto`` (bf16 autocast where it is fast, see
-            :func:`siamkit.runtime.fast_bf16_available`), ``bf16-mixed`` or ``32-true``.
-            The loss is computed in float32 either way.
-        channels_last: Feed convolutions channels-last tensors (faster with bf16 on CPUs).
-        eval_batch_size: Images per forward pass when evaluating.
-
-    The machine's settings (accelerator, devices, strategy, ...) are :class:`Machine`'s.
     """
 
-    epochs: int | None = None
-    batch_size: int = 64
-    lr: float | None = None
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.0
+    section: ClassVar[str] = "finetune"
+    lr_per_256: ClassVar[float] = 0.05  # [arXiv:2002.05709, Appendix B.5]
+
     label_smoothing: float = 0.0
-    crop_scale: tuple[float, float] = (0.08, 1.0)
     label_fraction: float = 0.01
-    seed: int = 0
     from_head_layers: int = 0
-    precision: Literal["auto", "bf16-mixed", "32-true"] = "auto"
-    channels_last: bool = False
-    eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_fraction(self.label_fraction)
-        check_sgd(self, "finetune")
         if self.from_head_layers < 0:
             raise ConfigError(
                 f"finetune.from_head_layers must be >= 0 (0: from the backbone output, 1: from "
@@ -150,11 +123,6 @@ class FinetuneConfig(Machine):
         if self.epochs is not None:
             return self.epochs
         return 60 if self.label_fraction <= 0.01 else 30
-
-    @property
-    def peak_lr(self) -> float:
-        """``lr``, or ``0.05 x batch_size / 256`` [arXiv:2002.05709, Appendix B.5]."""
-        return self.lr if self.lr is not None else 0.05 * self.batch_size / 256
 
 
 @dataclass
@@ -246,154 +214,205 @@ def finetune(
     """
     start = time.perf_counter()
     cfg = cfg or FinetuneConfig()
-    check_output(output, {"--data": data.path if data else None, "--checkpoint": checkpoint})
-    # A bad --resume is an error before anything is written; the checkpoint is read once.
-    resume_point = None if resume is None else check_resume(resume)
-    # 1. The trunk: pretrained (plus kept head layers) or fresh.
-    method_dict: dict[str, Any] | None = None
+    inputs = {"--data": data.path if data else None, "--checkpoint": checkpoint}
+    where = RunOutput.check(output, resume, overwrite, inputs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if checkpoint is not None:
-            run_cfg, method = load_method(checkpoint)
-            trunk = trunk_from_method(method, cfg.from_head_layers)
-            # Every layer trains, a patch projection frozen in pretraining too: MoCo v3
-            # [arXiv:2104.02057] fine-tunes its ViTs end to end with DeiT's recipe.
-            trunk.requires_grad_(True)
-            backbone_cfg = run_cfg.backbone
-            augment = augment or run_cfg.augment
-            data = data or run_cfg.data
-            if cfg.from_head_layers:
-                method_dict = config_to_dict(run_cfg.method)
+            begin = _pretrained(checkpoint, cfg, data, augment)
         else:
-            if backbone is None or data is None:
-                raise ConfigError(
-                    "a from-scratch baseline needs a backbone config and data (the same as the "
-                    "pretrained model's, for a fair comparison); or pass a pretraining checkpoint"
-                )
-            if cfg.from_head_layers:
-                raise ConfigError(
-                    "from_head_layers needs a pretrained projection head, and a from-scratch "
-                    "baseline has none; use from_head_layers 0 with --scratch"
-                )
-            backbone_cfg = backbone
-            trunk = Trunk(create_backbone(backbone))
-        # 2. The data and the labelled subset.
-        splits = splits or load_splits(data)
-        y_train = require_labels(splits.train, "fine-tuning")
-        test = labelled_test(splits, "fine-tuning")
-        assert test.labels is not None
-        if augment is None:
-            augment = AugmentConfig(size=_image_side(splits.train))
-        name = dataset_name(data)
-        indices = subset_indices(y_train, cfg.label_fraction, cfg.seed, index_file, name)
-        num_classes = num_classes_of(splits)
-        model = Classifier(trunk, num_classes)
+            begin = _scratch(backbone, cfg, data, augment)
+        splits = splits or load_splits(begin.data)
+        subset = _labelled_subset(splits, begin, cfg, index_file)
+        model = Classifier(begin.trunk, subset.num_classes)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-
-    # 3. Train on crop + flip views of the labelled images.
-    labelled = splits.train.subset(indices)
-    labels = y_train[indices]
-    views = crop_flip_views(augment, cfg.crop_scale)
-
-    def cross_entropy(view: Callable[[Batch], torch.Tensor], batch: Batch) -> torch.Tensor:
-        logits = model(view(batch)).float()  # the loss in float32
-        return F.cross_entropy(logits, batch.labels, label_smoothing=cfg.label_smoothing)
-
-    run = SGDRun(
-        cfg.num_epochs,
-        cfg.batch_size,
-        cfg.peak_lr,
-        cfg.momentum,
-        cfg.nesterov,
-        cfg.weight_decay,
-        cfg.precision,
-        cfg.channels_last,
-        cfg.seed,
-    )
-    module = SGDModule(
-        model,
-        cross_entropy,
-        views,
-        run,
-        steps_per_epoch(len(labelled), run.batch_size, cfg),
-        "fine-tuning",
-    )
-    loader = train_data(labelled, views, run.batch_size, cfg.seed, cfg)
-    source = None if checkpoint is None else str(checkpoint)
-    config = {
-        "finetune": cfg,
-        "checkpoint": source,
-        "data": data,
-        "backbone": backbone_cfg,
-        "augment": augment,
-    }
-    trainer = fit(module, loader, cfg, output, resume_point, overwrite, config)
-
-    # 4. Evaluate (one process reports).
+    job = _job(model, subset, begin, cfg, checkpoint)
+    module, trainer = train_classifier(job, cfg, where)
     result = FinetuneResult(
         top1=float("nan"),
         top5=float("nan"),
         train_top1=float("nan"),
-        num_labelled=len(indices),
-        num_classes=num_classes,
+        num_labelled=len(subset.indices),
+        num_classes=subset.num_classes,
         label_fraction=cfg.label_fraction,
         from_head_layers=cfg.from_head_layers,
-        source=source,
-        epochs=run.epochs,
-        lr=run.lr,
+        source=None if checkpoint is None else str(checkpoint),
+        epochs=cfg.num_epochs,
+        lr=cfg.peak_lr,
         num_params=count_parameters(model),
         seconds=0.0,
         losses=module.losses,
         index_file=None if index_file is None else str(index_file),
     )
-    if not trainer.is_global_zero:
-        return result
-    logits_of = functools.partial(
-        predict_logits,
-        augment=augment,
-        batch_size=cfg.eval_batch_size,
-        bf16=trainer.precision == "bf16-mixed",
-        channels_last=cfg.channels_last,
-    )
-    test_logits = logits_of(model, test)
-    train_logits = logits_of(model, labelled)
-    result.top1 = topk_accuracy(test_logits, test.labels, 1)
-    result.top5 = topk_accuracy(test_logits, test.labels, 5)
-    result.train_top1 = topk_accuracy(train_logits, labels, 1)
-
-    # 5. Write the classifier, the subset and the results.
-    if output is not None:
-        out = Path(output)
-        meta = subset_meta(y_train, cfg.label_fraction, cfg.seed, name)
-        write_index_file(out / INDEX_FILE, indices, meta)
-        result.classifier_path = str(out / CLASSIFIER_FILE)
-        result.seconds = time.perf_counter() - start
-        info = ClassifierInfo(
-            backbone=backbone_cfg,
-            augment=augment,
-            data=data,
-            num_classes=num_classes,
-            from_head_layers=cfg.from_head_layers,
-            method=method_dict,
-            source=result.source,
-            kind="scratch" if checkpoint is None else "finetune",
-            label_indices=indices,
-            labels_hash=labels_hash(y_train),
-            config=config_to_dict(cfg),
-            results=result.to_dict(),
-        )
-        save_classifier(out / CLASSIFIER_FILE, model.cpu(), info)
-        write_results(out / RESULTS_FILE, result.to_dict())
+    if trainer.is_global_zero:  # one process reports and writes
+        _evaluate(result, logits_reader(trainer, subset.augment, cfg), model, subset)
+        if where.folder is not None:
+            result.seconds = time.perf_counter() - start
+            _write(where.folder, result, model, begin, subset, cfg, job.config)
     result.seconds = time.perf_counter() - start
     return result
 
 
+@dataclass
+class _Start:
+    """Where fine-tuning starts: the trunk and what it came with."""
+
+    trunk: Trunk
+    backbone: BackboneConfig
+    data: DataConfig
+    augment: AugmentConfig | None
+    method: dict[str, Any] | None = None  # the pretraining method (to rebuild kept head layers)
+
+
+@dataclass
+class _Subset:
+    """The labelled training subset and the held-out split, as fine-tuning uses them."""
+
+    images: ImageData
+    labels: torch.Tensor  # (M,) labels of ``images``
+    indices: torch.Tensor  # (M,) their positions in the training split
+    all_labels: torch.Tensor  # (N,) every training label (the subset's record refers to them)
+    test: ImageData
+    num_classes: int
+    augment: AugmentConfig
+    dataset: str
+
+
+def _pretrained(
+    checkpoint: str | Path,
+    cfg: FinetuneConfig,
+    data: DataConfig | None,
+    augment: AugmentConfig | None,
+) -> _Start:
+    """The pretrained backbone and ``cfg.from_head_layers`` head layers, all trainable."""
+    run_cfg, method = load_method(checkpoint)
+    trunk = trunk_from_method(method, cfg.from_head_layers)
+    # Every layer trains, a patch projection frozen in pretraining too: MoCo v3
+    # [arXiv:2104.02057] fine-tunes its ViTs end to end with DeiT's recipe.
+    trunk.requires_grad_(True)
+    kept_head = config_to_dict(run_cfg.method) if cfg.from_head_layers else None
+    return _Start(
+        trunk, run_cfg.backbone, data or run_cfg.data, augment or run_cfg.augment, kept_head
+    )
+
+
+def _scratch(
+    backbone: BackboneConfig | None,
+    cfg: FinetuneConfig,
+    data: DataConfig | None,
+    augment: AugmentConfig | None,
+) -> _Start:
+    """A randomly initialised backbone: the supervised baseline."""
+    if backbone is None or data is None:
+        raise ConfigError(
+            "a from-scratch baseline needs a backbone config and data (the same as the "
+            "pretrained model's, for a fair comparison); or pass a pretraining checkpoint"
+        )
+    if cfg.from_head_layers:
+        raise ConfigError(
+            "from_head_layers needs a pretrained projection head, and a from-scratch "
+            "baseline has none; use from_head_layers 0 with --scratch"
+        )
+    return _Start(Trunk(create_backbone(backbone)), backbone, data, augment)
+
+
+def _labelled_subset(
+    splits: Splits, begin: _Start, cfg: FinetuneConfig, index_file: str | Path | None
+) -> _Subset:
+    """The class-balanced subset of ``cfg.label_fraction`` of the labels (or ``index_file``'s)."""
+    y_train = require_labels(splits.train, "fine-tuning")
+    test = labelled_test(splits, "fine-tuning")
+    augment = begin.augment or AugmentConfig(size=_image_side(splits.train))
+    name = dataset_name(begin.data)
+    indices = subset_indices(y_train, cfg.label_fraction, cfg.seed, index_file, name)
+    return _Subset(
+        images=splits.train.subset(indices),
+        labels=y_train[indices],
+        indices=indices,
+        all_labels=y_train,
+        test=test,
+        num_classes=num_classes_of(splits),
+        augment=augment,
+        dataset=name,
+    )
+
+
+def _job(
+    model: Classifier,
+    subset: _Subset,
+    begin: _Start,
+    cfg: FinetuneConfig,
+    checkpoint: str | Path | None,
+) -> ClassifierJob:
+    """Cross-entropy on crop + flip views of the labelled images."""
+    views = crop_flip_views(subset.augment, cfg.crop_scale)
+
+    def cross_entropy(view: Callable[[Batch], torch.Tensor], batch: Batch) -> torch.Tensor:
+        logits = model(view(batch)).float()  # the loss in float32
+        return F.cross_entropy(logits, batch.labels, label_smoothing=cfg.label_smoothing)
+
+    config = {
+        "finetune": cfg,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "data": begin.data,
+        "backbone": begin.backbone,
+        "augment": subset.augment,
+    }
+    loader = train_data(subset.images, views, cfg.batch_size, cfg.seed, cfg)
+    return ClassifierJob(
+        model, cross_entropy, views, loader, len(subset.images), "fine-tuning", config
+    )
+
+
+def _evaluate(
+    result: FinetuneResult,
+    read: Callable[[Classifier, ImageData], torch.Tensor],
+    model: Classifier,
+    subset: _Subset,
+) -> None:
+    """Test top-1/top-5 and the labelled subset's top-1, into ``result``."""
+    assert subset.test.labels is not None  # labelled_test checked it
+    test_logits = read(model, subset.test)
+    result.top1 = topk_accuracy(test_logits, subset.test.labels, 1)
+    result.top5 = topk_accuracy(test_logits, subset.test.labels, 5)
+    result.train_top1 = topk_accuracy(read(model, subset.images), subset.labels, 1)
+
+
+def _write(
+    out: Path,
+    result: FinetuneResult,
+    model: Classifier,
+    begin: _Start,
+    subset: _Subset,
+    cfg: FinetuneConfig,
+    config: dict[str, Any],
+) -> None:
+    """The labelled subset's index file, the classifier and the results in ``out``."""
+    meta = subset_meta(subset.all_labels, cfg.label_fraction, cfg.seed, subset.dataset)
+    write_index_file(out / INDEX_FILE, subset.indices, meta)
+    result.classifier_path = str(out / CLASSIFIER_FILE)
+    info = ClassifierInfo(
+        backbone=begin.backbone,
+        augment=subset.augment,
+        data=begin.data,
+        num_classes=subset.num_classes,
+        from_head_layers=cfg.from_head_layers,
+        method=begin.method,
+        source=result.source,
+        kind="scratch" if result.source is None else "finetune",
+        label_indices=subset.indices,
+        labels_hash=labels_hash(subset.all_labels),
+        config=config_to_dict(cfg),
+        results=result.to_dict(),
+    )
+    save_run(out, model, info, result.to_dict())
+
+
 def _image_side(data: ImageData) -> int:
     """The side of a memory set's images (the default view size of a scratch baseline)."""
-    images = getattr(data, "images", None)
-    if images is None:
+    if data.image_side is None:
         raise ConfigError(
             "a from-scratch baseline on streamed images needs the view size: pass augment"
         )
-    return int(images.shape[-1])
+    return data.image_side

@@ -87,8 +87,8 @@ def checkpoint_mi(
         cfg, method = load_method(checkpoint)
     method.to(device or torch.device("cpu"))
     images, split = metric_images(data or cfg.data, max_images, seed)
-    h1, h2 = two_view_features(method.backbone, images, cfg.augment, seed)  # type: ignore[arg-type]
-    g1, g2 = (project(method.projector, h) for h in (h1, h2))  # type: ignore[arg-type]
+    h1, h2 = two_view_features(method.backbone, images, cfg.augment, seed)
+    g1, g2 = (project(method.projector, h) for h in (h1, h2))
     result: dict[str, Any] = {
         "h": {"two_view": estimate_from_pairs(h1, h2, settings, seed=seed).value},
         "g": {"two_view": estimate_from_pairs(g1, g2, settings, seed=seed).value},
@@ -98,7 +98,7 @@ def checkpoint_mi(
         "random_init": random_init,
     }
     if images.labels is not None:
-        h = extract_features(method.backbone, images, cfg.augment)  # type: ignore[arg-type]
+        h = extract_features(method.backbone, images, cfg.augment)
         y = one_hot(images.labels)
         result["h"]["label"] = estimate_from_pairs(h, y, settings, seed=seed).value
         result["label_entropy"] = label_entropy(images.labels)

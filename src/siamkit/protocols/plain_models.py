@@ -146,7 +146,7 @@ def _without(state: Any, classifiers: tuple[str, ...]) -> Any:
     }
 
 
-def _torchvision_model(name: str, weights: str | Path) -> nn.Module:
+def _torchvision_model(name: str, weights: str | Path) -> Encoder:
     """``torchvision.models.<name>()`` with ``fc = nn.Identity()`` and ``weights`` loaded."""
     import torchvision
 
@@ -166,7 +166,7 @@ def _torchvision_model(name: str, weights: str | Path) -> nn.Module:
     return PlainEncoder(model, num_features)
 
 
-def _timm_model(name: str, weights: str | Path) -> tuple[nn.Module, AugmentConfig]:
+def _timm_model(name: str, weights: str | Path) -> tuple[Encoder, AugmentConfig]:
     """Timm's ``name`` (``num_classes=0``) with ``weights`` and its pretrained_cfg's input."""
     timm = import_timm()
     _check_name("timm", name, timm.list_models())
@@ -189,7 +189,7 @@ def _timm_model(name: str, weights: str | Path) -> tuple[nn.Module, AugmentConfi
     return PlainEncoder(model, int(model.num_features)), augment
 
 
-def embedding_model(path: str | Path, model: str | None = None) -> tuple[nn.Module, AugmentConfig]:
+def embedding_model(path: str | Path, model: str | None = None) -> tuple[Encoder, AugmentConfig]:
     """An encoder and its evaluation input from a siamkit export, or a named model's weights.
 
     Args:
@@ -208,7 +208,7 @@ def embedding_model(path: str | Path, model: str | None = None) -> tuple[nn.Modu
         state, arch, meta = _read_export(path)
         plain = _exported_model(state, arch, path)
         if isinstance(plain, Encoder):  # siamkit's SmallCNN
-            encoder: nn.Module = plain
+            encoder: Encoder = plain
         else:
             if not is_timm(arch):
                 plain.fc = nn.Identity()  # a torchvision ResNet: features, not classes

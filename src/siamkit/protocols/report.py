@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from siamkit.checkpoints import load_method
 from siamkit.config import DataConfig
@@ -133,7 +132,7 @@ def write_report(
     metrics = method_metrics(method, images.subset(first), cfg.augment, seed)
     metrics["split"] = split
     shown = images.subset(torch.arange(min(tsne_images, len(images))))
-    backbone: nn.Module = method.backbone  # type: ignore[assignment]
+    backbone = method.backbone
     h = extract_features(backbone, shown, cfg.augment)
     tsne = tsne_plot(h, shown.labels, images.classes, max_points=tsne_images, seed=seed)
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -96,30 +96,96 @@ class SGDRun:
     seed: int = 0
 
 
-def check_sgd(cfg: Any, section: str) -> None:
-    """Checks shared by the fine-tuning and distillation configs (SGD, crop, batch sizes)."""
-    if cfg.epochs is not None and cfg.epochs < 1:
-        raise ConfigError(f"{section}.epochs must be at least 1, got {cfg.epochs}")
-    if cfg.batch_size < 2:
-        raise ConfigError(
-            f"{section}.batch_size must be at least 2 (BatchNorm needs two images), "
-            f"got {cfg.batch_size}"
+@dataclass
+class SGDConfig(Machine):
+    """The settings fine-tuning and distillation share: SGD on crop + flip views.
+
+    A subclass names its config section (``section``, for messages) and its learning-rate rule
+    (``lr_per_256``: the peak lr for a batch of 256, scaled linearly with the batch), and may
+    change defaults by declaring a field again.
+
+    Attributes:
+        epochs: Passes over the training images (``None``: the subclass's rule).
+        batch_size: Images per step (capped at the training set's size).
+        lr: Peak learning rate. ``None``: ``lr_per_256 x batch_size / 256``.
+        momentum: SGD momentum, 0.9.
+        nesterov: Nesterov momentum.
+        weight_decay: L2 weight decay.
+        crop_scale: Area range of RandomResizedCrop, with a horizontal flip the only
+            augmentation; (0.08, 1) is the Inception crop [arXiv:2002.05709, Appendix A].
+        seed: Seed of the initialisation, the order and the views.
+        precision: ``auto`` (bf16 autocast where it is fast, see
+            :func:`siamkit.runtime.fast_bf16_available`), ``bf16-mixed`` or ``32-true``.
+            The loss is computed in float32 either way.
+        channels_last: Feed convolutions channels-last tensors (faster with bf16 on CPUs).
+        eval_batch_size: Images per forward pass when evaluating.
+    """
+
+    section: ClassVar[str] = "sgd"
+    lr_per_256: ClassVar[float] = 0.1
+
+    epochs: int | None = None
+    batch_size: int = 64
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    seed: int = 0
+    precision: Literal["auto", "bf16-mixed", "32-true"] = "auto"
+    channels_last: bool = False
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        section = self.section
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"{section}.epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"{section}.batch_size must be at least 2 (BatchNorm needs two images), "
+                f"got {self.batch_size}"
+            )
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"{section}.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"{section}.momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError(f"{section}.nesterov needs a momentum above 0; set nesterov false")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{section}.weight_decay must be >= 0, got {self.weight_decay}")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ConfigError(
+                f"{section}.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}"
+            )
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"{section}.eval_batch_size must be at least 1")
+
+    @property
+    def num_epochs(self) -> int:
+        """``epochs``; a subclass whose ``epochs`` may be ``None`` derives its default here."""
+        if self.epochs is None:
+            raise ConfigError(f"{self.section}.epochs must be set")
+        return self.epochs
+
+    @property
+    def peak_lr(self) -> float:
+        """``lr``, or ``lr_per_256 x batch_size / 256`` (the linear scaling rule)."""
+        return self.lr if self.lr is not None else self.lr_per_256 * self.batch_size / 256
+
+    def sgd_run(self) -> SGDRun:
+        """The optimisation these settings describe."""
+        return SGDRun(
+            epochs=self.num_epochs,
+            batch_size=self.batch_size,
+            lr=self.peak_lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            seed=self.seed,
         )
-    if cfg.lr is not None and not cfg.lr > 0:
-        raise ConfigError(f"{section}.lr must be positive, got {cfg.lr}")
-    if not 0.0 <= cfg.momentum < 1.0:
-        raise ConfigError(f"{section}.momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.nesterov and cfg.momentum == 0:
-        raise ConfigError(f"{section}.nesterov needs a momentum above 0; set nesterov false")
-    if cfg.weight_decay < 0:
-        raise ConfigError(f"{section}.weight_decay must be >= 0, got {cfg.weight_decay}")
-    lo, hi = cfg.crop_scale
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ConfigError(
-            f"{section}.crop_scale must satisfy 0 < min <= max <= 1, got {cfg.crop_scale}"
-        )
-    if cfg.eval_batch_size < 1:
-        raise ConfigError(f"{section}.eval_batch_size must be at least 1")
 
 
 def crop_flip_views(augment: AugmentConfig, crop_scale: tuple[float, float]) -> Views:

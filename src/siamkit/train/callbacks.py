@@ -12,10 +12,20 @@ import torch
 from siamkit.config import AugmentConfig, RunConfig, TrainConfig
 from siamkit.data.datasets import Splits
 from siamkit.data.loader import ImageData
+from siamkit.encoders import Encoder
 from siamkit.eval.knn import knn_top1
 from siamkit.eval.metrics import output_std
 from siamkit.eval.mutual_information import FitSettings, estimate_from_pairs
 from siamkit.eval.representation import two_view_features
+from siamkit.methods import Method
+
+
+def _method_of(pl_module: L.LightningModule) -> Method:
+    """The method a siamkit training module trains (its ``method`` attribute)."""
+    method = pl_module.method
+    if not isinstance(method, Method):
+        raise TypeError(f"{type(pl_module).__name__} holds no siamkit Method as .method")
+    return method
 
 
 class CollapseMonitor(L.Callback):
@@ -106,7 +116,7 @@ class KNNMonitor(L.Callback):
         """Continue from :meth:`state_dict`."""
         self.history = [(int(e), float(a)) for e, a in state["history"]]
 
-    def evaluate(self, backbone: torch.nn.Module) -> float:
+    def evaluate(self, backbone: Encoder) -> float:
         """KNN top-1 (%) of ``backbone``'s features."""
         return knn_top1(
             backbone,
@@ -126,7 +136,7 @@ class KNNMonitor(L.Callback):
         if not trainer.is_global_zero:
             return
         if self.every and (epoch % self.every == 0 or epoch == trainer.max_epochs):
-            acc = self.evaluate(pl_module.method.backbone)  # type: ignore[union-attr, arg-type]
+            acc = self.evaluate(_method_of(pl_module).backbone)
             self.history.append((epoch, acc))
             pl_module.log("val/knn_top1", acc, prog_bar=True, rank_zero_only=True)
 
@@ -166,11 +176,11 @@ class MIMonitor(L.Callback):
             epoch % self.every == 0 or epoch == trainer.max_epochs
         ):
             return
-        backbone = pl_module.method.backbone  # type: ignore[union-attr]
+        backbone = _method_of(pl_module).backbone
         # Fixed seeds: the same views and split at every estimate, so that the series follows the
         # encoder alone; fork_rng leaves the run's own RNG stream as it was (exact resume).
         with torch.random.fork_rng(devices=[]):
-            h1, h2 = two_view_features(backbone, self.images, self.augment, seed=0)  # type: ignore[arg-type]
+            h1, h2 = two_view_features(backbone, self.images, self.augment, seed=0)
             value = estimate_from_pairs(h1, h2, self.settings, seed=0).value
         self.history.append((epoch, value))
         pl_module.log("val/mi_two_view", value, rank_zero_only=True)

@@ -117,9 +117,9 @@ def patch_conv_helps(mode: str) -> bool:
 
     ``auto`` turns it on for CPUs with AMX tiles only: there oneDNN's bf16 weight gradient of
     small maps is the slow case this module works around. On an AVX-512 BF16 CPU without AMX
-    (AMD EPYC, 2026-11-29) oneDNN's was faster: the ResNet-18 CIFAR step ran at 102.7 images/s
-    without the patch GEMM and 95.7 with it (best of two rounds, ``benchmarks/throughput.py
-    --levers``), and ``benchmarks/conv_weight_grad.py`` found it slower for all but one layer.
+    oneDNN's is faster: there the patch GEMM slows the ResNet-18 CIFAR step and is slower for
+    all but one layer (``benchmarks/throughput.py --levers``, ``benchmarks/conv_weight_grad.py``;
+    docs/results.md#training-step-throughput).
     """
     if mode != "auto":
         return mode == "on"

@@ -220,6 +220,7 @@ def build_trainer(settings: EngineSettings, callbacks: list[L.Callback]) -> L.Tr
         devices=_lightning_devices(settings.devices),
         num_nodes=settings.num_nodes,
         strategy=strategy,
+        # Lightning types precision as a Literal of its spellings; resolve_precision returns one.
         precision=settings.lightning_precision,  # type: ignore[arg-type]
         max_epochs=settings.epochs,
         max_steps=settings.max_steps or -1,
@@ -268,8 +269,7 @@ class TrainData(L.LightningDataModule):
 
     def train_dataloader(self) -> Any:
         """This process's loader: litdata's own for whole shards, else the epoch sampler's."""
-        native = getattr(self.data, "streaming_loader", None)
-        loader = native(self.specs, self.batch_size, self.seed, self.pin_memory) if native else None
+        loader = self.data.streaming_loader(self.specs, self.batch_size, self.seed, self.pin_memory)
         if loader is not None:
             return loader
         assert self.trainer is not None

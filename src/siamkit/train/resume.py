@@ -24,7 +24,7 @@ import signal
 import socket
 import warnings
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -182,7 +182,8 @@ class ContinuedCSVLogger(CSVLogger):
         """The writer, created once, keeping the earlier rows of a resumed run."""
         if self._experiment is None:
             self._experiment = _ContinuedWriter(self.log_dir, self.resume_step)
-        return cast(ExperimentWriter, self._experiment)  # hparams.yaml too (Lightning's writer)
+        assert isinstance(self._experiment, ExperimentWriter)  # hparams.yaml too (Lightning's)
+        return self._experiment
 
 
 class _ContinuedWriter(ExperimentWriter):

@@ -65,6 +65,7 @@ class LARS(torch.optim.Optimizer):
         defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta}
         super().__init__(params, defaults)
 
+    # torch's stub overloads step on the closure's presence; one signature does the same here.
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One LARS step (see the class docstring)."""
