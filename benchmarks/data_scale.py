@@ -203,7 +203,7 @@ def pack_once(folder: Path, workers: int) -> Path:
     """Shards of ``folder`` beside it (packed on the first call)."""
     shards = folder.with_name(folder.name + "-shards")
     if not (shards / "siamkit-shards.json").is_file():
-        from siamkit.data.shards import pack
+        from siamkit.data.pack import pack
 
         pack(folder, shards, num_workers=workers, overwrite=True)
     return shards

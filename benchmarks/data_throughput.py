@@ -64,7 +64,7 @@ def training_rate(
 
 
 def part_a(args: argparse.Namespace) -> None:
-    from siamkit.data.shards import pack
+    from siamkit.data.pack import pack
 
     work = Path(args.work)
     shards = work / "cifar10-shards"

@@ -5,7 +5,7 @@ its loss adds a mutual-information term to the GAN loss,
 ``L_G = -E[log D(G([eps, c]))] - beta * I(G([eps, c]); c)`` (the non-saturating GAN loss here),
 with ``I`` estimated by MINE: a statistics network ``T(x = G output, z = c)`` ascends the bound
 while the generator ascends ``beta * bound`` through its output. The bound is siamkit's
-:class:`~siamkit.losses.mutual_information.MutualInformation` (``bound="mine"``, bias-corrected
+:class:`~siamkit.losses.mi_bounds.MutualInformation` (``bound="mine"``, bias-corrected
 gradient); nothing here reimplements it.
 
 The rest are this benchmark's own choices (the paper's details could not be retrieved):
@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from siamkit.heads.statistics import StatisticsNetwork
-from siamkit.losses.mutual_information import MutualInformation
+from siamkit.losses.mi_bounds import MutualInformation
 from siamkit.runtime import machine_summary
 
 STD = 0.05

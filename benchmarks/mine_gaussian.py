@@ -44,7 +44,7 @@ from siamkit.eval.known_mi import (
     noisy_sampler,
     validation_settings,
 )
-from siamkit.eval.mutual_information import Sampler
+from siamkit.eval.mi_estimator import Sampler
 from siamkit.runtime import machine_summary
 
 ESTIMATORS = ("mine", "mine_f", "infonce")

@@ -50,13 +50,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from siamkit import runtime
+from siamkit.analysis.run_eval import metric_images
 from siamkit.checkpoints import load_method
 from siamkit.data.datasets import load_splits
 from siamkit.data.views import Views
 from siamkit.eval.features import extract_features
 from siamkit.eval.metrics import output_std, rankme
 from siamkit.eval.representation import project
-from siamkit.protocols.evaluate import metric_images
 from siamkit.recipes import load_config, recipe_path
 from siamkit.train import pretrain
 
@@ -88,7 +88,7 @@ EPOCHS = 20
 
 
 def run_config(name: str, overrides: list[str], seed: int, root: Path) -> Any:
-    """The RunConfig of one cell, as ``experiments.spec.cell_config`` builds a cell's."""
+    """The RunConfig of one cell, as ``experiments.loading.cell_config`` builds a cell's."""
     values = {
         "train.output_dir": str(root / f"{name}_s{seed}"),
         "train.progress_bar": False,

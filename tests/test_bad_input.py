@@ -250,7 +250,7 @@ def test_the_catalogue_covers_at_least_forty_kinds() -> None:
 def test_a_full_disk_while_exporting_is_a_message_and_keeps_the_earlier_file(
     tmp_path: Path, finished: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    import siamkit.protocols.export as export
+    import siamkit.export.formats as export
 
     target = tmp_path / "model.safetensors"
     assert main(["export", "--checkpoint", str(finished), "--output", str(target)]) == 0

@@ -10,7 +10,7 @@ import torch
 
 from siamkit.checkpoints import read_checkpoint
 from siamkit.errors import CheckpointError
-from siamkit.protocols.classifier import load_classifier
+from siamkit.supervised.classifier import load_classifier
 
 
 def _make(kind: str, tmp_path: Path) -> Path:

@@ -19,14 +19,14 @@ import torchvision
 from PIL import Image
 
 from siamkit import runtime
+from siamkit.analysis.run_eval import linear_eval, run_extract_options
 from siamkit.checkpoints import load_backbone, read_checkpoint
 from siamkit.cli import main
 from siamkit.cli.parser import build_parser
 from siamkit.data.datasets import load_splits
 from siamkit.eval.features import extract_features
 from siamkit.methods import METHODS
-from siamkit.protocols.classifier import load_classifier, predict_logits
-from siamkit.protocols.evaluate import linear_eval, run_extract_options
+from siamkit.supervised.classifier import load_classifier, predict_logits
 
 # Lightning's notes about a reused run folder are expected in the overwrite test.
 pytestmark = pytest.mark.filterwarnings("ignore:.*exists and is not empty.*")
@@ -600,7 +600,7 @@ def test_export_formats_and_embed_from_files(run_dir, tmp_path, capsys):
     """export --format writes the file its extension names and prints how to load it; embed
     reads a .safetensors export (same rows as the run) and --model/--weights with the
     preprocessing flags (same rows as the Python API given the same options)."""
-    from siamkit.protocols.evaluate import embed_folder
+    from siamkit.analysis.run_eval import embed_folder
 
     images = tmp_path / "pngs"
     images.mkdir()

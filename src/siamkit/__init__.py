@@ -9,8 +9,8 @@ The five-step pipeline, one subpackage each:
 5. :mod:`siamkit.losses`: pure loss functions;
 
 composed per method in :mod:`siamkit.methods`, trained by the one engine in :mod:`siamkit.train`,
-measured by :mod:`siamkit.eval`; :mod:`siamkit.protocols` builds fine-tuning, distillation, the
-report and export on them.
+measured by :mod:`siamkit.eval`; :mod:`siamkit.analysis` (a checkpoint's figures, the report),
+:mod:`siamkit.supervised` (fine-tuning, distillation) and :mod:`siamkit.export` build on them.
 
 The names below are imported on first use (a module ``__getattr__``), so ``import siamkit`` and
 ``siamkit --help`` do not load torch or Lightning.

@@ -74,7 +74,7 @@ def load_file(path: Path, what: str, fix: str) -> Any:
 #: Files and folders siamkit writes, recognised where another kind is expected: (how to
 #: recognise it, what it is, which command takes it). The names are those the writers use:
 #: ``siamkit-shards.json`` (data/shards.py), ``experiment.json`` (experiments/runner.py),
-#: ``classifier.pt`` (protocols/classifier.py); a test keeps them in step.
+#: ``classifier.pt`` (supervised/classifier.py); a test keeps them in step.
 _FOLDER_KINDS = (
     ("siamkit-shards.json", "packed shards (written by `siamkit pack`)", "pass them as --data"),
     (

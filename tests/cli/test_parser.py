@@ -16,8 +16,8 @@ import siamkit
 from siamkit.cli import main
 from siamkit.cli.parser import COMMANDS, EXPORT_FORMATS, METHOD_NAMES, build_parser
 from siamkit.cli.specs import Command
+from siamkit.export.formats import FORMATS
 from siamkit.methods import METHODS
-from siamkit.protocols.export import FORMATS
 
 SRC = str(Path(siamkit.__file__).resolve().parents[1])  # the siamkit these tests import
 

@@ -16,7 +16,8 @@ from siamkit.data.datasets import load_splits
 from siamkit.data.decode import ViewSpec
 from siamkit.data.files import list_files
 from siamkit.data.loader import make_loader
-from siamkit.data.shards import META_FILE, ShardSet, pack
+from siamkit.data.pack import pack
+from siamkit.data.shards import META_FILE, ShardSet
 from siamkit.data.stream import StreamSet
 from siamkit.errors import DataError
 from siamkit.safe_io import OutputError

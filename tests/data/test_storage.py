@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from siamkit.analysis.run_eval import knn_eval
 from siamkit.config import DataConfig
 from siamkit.data import memory
 from siamkit.data.datasets import ImageSet, load_splits
 from siamkit.data.stream import StreamSet
 from siamkit.errors import DataError
-from siamkit.protocols.evaluate import knn_eval
 from siamkit.recipes import load_config
 from siamkit.train import pretrain
 

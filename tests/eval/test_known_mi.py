@@ -18,7 +18,7 @@ from siamkit.eval.known_mi import (
     noisy_mi,
     noisy_sampler,
 )
-from siamkit.eval.mutual_information import VALIDATION_SEED, FitSettings, fit
+from siamkit.eval.mi_estimator import VALIDATION_SEED, FitSettings, fit
 
 
 def test_gaussian_mi_closed_form():

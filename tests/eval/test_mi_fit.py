@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from siamkit.eval.mutual_information import (
+from siamkit.eval.mi_estimator import (
     VALIDATION_SEED,
     Estimate,
     FitSettings,

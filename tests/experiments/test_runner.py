@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from siamkit.analysis.run_eval import representation_metrics
 from siamkit.errors import ConfigError
 from siamkit.experiments import load_experiment, run_experiment
 from siamkit.experiments import runner as runner_module
-from siamkit.protocols.evaluate import representation_metrics
 
 #: Two tiny digits cells: SimSiam as it is and without stop-gradient, a few steps each.
 TINY = """

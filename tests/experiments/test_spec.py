@@ -18,7 +18,8 @@ from siamkit.experiments import (
     experiment_names,
     load_experiment,
 )
-from siamkit.experiments.spec import Cell, load_experiment_file
+from siamkit.experiments.loading import load_experiment_file
+from siamkit.experiments.spec import Cell
 
 NAMES = experiment_names()
 #: The experiments the source articles ask for (one NAME each).

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from siamkit.errors import ConfigError
-from siamkit.losses.mutual_information import derangement, dv_bound
+from siamkit.losses.mi_bounds import derangement, dv_bound
 from siamkit.methods import METHODS, MINE, MINEConfig
 from tests.methods.conftest import BATCH, build, random_views
 

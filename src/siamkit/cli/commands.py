@@ -154,7 +154,7 @@ def _device(args: argparse.Namespace) -> Any:
 
 def probe(args: argparse.Namespace) -> int:
     """``siamkit eval knn|linear``: a probe of a checkpoint's frozen features."""
-    from siamkit.protocols.evaluate import knn_eval, linear_eval
+    from siamkit.analysis.run_eval import knn_eval, linear_eval
 
     data = _data_override(args)
     where = "g(h), after the projector" if args.features == "projection" else "h, the backbone"
@@ -199,7 +199,7 @@ def finetune(args: argparse.Namespace) -> int:
     from siamkit.checkpoints import read_checkpoint
     from siamkit.data.datasets import load_splits
     from siamkit.data.splits import dataset_name, default_index_path
-    from siamkit.protocols.finetune import FinetuneConfig, finetune
+    from siamkit.supervised.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(
         epochs=args.epochs,
@@ -250,8 +250,8 @@ def distill(args: argparse.Namespace) -> int:
     """``siamkit eval distill``: distil a fine-tuned teacher into a student."""
     import dataclasses
 
-    from siamkit.protocols.classifier import load_classifier
-    from siamkit.protocols.distill import DistillConfig, distill
+    from siamkit.supervised.classifier import load_classifier
+    from siamkit.supervised.distill import DistillConfig, distill
 
     cfg = DistillConfig(
         epochs=args.epochs,
@@ -289,7 +289,7 @@ def distill(args: argparse.Namespace) -> int:
 
 def metrics(args: argparse.Namespace) -> int:
     """``siamkit eval metrics``: representation metrics of h and g(h)."""
-    from siamkit.protocols.evaluate import representation_metrics
+    from siamkit.analysis.run_eval import representation_metrics
 
     result = representation_metrics(
         args.checkpoint,
@@ -313,9 +313,9 @@ def metrics(args: argparse.Namespace) -> int:
 
 def mutual_information(args: argparse.Namespace) -> int:
     """``siamkit eval mi``: MINE estimates of two-view and label MI."""
+    from siamkit.analysis.checkpoint_mi import checkpoint_mi
     from siamkit.errors import ConfigError
-    from siamkit.eval.mutual_information import FitSettings
-    from siamkit.protocols.mutual_information import checkpoint_mi
+    from siamkit.eval.mi_estimator import FitSettings
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
@@ -346,7 +346,7 @@ def mutual_information(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     """``siamkit report``: the HTML report of a run."""
-    from siamkit.protocols.report import write_report
+    from siamkit.analysis.run_report import write_report
 
     out = write_report(
         args.run, tsne_images=args.tsne_images, max_images=args.max_images, device=_device(args)
@@ -357,7 +357,7 @@ def report(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """``siamkit export``: the backbone in a format other libraries load."""
-    from siamkit.protocols.export import export_checkpoint
+    from siamkit.export.formats import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.output, args.format, args.overwrite)
     print(f"wrote {out.path} ({out.format}); load with: {out.load_hint}")
@@ -366,8 +366,8 @@ def export(args: argparse.Namespace) -> int:
 
 def embed(args: argparse.Namespace) -> int:
     """``siamkit embed``: embeddings of a folder of images."""
+    from siamkit.analysis.run_eval import embed_folder
     from siamkit.errors import ConfigError
-    from siamkit.protocols.evaluate import embed_folder
 
     if (args.model is None) != (args.weights is None):
         raise ConfigError(
@@ -393,7 +393,7 @@ def embed(args: argparse.Namespace) -> int:
 
 def pack(args: argparse.Namespace) -> int:
     """``siamkit pack``: litdata shards of an image folder."""
-    from siamkit.data.shards import pack
+    from siamkit.data.pack import pack
     from siamkit.runtime import default_num_workers
 
     meta = pack(

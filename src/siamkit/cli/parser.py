@@ -39,7 +39,7 @@ from siamkit.cli.specs import Command, OneOf, Spec, add_arguments, add_commands,
 
 __all__ = ["COMMANDS", "EXPORT_FORMATS", "GLOBAL_FLAGS", "METHOD_NAMES", "build_parser"]
 
-#: ``siamkit export --format`` choices (:data:`siamkit.protocols.export.FORMATS`, compared by a
+#: ``siamkit export --format`` choices (:data:`siamkit.export.formats.FORMATS`, compared by a
 #: test), written out so that ``siamkit --help`` does not import the exporters and with them torch.
 EXPORT_FORMATS = ("safetensors", "torchvision", "timm", "onnx")
 
@@ -279,7 +279,7 @@ COMMANDS: tuple[Command, ...] = (
         "export",
         help="write the backbone for other libraries: safetensors, torchvision, timm or ONNX",
         description="Write a run's backbone as safetensors (weights, the siamkit architecture "
-        "and the run's evaluation size and normalisation; siamkit.protocols.export."
+        "and the run's evaluation size and normalisation; siamkit.export.formats."
         "load_exported reads it), a torchvision or timm state dict (.pth/.pt, loads with "
         "strict=True into torchvision.models.<name>() with fc = nn.Identity(), or timm."
         "create_model(<name>, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict("

@@ -1,7 +1,7 @@
 """The measures of frozen representations: features, kNN, linear probe, metrics, online probe.
 
-What is built on them for a checkpoint (fine-tuning, distillation, the report, export) lives in
-:mod:`siamkit.protocols`.
+What is built on them for a checkpoint lives in :mod:`siamkit.analysis` (its figures, the
+report), :mod:`siamkit.supervised` (fine-tuning, distillation) and :mod:`siamkit.export`.
 """
 
 from siamkit.eval.features import extract_features, iter_features

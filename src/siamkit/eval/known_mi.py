@@ -11,10 +11,10 @@ From MINE's validation (Belghazi et al., arXiv:1801.04062, Sec. 4.1):
   each ``f`` has its own truth.
 
 Every estimate (:func:`estimates`) trains on fresh samples, chooses its stopping step on
-validation pairs that :func:`siamkit.eval.mutual_information.fit` draws from the same sampler with
+validation pairs that :func:`siamkit.eval.mi_estimator.fit` draws from the same sampler with
 their own seed, and reports the bound on :data:`HELD_OUT_PAIRS` test pairs drawn with another
 fixed seed, which no choice sees (the maximum over readings on the reported pairs would be biased
-upward: see :mod:`siamkit.eval.mutual_information`).
+upward: see :mod:`siamkit.eval.mi_estimator`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from collections.abc import Callable
 
 import torch
 
-from siamkit.eval.mutual_information import FitSettings, Sampler, fit
-from siamkit.losses.mutual_information import Bound
+from siamkit.eval.mi_estimator import FitSettings, Sampler, fit
+from siamkit.losses.mi_bounds import Bound
 
 #: Test pairs every estimate is reported on (drawn with the seed ``TEST_SEED + seed`` of its
-#: fit); :func:`~siamkit.eval.mutual_information.fit` draws as many validation
+#: fit); :func:`~siamkit.eval.mi_estimator.fit` draws as many validation
 #: pairs with the seed ``VALIDATION_SEED + seed`` of each fit.
 HELD_OUT_PAIRS = 4000
 
@@ -104,7 +104,7 @@ def estimates(sampler: Sampler, settings: FitSettings, seeds: int) -> list[float
     """Test estimates of ``I(X; Z)`` for seeds ``0..seeds-1``, each on its own test pairs.
 
     Each fit ``s`` chooses its step on its own validation pairs (seed ``VALIDATION_SEED + s``,
-    :func:`~siamkit.eval.mutual_information.fit`) and reports the bound on the
+    :func:`~siamkit.eval.mi_estimator.fit`) and reports the bound on the
     :data:`HELD_OUT_PAIRS` test pairs of seed ``TEST_SEED + s`` at that step.
     """
     return [estimate(sampler, settings, s) for s in range(seeds)]

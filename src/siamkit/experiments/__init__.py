@@ -13,9 +13,10 @@ from importlib import resources
 from pathlib import Path
 
 from siamkit.errors import ConfigError
+from siamkit.experiments.loading import cell_config, load_experiment_file
 from siamkit.experiments.results import ExperimentResult
 from siamkit.experiments.runner import run_experiment
-from siamkit.experiments.spec import SCALES, Cell, Experiment, cell_config, load_experiment_file
+from siamkit.experiments.spec import SCALES, Cell, Experiment
 
 #: The catalogue's folder (package data).
 CATALOGUE = Path(str(resources.files("siamkit") / "experiments" / "catalogue"))

@@ -33,7 +33,7 @@ def run_results(run: Path) -> dict[str, Any]:
 
 def final_loss(run: Path) -> float:
     """Mean training loss of the last logged epoch."""
-    from siamkit.protocols.plots import epoch_means, read_metrics_csv
+    from siamkit.analysis.plots import epoch_means, read_metrics_csv
 
     means = epoch_means(read_metrics_csv(run / "metrics.csv").get("train/loss", []))
     if not means:
@@ -106,7 +106,7 @@ def read_eval_collapse_std(
     eval mode (running statistics) on held-out images the collapse shows in full
     (benchmarks/simsiam_collapse.py measures both).
     """
-    from siamkit.protocols.evaluate import representation_metrics
+    from siamkit.analysis.run_eval import representation_metrics
 
     return float(representation_metrics(run)["g"]["collapse_std"])
 
@@ -115,7 +115,7 @@ def read_linear(
     measure: Measure, cell: Cell, run: Path, root: Path, scale: str, spec: ScaleSpec, seed: int
 ) -> float:
     """Linear-probe top-1 on the run's frozen features (``measure.features``)."""
-    from siamkit.protocols.evaluate import linear_eval
+    from siamkit.analysis.run_eval import linear_eval
 
     epochs = measure.epochs.get(scale) or 100
     return float(linear_eval(run, features=measure.features, epochs=epochs)["top1"])
@@ -147,7 +147,7 @@ def _finetune(measure: Measure, run: Path, root: Path, epochs: int | None) -> fl
     from siamkit.checkpoints import read_checkpoint
     from siamkit.data.datasets import load_splits
     from siamkit.data.splits import dataset_name, default_index_path
-    from siamkit.protocols.finetune import FinetuneConfig, finetune
+    from siamkit.supervised.finetune import FinetuneConfig, finetune
 
     config = read_checkpoint(run).config
     splits = load_splits(config.data)
@@ -176,8 +176,8 @@ def _finetune(measure: Measure, run: Path, root: Path, epochs: int | None) -> fl
 
 def _distill(measure: Measure, run: Path, epochs: int | None) -> float:
     """Distil the cell's fine-tuned teacher (measure ``measure.teacher``) into a student."""
-    from siamkit.protocols.classifier import load_classifier
-    from siamkit.protocols.distill import DistillConfig, distill
+    from siamkit.supervised.classifier import load_classifier
+    from siamkit.supervised.distill import DistillConfig, distill
 
     teacher = run / "measures" / measure.teacher
     _, info = load_classifier(teacher)

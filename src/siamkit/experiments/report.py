@@ -16,11 +16,11 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from siamkit.analysis.html import img, page, table
+from siamkit.analysis.plots import epoch_means, read_metrics_csv, save_png
 from siamkit.experiments.results import ExperimentResult
 from siamkit.experiments.spec import Cell, Experiment
 from siamkit.experiments.statistics import ALPHA, mean, std
-from siamkit.protocols.html import img, page, table
-from siamkit.protocols.plots import epoch_means, read_metrics_csv, save_png
 from siamkit.safe_io import atomic_write_text
 
 if TYPE_CHECKING:

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from siamkit.data.files import check_folder
 from siamkit.errors import ConfigError
 from siamkit.experiments.claims import Floors, Outcome, evaluate
+from siamkit.experiments.loading import cell_config
 from siamkit.experiments.measures import take
 from siamkit.experiments.results import CellResult, ExperimentResult
-from siamkit.experiments.spec import Cell, Experiment, Measure, ScaleSpec, cell_config
+from siamkit.experiments.spec import Cell, Experiment, Measure, ScaleSpec
 from siamkit.experiments.statistics import floor_of
 from siamkit.safe_io import atomic_write_text
 from siamkit.strict import to_dict

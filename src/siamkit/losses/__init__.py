@@ -3,7 +3,7 @@
 from siamkit.losses.distillation import soft_target_cross_entropy
 from siamkit.losses.info_nce import ctr, info_nce, nt_xent
 from siamkit.losses.information import VICRegTerms, barlow_twins, vicreg, vicreg_terms, wmse
-from siamkit.losses.mutual_information import (
+from siamkit.losses.mi_bounds import (
     MutualInformation,
     derangement,
     dv_bound,

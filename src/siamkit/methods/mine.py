@@ -25,7 +25,7 @@ from siamkit.encoders import Encoder
 from siamkit.errors import ConfigError
 from siamkit.heads import projection_mlp
 from siamkit.heads.statistics import StatisticsNetwork
-from siamkit.losses.mutual_information import BOUNDS, Bound, MutualInformation
+from siamkit.losses.mi_bounds import BOUNDS, Bound, MutualInformation
 from siamkit.methods.base import Method, require_at_least_one
 
 

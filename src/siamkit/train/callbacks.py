@@ -15,7 +15,7 @@ from siamkit.data.loader import ImageData
 from siamkit.encoders import Encoder
 from siamkit.eval.knn import knn_top1
 from siamkit.eval.metrics import output_std
-from siamkit.eval.mutual_information import FitSettings, estimate_from_pairs
+from siamkit.eval.mi_estimator import FitSettings, estimate_from_pairs
 from siamkit.eval.representation import two_view_features
 from siamkit.methods import Method
 
@@ -146,7 +146,7 @@ class MIMonitor(L.Callback):
 
     The features of two augmented views (the run's recipe) of a fixed set of training images; a
     fresh statistics network fitted on 60% of the pairs, stopped on 20% and its bound read on the
-    last 20% (:func:`~siamkit.eval.mutual_information.estimate_from_pairs`).
+    last 20% (:func:`~siamkit.eval.mi_estimator.estimate_from_pairs`).
 
     Args:
         images: The images (a fixed subset of the training set).

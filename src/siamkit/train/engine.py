@@ -10,6 +10,7 @@ pretraining run does.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -19,16 +20,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from siamkit import runtime
 from siamkit.config import DataConfig, TrainConfig
 from siamkit.data.decode import ViewSpec
 from siamkit.data.device_decode import to_device
 from siamkit.data.loader import ImageData, make_loader
-from siamkit.errors import ConfigError, OutputError
+from siamkit.errors import ConfigError, OutputError, TrainingDivergedError, TrainingInterrupted
 from siamkit.safe_io import check_apart, check_folder_writable, real_path
 from siamkit.train.loggers import LearningRates, LogSettings, RunInfo, build_loggers
-from siamkit.train.resume import Interruption, RandomState, SafeCheckpointIO
+from siamkit.train.resume import LAST, Interruption, RandomState, RunLock, SafeCheckpointIO
 
 #: The metrics TensorBoard's HParams tab shows beside a pretraining run's config.
 PRETRAINING_SUMMARY = ("train/loss", "val/knn_top1", "train/collapse_std")
@@ -340,6 +342,82 @@ def prepare_run_folder(out_dir: Path, resume: str | Path | None, overwrite: bool
         for name in RUN_FOLDERS:
             shutil.rmtree(out_dir / name, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where a run trains and how it may use the folder.
+
+    Attributes:
+        path: The run folder (``None``: the run writes nothing, no logs, no checkpoints).
+        resume: The checkpoint (or run folder) the run continues, or ``None``.
+        overwrite: Replace another run's checkpoints found in ``path``.
+    """
+
+    path: Path | None
+    resume: str | Path | None = None
+    overwrite: bool = False
+
+
+def fit_in_folder(
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    data: L.LightningDataModule,
+    folder: RunFolder,
+    ckpt_path: str | None = None,
+    announce: Callable[[], None] | None = None,
+    diverged_hint: Callable[[], str] | None = None,
+) -> None:
+    """The fit of every run that trains (pretraining, fine-tuning, distillation).
+
+    On rank 0 the folder is locked (one run at a time writes there), prepared
+    (:func:`prepare_run_folder`) and announced (``announce``: the caller writes its config and
+    says what runs); then every rank fits. The lock is released however the fit ends.
+
+    Args:
+        trainer: The trainer (:func:`build_trainer`).
+        module: What it trains.
+        data: Its training data.
+        folder: The run folder and how it may be used.
+        ckpt_path: The checkpoint file to continue from, or ``None``.
+        announce: Called once on rank 0 when the folder is ready.
+        diverged_hint: What to do after a NaN/inf loss, added to the message (``None``: the
+            module's own message stands).
+
+    Raises:
+        TrainingDivergedError: The loss became NaN/inf.
+        TrainingInterrupted: SIGTERM or Ctrl-C stopped the fit (the run is saved in the folder).
+        OutputError: The folder is in use, or holds another run and ``overwrite`` is not set.
+    """
+    lock = RunLock(folder.path) if folder.path is not None else None
+    if trainer.is_global_zero and lock is not None and folder.path is not None:
+        lock.acquire()
+        try:
+            prepare_run_folder(folder.path, folder.resume, folder.overwrite)
+        except BaseException:
+            lock.release()  # a folder this run may not use stays free for the one that may
+            raise
+    try:
+        if trainer.is_global_zero and announce is not None:
+            announce()
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    except TrainingDivergedError as err:
+        if diverged_hint is None:
+            raise
+        raise TrainingDivergedError(f"{err}; {diverged_hint()}") from None
+    except SIGTERMException:
+        saved = (
+            f"the run is saved in {folder.path / 'checkpoints' / LAST}: continue it with "
+            f"--resume {folder.path}"
+            if folder.path is not None
+            else "nothing was saved (no output folder)"
+        )
+        raise TrainingInterrupted(
+            f"stopped at step {trainer.global_step} (SIGTERM or Ctrl-C); {saved}"
+        ) from None
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def check_run_output(out_dir: Path, data: DataConfig | None) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from siamkit import runtime
@@ -29,7 +28,7 @@ from siamkit.data.datasets import Splits, load_splits
 from siamkit.data.loader import ImageData
 from siamkit.data.splits import labels_hash
 from siamkit.encoders import Encoder, check_encoder, create_backbone, custom_backbone_name
-from siamkit.errors import DataError, TrainingDivergedError, TrainingInterrupted
+from siamkit.errors import DataError
 from siamkit.eval.features import extract_features
 from siamkit.eval.knn import knn_top1
 from siamkit.methods import METHODS, Method, create_method
@@ -38,14 +37,15 @@ from siamkit.strict import flat_dict, to_dict
 from siamkit.train.callbacks import CollapseMonitor, KNNMonitor, MIMonitor, Throughput, mi_monitor
 from siamkit.train.engine import (
     EngineSettings,
+    RunFolder,
     TrainData,
     build_trainer,
     check_run_output,
-    prepare_run_folder,
+    fit_in_folder,
 )
 from siamkit.train.loop import PretrainModule
-from siamkit.train.results import PretrainResult
-from siamkit.train.resume import LAST, RunLock, resume_changes
+from siamkit.train.pretrain_result import PretrainResult
+from siamkit.train.resume import resume_changes
 
 
 def pretrain(
@@ -61,8 +61,9 @@ def pretrain(
     Steps: 1. check the machine, the backbone module and the checkpoint to resume, before
     anything is written; 2. load the data; 3. build the method (a copy of its backbone is the
     random-init baseline); 4. assemble the trainer, its monitors, the module and this process's
-    loader; 5. lock and prepare the run folder; 6. train; 7. read the final figures and write
-    ``results.json`` (rank 0).
+    loader; 5-6. lock, prepare and announce the run folder, and train
+    (:func:`~siamkit.train.engine.fit_in_folder`, as every run that trains); 7. read the final
+    figures and write ``results.json`` (rank 0).
 
     Args:
         cfg: A validated run config.
@@ -96,10 +97,16 @@ def pretrain(
     splits = splits or load_splits(cfg.data, processes)  # 2.
     method, random_init, channels_last = _build_method(cfg, plan.given, splits)  # 3.
     run = _assemble(plan, method, splits, channels_last)  # 4.
-    lock = RunLock(run.out_dir)
-    if run.trainer.is_global_zero:  # 5. (rank 0; the other ranks write nothing)
-        _open_run_folder(run, plan, lock, resume, overwrite, splits)
-    _fit(run, plan, lock)  # 6.
+    folder = RunFolder(run.out_dir, resume, overwrite)
+    fit_in_folder(  # 5-6. (rank 0 prepares the folder; the other ranks write nothing)
+        run.trainer,
+        run.module,
+        run.data,
+        folder,
+        ckpt_path=plan.checkpoint.path if plan.checkpoint else None,
+        announce=lambda: _announce(run, plan, splits),
+        diverged_hint=lambda: _diverged_hint(run.out_dir),
+    )
     result = _result(run, splits)  # 7.
     if run.trainer.is_global_zero:
         baselines = random_init_knn or RandomInitKNN()
@@ -200,22 +207,9 @@ def _assemble(plan: _Plan, method: Method, splits: Splits, channels_last: bool) 
     return _Assembled(trainer, module, data, knn, mi, collapse, throughput, out_dir)
 
 
-def _open_run_folder(
-    run: _Assembled,
-    plan: _Plan,
-    lock: RunLock,
-    resume: str | None,
-    overwrite: bool,
-    splits: Splits,
-) -> None:
-    """Step 5 (rank 0): lock the run folder, prepare it, write the config, say what runs."""
+def _announce(run: _Assembled, plan: _Plan, splits: Splits) -> None:
+    """Step 5 (rank 0, the folder ready): write the config and say what runs."""
     cfg, train, out_dir = plan.cfg, plan.cfg.train, run.out_dir
-    lock.acquire()
-    try:
-        prepare_run_folder(out_dir, resume, overwrite)
-    except BaseException:
-        lock.release()  # a folder this run may not use stays free for the one that may
-        raise
     atomic_write_text(out_dir / "config.yaml", _yaml(to_dict(cfg)), "run config")
     n_params = sum(p.numel() for p in run.module.parameters())
     print(
@@ -234,22 +228,6 @@ def _open_run_folder(
         )
     for change in plan.changes:
         print(f"siamkit: resumed with {change}", file=sys.stderr)
-
-
-def _fit(run: _Assembled, plan: _Plan, lock: RunLock) -> None:
-    """Step 6: train; divergence and a stop (SIGTERM, Ctrl-C) say how to go on."""
-    ckpt_path = plan.checkpoint.path if plan.checkpoint else None
-    try:
-        run.trainer.fit(run.module, datamodule=run.data, ckpt_path=ckpt_path)
-    except TrainingDivergedError as err:
-        raise TrainingDivergedError(f"{err}; {_diverged_hint(run.out_dir)}") from None
-    except SIGTERMException:
-        raise TrainingInterrupted(
-            f"stopped at step {run.trainer.global_step} (SIGTERM or Ctrl-C); the run is saved in "
-            f"{run.out_dir / 'checkpoints' / LAST}: continue it with --resume {run.out_dir}"
-        ) from None
-    finally:
-        lock.release()
 
 
 def _result(run: _Assembled, splits: Splits) -> PretrainResult:

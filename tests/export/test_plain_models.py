@@ -14,14 +14,14 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+from siamkit.analysis.run_eval import embed_folder
 from siamkit.checkpoints import load_backbone
 from siamkit.config import AugmentConfig
 from siamkit.encoders import SmallCNN
 from siamkit.errors import CheckpointError, ConfigError
-from siamkit.protocols.evaluate import embed_folder
-from siamkit.protocols.export import export_backbone, export_checkpoint
-from siamkit.protocols.plain_models import embedding_model, with_preprocessing
-from tests.protocols.conftest import write_checkpoint
+from siamkit.export.formats import export_backbone, export_checkpoint
+from siamkit.export.plain_models import embedding_model, with_preprocessing
+from tests.checkpoint_fixtures import write_checkpoint
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

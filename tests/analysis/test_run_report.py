@@ -20,12 +20,12 @@ import pytest
 import torch
 from scipy.spatial.distance import pdist
 
+from siamkit.analysis.run_eval import metric_images, representation_metrics
+from siamkit.analysis.run_report import write_report
 from siamkit.checkpoints import load_method
 from siamkit.data.datasets import Splits, load_digits
 from siamkit.errors import CheckpointError
 from siamkit.eval.features import extract_features
-from siamkit.protocols.evaluate import metric_images, representation_metrics
-from siamkit.protocols.report import write_report
 from siamkit.recipes import load_config
 from siamkit.train import pretrain
 

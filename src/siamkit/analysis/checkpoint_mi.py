@@ -10,7 +10,7 @@ Two quantities (arXiv:1801.04062 for the estimator):
 
 The estimate is the Donsker-Varadhan bound of a statistics network fitted on 60% of the pairs,
 stopped at the step where its bound on another 20% is highest, and read at that step on the last
-20%, which no choice saw (:func:`siamkit.eval.mutual_information.estimate_from_pairs`); with a
+20%, which no choice saw (:func:`siamkit.eval.mi_estimator.estimate_from_pairs`); with a
 few thousand images it is a lower bound limited by the sample, comparable between checkpoints
 measured the same way, not an absolute figure.
 """
@@ -24,15 +24,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from siamkit.analysis.run_eval import metric_images
 from siamkit.checkpoints import load_method, read_checkpoint
 from siamkit.config import DataConfig
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError
 from siamkit.eval.features import extract_features
-from siamkit.eval.mutual_information import FitSettings, estimate_from_pairs, one_hot
+from siamkit.eval.mi_estimator import FitSettings, estimate_from_pairs, one_hot
 from siamkit.eval.representation import project, two_view_features
 from siamkit.methods import create_method
-from siamkit.protocols.evaluate import metric_images
 
 
 def label_entropy(labels: torch.Tensor) -> float:

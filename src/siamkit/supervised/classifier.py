@@ -2,8 +2,8 @@
 
 A trunk (backbone and kept head layers), a linear layer, and its checkpoint.
 
-Fine-tuning (:mod:`siamkit.protocols.finetune`) trains one from a pretraining checkpoint or from
-scratch; distillation (:mod:`siamkit.protocols.distill`) reads one as its teacher and writes its
+Fine-tuning (:mod:`siamkit.supervised.finetune`) trains one from a pretraining checkpoint or from
+scratch; distillation (:mod:`siamkit.supervised.distill`) reads one as its teacher and writes its
 student as one.
 """
 

@@ -1,4 +1,7 @@
-"""Fixtures and helpers shared by the protocol tests."""
+"""Fixtures and helpers of the run-level tests (supervised, analysis, export).
+
+Small digits splits, and pretraining checkpoints written without training.
+"""
 
 from __future__ import annotations
 

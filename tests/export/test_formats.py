@@ -21,14 +21,14 @@ from torch import nn
 from siamkit.config import AugmentConfig
 from siamkit.encoders import Encoder, ResNetEncoder, SmallCNN
 from siamkit.errors import CheckpointError, ConfigError
-from siamkit.protocols.export import (
+from siamkit.export.formats import (
     export_backbone,
     export_checkpoint,
     load_exported,
     resolve_format,
     timm_model,
 )
-from tests.protocols.conftest import randomise_batch_norm, write_checkpoint
+from tests.checkpoint_fixtures import randomise_batch_norm, write_checkpoint
 
 
 def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -384,3 +384,16 @@ def test_export_checkpoint_records_the_runs_evaluation_input(tmp_path: Path) -> 
     assert "(N, 3, 24, 24)" in onnx_out.load_hint
     with pytest.raises(ConfigError, match=r"small_cnn at width 0\.25 has no timm model"):
         export_checkpoint(ckpt, tmp_path / "b.pth", "timm")
+
+
+def test_the_old_import_path_still_works_and_says_where_it_moved() -> None:
+    """``siamkit.protocols.export`` (the README's import before the move) keeps working."""
+    import importlib
+    import sys
+
+    sys.modules.pop("siamkit.protocols.export", None)
+    with pytest.warns(DeprecationWarning, match="siamkit.export"):
+        old = importlib.import_module("siamkit.protocols.export")
+    from siamkit.export import export_checkpoint, load_exported
+
+    assert old.export_checkpoint is export_checkpoint and old.load_exported is load_exported

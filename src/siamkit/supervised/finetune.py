@@ -8,10 +8,10 @@ middle layer of the projection head (the 1st layer) instead of the input layer"
 [arXiv:2006.10029, Sec. 2] (``from_head_layers=1``). A from-scratch supervised baseline on the
 same labelled images uses the same recipe (``checkpoint=None``).
 
-Training runs on the engine of pretraining (:mod:`siamkit.protocols.supervised`): any devices,
-DDP, logs, checkpoints and ``--resume``. The result is a :class:`~siamkit.protocols.classifier.
-Classifier` checkpoint that :func:`~siamkit.protocols.classifier.load_classifier` reads back,
-e.g. as the teacher of :func:`siamkit.protocols.distill.distill`.
+Training runs on the engine of pretraining (:mod:`siamkit.supervised.sgd`): any devices,
+DDP, logs, checkpoints and ``--resume``. The result is a :class:`~siamkit.supervised.classifier.
+Classifier` checkpoint that :func:`~siamkit.supervised.classifier.load_classifier` reads back,
+e.g. as the teacher of :func:`siamkit.supervised.distill.distill`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from siamkit.data.splits import (
 )
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError
-from siamkit.protocols.classifier import (
+from siamkit.strict import to_dict as config_to_dict
+from siamkit.supervised.classifier import (
     CLASSIFIER_FILE,
     Classifier,
     ClassifierInfo,
@@ -49,21 +50,20 @@ from siamkit.protocols.classifier import (
     topk_accuracy,
     trunk_from_method,
 )
-from siamkit.protocols.classifier_run import (
+from siamkit.supervised.run import (
     ClassifierJob,
     RunOutput,
     logits_reader,
     save_run,
     train_classifier,
 )
-from siamkit.protocols.supervised import (
+from siamkit.supervised.sgd import (
     SGDConfig,
     crop_flip_views,
     labelled_test,
     num_classes_of,
     train_data,
 )
-from siamkit.strict import to_dict as config_to_dict
 
 #: File of the labelled subset inside a fine-tuning output folder.
 INDEX_FILE = "label_indices.txt"

@@ -24,14 +24,14 @@ from torch import nn
 from siamkit.config import AugmentConfig
 from siamkit.data.loader import ImageData
 from siamkit.data.views import Views
-from siamkit.protocols.classifier import (
+from siamkit.supervised.classifier import (
     CLASSIFIER_FILE,
     Classifier,
     ClassifierInfo,
     predict_logits,
     save_classifier,
 )
-from siamkit.protocols.supervised import (
+from siamkit.supervised.sgd import (
     RESULTS_FILE,
     LossFn,
     ResumePoint,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from siamkit.heads.statistics import StatisticsNetwork
-from siamkit.losses.mutual_information import (
+from siamkit.losses.mi_bounds import (
     MutualInformation,
     cyclic_pairings,
     derangement,

@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import siamkit.protocols.distill as distill_module
+import siamkit.supervised.distill as distill_module
 from siamkit.checkpoints import CONFIG_KEY
 from siamkit.config import BackboneConfig, DataConfig
 from siamkit.errors import CheckpointError, ConfigError
 from siamkit.losses.distillation import soft_target_cross_entropy
-from siamkit.protocols.classifier import load_classifier, predict_logits, topk_accuracy
-from siamkit.protocols.distill import DistillConfig, distill
-from siamkit.protocols.finetune import FinetuneConfig, finetune
+from siamkit.supervised.classifier import load_classifier, predict_logits, topk_accuracy
+from siamkit.supervised.distill import DistillConfig, distill
+from siamkit.supervised.finetune import FinetuneConfig, finetune
 
 TEACHER = BackboneConfig(name="small_cnn", width=0.5)
 FAST = {"precision": "32-true", "crop_scale": (0.5, 1.0), "lr": 0.2, "accelerator": "cpu"}

@@ -10,8 +10,8 @@ import torch
 from matplotlib.collections import PathCollection
 from PIL import Image
 
+from siamkit.analysis.plots import epoch_positions, save_png, training_curves, tsne_plot
 from siamkit.errors import CheckpointError, DataError
-from siamkit.protocols.plots import epoch_positions, save_png, training_curves, tsne_plot
 
 # A CSVLogger file as siamkit's loop writes it: per-step loss rows, one epoch-end row with the
 # monitors (2 epochs of 20 steps, logged every 10 steps).

@@ -1,7 +1,7 @@
 """SimCLRv2's distillation: a fine-tuned teacher labels the unlabelled images for a student.
 
 "we use the fine-tuned network as a teacher to impute labels for training a student network"
-[arXiv:2006.10029, Sec. 2]: the teacher (a :class:`~siamkit.protocols.finetune.Classifier`, e.g.
+[arXiv:2006.10029, Sec. 2]: the teacher (a :class:`~siamkit.supervised.finetune.Classifier`, e.g.
 from ``siamkit eval finetune``) is fixed, in eval mode and without gradients; on every training
 image (labelled or not) the student minimises the cross-entropy to the teacher's softened
 prediction (:func:`siamkit.losses.distillation.soft_target_cross_entropy`, Eq. 2), computed on the
@@ -10,7 +10,7 @@ same augmented view the student sees. With labels it can add the labelled cross-
     L = -(1 - alpha) sum_{(x_i, y_i) in D_L} log P_S(y_i | x_i)
         - alpha sum_{x_i in D} sum_y P_T(y | x_i; tau) log P_S(y | x_i; tau)
 
-Training runs on the engine of pretraining (:mod:`siamkit.protocols.supervised`): any devices,
+Training runs on the engine of pretraining (:mod:`siamkit.supervised.sgd`): any devices,
 DDP, logs, checkpoints and ``--resume``. The student has the teacher's backbone
 (self-distillation) or a smaller one (big-to-small), in both cases without projection-head
 layers ("the student has the same model architecture as the teacher (excluding projection
@@ -38,7 +38,8 @@ from siamkit.data.splits import labels_hash
 from siamkit.encoders import create_backbone
 from siamkit.errors import ConfigError, DataError
 from siamkit.losses.distillation import soft_target_cross_entropy
-from siamkit.protocols.classifier import (
+from siamkit.strict import to_dict as config_to_dict
+from siamkit.supervised.classifier import (
     CLASSIFIER_FILE,
     Classifier,
     ClassifierInfo,
@@ -47,20 +48,19 @@ from siamkit.protocols.classifier import (
     load_classifier,
     topk_accuracy,
 )
-from siamkit.protocols.classifier_run import (
+from siamkit.supervised.run import (
     ClassifierJob,
     RunOutput,
     logits_reader,
     save_run,
     train_classifier,
 )
-from siamkit.protocols.supervised import (
+from siamkit.supervised.sgd import (
     SGDConfig,
     crop_flip_views,
     labelled_test,
     train_data,
 )
-from siamkit.strict import to_dict as config_to_dict
 from siamkit.train.engine import TrainData
 
 
@@ -173,7 +173,7 @@ def distill(
     step, one crop+flip view of a batch of training images goes through teacher and student and
     the student minimises Eq. 3, on the engine of pretraining; 4. evaluate both on the held-out
     split; 5. write the student's ``classifier.pt`` (readable by
-    :func:`~siamkit.protocols.classifier.load_classifier`) and ``results.json`` to ``output``.
+    :func:`~siamkit.supervised.classifier.load_classifier`) and ``results.json`` to ``output``.
 
     Args:
         teacher: A classifier checkpoint (``classifier.pt`` or its folder).

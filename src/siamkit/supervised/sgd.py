@@ -31,10 +31,11 @@ from siamkit.safe_io import atomic_write_text, check_apart
 from siamkit.strict import flat_dict
 from siamkit.train.engine import (
     EngineSettings,
+    RunFolder,
     TrainData,
     build_trainer,
     check_run_output,
-    prepare_run_folder,
+    fit_in_folder,
     run_folder_of,
 )
 from siamkit.train.loggers import LogSettings
@@ -310,7 +311,9 @@ def fit(
     """Train ``module`` on the engine of pretraining; logs and checkpoints in ``output``.
 
     The caller has checked ``output`` (:func:`check_output`) and ``resume``
-    (:func:`check_resume`) before writing anything of its own.
+    (:func:`check_resume`) before writing anything of its own. The folder is locked, prepared
+    and fitted in as pretraining's (:func:`~siamkit.train.engine.fit_in_folder`): a stop by
+    SIGTERM or Ctrl-C saves the run and says how to continue it.
 
     Args:
         module: The module to train.
@@ -344,10 +347,10 @@ def fit(
     settings.check()
     if resume is not None:  # metrics.csv keeps the rows before it; W&B and MLflow go on
         settings.resume_step = resume.step
-    if out is not None:
-        prepare_run_folder(out, None if resume is None else resume.file, overwrite)
     trainer = build_trainer(settings, [])
-    trainer.fit(module, datamodule=data, ckpt_path=None if resume is None else str(resume.file))
+    folder = RunFolder(out, None if resume is None else resume.file, overwrite)
+    ckpt_path = None if resume is None else str(resume.file)
+    fit_in_folder(trainer, module, data, folder, ckpt_path)
     return trainer
 
 

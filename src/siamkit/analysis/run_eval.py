@@ -25,7 +25,7 @@ from siamkit.eval.features import extract_features, iter_features
 from siamkit.eval.knn import knn_accuracy
 from siamkit.eval.linear import linear_probe
 from siamkit.eval.representation import method_metrics
-from siamkit.protocols.plain_models import embedding_model, with_preprocessing
+from siamkit.export.plain_models import embedding_model, with_preprocessing
 from siamkit.safe_io import atomic_write, atomic_write_text, check_apart, check_new_file
 
 #: Which representation an evaluation reads: h (backbone output) or g(h) (after the projector).
@@ -240,7 +240,7 @@ def embed_folder(
         device: Where to compute (default: the CPU).
         num_workers: DataLoader workers decoding the images.
         model: ``torchvision/<name>`` or ``timm/<name>``: the model ``checkpoint`` holds weights
-            of (see :func:`~siamkit.protocols.plain_models.embedding_model`).
+            of (see :func:`~siamkit.export.plain_models.embedding_model`).
         image_size: Side ``S`` of the centre view. Default: the run's evaluation size (a
             checkpoint, or an export of one); timm's pretrained_cfg input size; else 224.
         mean: Per-channel normalisation mean; default as ``image_size`` (ImageNet's last).

@@ -1,6 +1,6 @@
 """Mutual information by MINE: fit a statistics network, read its bound on held-out pairs.
 
-The estimate of ``I(X; Z)`` from samples is the bound of :mod:`siamkit.losses.mutual_information`
+The estimate of ``I(X; Z)`` from samples is the bound of :mod:`siamkit.losses.mi_bounds`
 reached by a statistics network trained on one part of the pairs (fresh samples each step when a
 sampler can draw them, as for the Gaussians of arXiv:1801.04062, Sec. 4.1) and evaluated on pairs it
 has not seen: a network that memorised its training pairs would otherwise report more information
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from siamkit.heads.statistics import StatisticsNetwork
-from siamkit.losses.mutual_information import (
+from siamkit.losses.mi_bounds import (
     Bound,
     MutualInformation,
     cyclic_pairings,

@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
+from siamkit.analysis.html import img, page, table
+from siamkit.analysis.plots import save_png, training_curves, tsne_plot
+from siamkit.analysis.run_eval import metric_images
 from siamkit.checkpoints import load_method
 from siamkit.config import DataConfig
 from siamkit.errors import CheckpointError, ConfigError
 from siamkit.eval.features import extract_features
 from siamkit.eval.representation import method_metrics
-from siamkit.protocols.evaluate import metric_images
-from siamkit.protocols.html import img, page, table
-from siamkit.protocols.plots import save_png, training_curves, tsne_plot
 from siamkit.safe_io import atomic_write_text, read_user_text, staged_folder
 
 #: Rows of the representation metrics table: key, name, what a better value looks like.

@@ -22,7 +22,9 @@ from siamkit.data.splits import label_subset, read_index_file
 from siamkit.encoders import create_backbone
 from siamkit.errors import CheckpointError, ConfigError, DataError
 from siamkit.methods import METHODS, SimCLR, create_method
-from siamkit.protocols.classifier import (
+from siamkit.recipes import load_config
+from siamkit.strict import to_dict
+from siamkit.supervised.classifier import (
     Classifier,
     Trunk,
     head_layers,
@@ -31,9 +33,7 @@ from siamkit.protocols.classifier import (
     topk_accuracy,
     trunk_from_method,
 )
-from siamkit.protocols.finetune import FinetuneConfig, finetune
-from siamkit.recipes import load_config
-from siamkit.strict import to_dict
+from siamkit.supervised.finetune import FinetuneConfig, finetune
 
 HIDDEN = 24  # the projection head's hidden width in the tiny checkpoint
 
@@ -319,7 +319,7 @@ def _plain_loop(pretrained: Path, splits, cfg: FinetuneConfig, indices: torch.Te
     """The fine-tuning recipe as a plain PyTorch loop: the oracle the Lightning module must
     reproduce exactly (same init, order, views, SGD and per-step cosine)."""
     from siamkit.data.loader import make_loader
-    from siamkit.protocols.supervised import crop_flip_views
+    from siamkit.supervised.sgd import crop_flip_views
     from siamkit.train.schedules import cosine_with_warmup
 
     with torch.random.fork_rng(devices=[]):
