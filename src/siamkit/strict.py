@@ -40,83 +40,141 @@ def _kind(annotation: Any) -> str:
     return _KINDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
+#: Converts a value to an annotation: ``(value, annotation, where, resolve)``.
+_Converter = typing.Callable[[Any, Any, str, Resolver | None], Any]
+
+
 def _coerce(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
     """Convert a YAML/CLI value to ``annotation``, or raise a ConfigError naming ``where``."""
     origin = get_origin(annotation)
     if annotation is Any:
         return value
-    if origin in (typing.Union, types.UnionType):
-        options = get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where, resolve)
-            except ConfigError as err:
-                errors.append(str(err))
-        if len(errors) > 1:  # e.g. a timm option: say every type it may have
-            kinds = [_kind(o) for o in options if o is not type(None)]
-            text = ", ".join(kinds[:-1]) + " or " + kinds[-1]
-            raise ConfigError(f"{where} must be {text}, got {value!r}")
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        choices = get_args(annotation)
-        if value not in choices:
-            raise ConfigError(
-                f"{where} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
-            )
-        return value
-    if origin is tuple:
-        items = get_args(annotation)
-        if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            raise ConfigError(f"{where} must be a list of {len(items)} values, got {value!r}")
-        pairs = enumerate(zip(value, items, strict=True))
-        return tuple(_coerce(v, t, f"{where}[{i}]", resolve) for i, (v, t) in pairs)
-    if origin is list:
-        (item,) = get_args(annotation)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return [_coerce(v, item, f"{where}[{i}]", resolve) for i, v in enumerate(value)]
-    if origin is dict:
-        key_type, item = get_args(annotation)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return {
-            _coerce(k, key_type, f"{where} key", resolve): _coerce(v, item, f"{where}.{k}", resolve)
-            for k, v in value.items()
-        }
+    generic = _GENERICS.get(origin)
+    if generic is not None:
+        return generic(value, annotation, where, resolve)
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return from_dict(annotation, value, where, resolve)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if annotation is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
-            with contextlib.suppress(ValueError):
-                number = float(value)
-        if number is None:
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        if not math.isfinite(number):
-            raise ConfigError(f"{where} must be a finite number, got {value!r}")
-        return number
-    if annotation is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where} must be a string, got {value!r}")
+    # Only a class is looked up: another annotation need not be hashable.
+    scalar = _SCALARS.get(annotation) if isinstance(annotation, type) else None
+    if scalar is not None:
+        return scalar(value, where)
     raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def _union(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+    """The first option of a union that takes ``value`` (``None`` where the union allows it)."""
+    options = get_args(annotation)
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _coerce(value, option, where, resolve)
+        except ConfigError as err:
+            errors.append(str(err))
+    if len(errors) > 1:  # e.g. a timm option: say every type it may have
+        kinds = [_kind(o) for o in options if o is not type(None)]
+        text = ", ".join(kinds[:-1]) + " or " + kinds[-1]
+        raise ConfigError(f"{where} must be {text}, got {value!r}")
+    raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+
+
+def _literal(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+    """``value`` itself, when it is one of the literal's choices."""
+    choices = get_args(annotation)
+    if value not in choices:
+        raise ConfigError(
+            f"{where} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+        )
+    return value
+
+
+def _tuple(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+    """A tuple of a list of as many values, each converted to its item's type."""
+    items = get_args(annotation)
+    if not isinstance(value, (list, tuple)) or len(value) != len(items):
+        raise ConfigError(f"{where} must be a list of {len(items)} values, got {value!r}")
+    pairs = enumerate(zip(value, items, strict=True))
+    return tuple(_coerce(v, t, f"{where}[{i}]", resolve) for i, (v, t) in pairs)
+
+
+def _list(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+    """A list of a list's values, each converted to the item type."""
+    (item,) = get_args(annotation)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where} must be a list, got {value!r}")
+    return [_coerce(v, item, f"{where}[{i}]", resolve) for i, v in enumerate(value)]
+
+
+def _dict(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+    """A dict of a mapping, its keys and values each converted."""
+    key_type, item = get_args(annotation)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping, got {value!r}")
+    return {
+        _coerce(k, key_type, f"{where} key", resolve): _coerce(v, item, f"{where}.{k}", resolve)
+        for k, v in value.items()
+    }
+
+
+#: The converter of each generic annotation, by its origin (``list`` of ``list[int]``).
+_GENERICS: dict[Any, _Converter] = {
+    typing.Union: _union,
+    types.UnionType: _union,
+    Literal: _literal,
+    tuple: _tuple,
+    list: _list,
+    dict: _dict,
+}
+
+
+def _bool(value: Any, where: str) -> bool:
+    """``value`` when it is true or false (not 1 or "yes")."""
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where} must be true or false, got {value!r}")
+
+
+def _int(value: Any, where: str) -> int:
+    """``value`` when it is an integer (not a bool)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where} must be an integer, got {value!r}")
+
+
+def _float(value: Any, where: str) -> float:
+    """A finite float of a number or of a string that spells one."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None:
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    return number
+
+
+def _str(value: Any, where: str) -> str:
+    """The text of a string or a number (not of a bool)."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{where} must be a string, got {value!r}")
+
+
+#: The converter of each scalar annotation: ``(value, where)``.
+_SCALARS: dict[Any, typing.Callable[[Any, str], Any]] = {
+    bool: _bool,
+    int: _int,
+    float: _float,
+    str: _str,
+}
 
 
 def from_dict(

@@ -13,7 +13,7 @@ import datetime
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,11 +21,17 @@ from siamkit.analysis.html import img, page, table
 from siamkit.analysis.plots import save_png, training_curves, tsne_plot
 from siamkit.analysis.run_eval import metric_images
 from siamkit.checkpoints import load_method
-from siamkit.config import DataConfig
+from siamkit.config import DataConfig, RunConfig
 from siamkit.errors import CheckpointError, ConfigError
 from siamkit.eval.features import extract_features
 from siamkit.eval.representation import method_metrics
 from siamkit.safe_io import atomic_write_text, read_user_text, staged_folder
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is made
+    from matplotlib.figure import Figure
+
+    from siamkit.data.loader import ImageData
+    from siamkit.methods import Method
 
 #: Rows of the representation metrics table: key, name, what a better value looks like.
 METRIC_ROWS = (
@@ -111,16 +117,7 @@ def write_report(
     # 1. Every input is read and checked before anything is written: a damaged run file is a
     #    message that names it, and no half-made report is left.
     run = Path(run_dir)
-    if not run.is_dir():
-        raise CheckpointError(
-            f"run folder {str(run)!r} not found; pass the --output folder of a "
-            "`siamkit pretrain` run"
-        )
-    if not (run / "metrics.csv").is_file():
-        raise CheckpointError(
-            f"{str(run)!r} has no metrics.csv, so it is not a pretraining run folder (or the run "
-            "has not logged a step yet); pass the --output folder of a `siamkit pretrain` run"
-        )
+    _check_run_folder(run)
     curves = training_curves(run / "metrics.csv")
     config_text, results = _run_files(run)
     cfg, method = load_method(run)
@@ -128,13 +125,8 @@ def write_report(
     # 2. Representation metrics of h and g(h), and a t-SNE map of h.
     method.to(device or torch.device("cpu"))
     images, split = metric_images(data or cfg.data, max(max_images, tsne_images), seed)
-    first = torch.arange(min(max_images, len(images)))
-    metrics = method_metrics(method, images.subset(first), cfg.augment, seed)
-    metrics["split"] = split
-    shown = images.subset(torch.arange(min(tsne_images, len(images))))
-    backbone = method.backbone
-    h = extract_features(backbone, shown, cfg.augment)
-    tsne = tsne_plot(h, shown.labels, images.classes, max_points=tsne_images, seed=seed)
+    metrics = _representation(method, cfg, images, split, max_images, seed)
+    tsne = _tsne_of_h(method, cfg, images, tsne_images, seed)
 
     # 3. The page and its files, built beside the report folder and renamed into place.
     out = run / "report"
@@ -146,17 +138,61 @@ def write_report(
         text = json.dumps(metrics, indent=2) + "\n"
         atomic_write_text(stage / "representation.json", text, "metrics")
         title = f"siamkit run {run.resolve().name}: {cfg.method.name}, {cfg.backbone.name}"
-        figures = "".join(f"<h2>{html.escape(k)}</h2>{img(p, k)}" for k, p in pngs.items())
-        stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        body = (
-            f'<p class="note">Written {stamp} with torch {html.escape(torch.__version__)}.</p>'
-            f"<h2>Results</h2>{_results_section(results)}"
-            f"<h2>Representation metrics</h2>{_metrics_section(metrics)}"
-            f"{figures}"
-            f"<h2>Config</h2><pre>{html.escape(config_text or '(no config.yaml)')}</pre>"
-        )
+        body = _report_body(pngs, results, metrics, config_text)
         atomic_write_text(stage / "report.html", page(title, body), "report")
     return out / "report.html"
+
+
+def _check_run_folder(run: Path) -> None:
+    """Refuse a ``run`` that is no folder, or one without the metrics.csv of a pretraining run."""
+    if not run.is_dir():
+        raise CheckpointError(
+            f"run folder {str(run)!r} not found; pass the --output folder of a "
+            "`siamkit pretrain` run"
+        )
+    if not (run / "metrics.csv").is_file():
+        raise CheckpointError(
+            f"{str(run)!r} has no metrics.csv, so it is not a pretraining run folder (or the run "
+            "has not logged a step yet); pass the --output folder of a `siamkit pretrain` run"
+        )
+
+
+def _representation(
+    method: Method, cfg: RunConfig, images: ImageData, split: str, max_images: int, seed: int
+) -> dict[str, Any]:
+    """The representation metrics of h and g(h) on the first ``max_images`` of ``images``."""
+    first = torch.arange(min(max_images, len(images)))
+    metrics = method_metrics(method, images.subset(first), cfg.augment, seed)
+    metrics["split"] = split
+    return metrics
+
+
+def _tsne_of_h(
+    method: Method, cfg: RunConfig, images: ImageData, tsne_images: int, seed: int
+) -> Figure:
+    """A t-SNE map of h on the first ``tsne_images`` of ``images``, coloured by class."""
+    shown = images.subset(torch.arange(min(tsne_images, len(images))))
+    backbone = method.backbone
+    h = extract_features(backbone, shown, cfg.augment)  # (N, D)
+    return tsne_plot(h, shown.labels, images.classes, max_points=tsne_images, seed=seed)
+
+
+def _report_body(
+    pngs: dict[str, Path],
+    results: dict[str, Any] | None,
+    metrics: dict[str, Any],
+    config_text: str,
+) -> str:
+    """The page's body: a stamp, the results, the metrics, the plots inline and the config."""
+    figures = "".join(f"<h2>{html.escape(k)}</h2>{img(p, k)}" for k, p in pngs.items())
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    return (
+        f'<p class="note">Written {stamp} with torch {html.escape(torch.__version__)}.</p>'
+        f"<h2>Results</h2>{_results_section(results)}"
+        f"<h2>Representation metrics</h2>{_metrics_section(metrics)}"
+        f"{figures}"
+        f"<h2>Config</h2><pre>{html.escape(config_text or '(no config.yaml)')}</pre>"
+    )
 
 
 def _run_files(run: Path) -> tuple[str, dict[str, Any] | None]:

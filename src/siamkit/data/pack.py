@@ -90,15 +90,7 @@ def pack(
         OutputError: The output is the input, inside it or around it; is a file; holds
             something other than shards; or holds shards and ``overwrite`` is not set.
     """
-    if max_side < 8:
-        raise ConfigError(f"--max-side must be at least 8 pixels, got {max_side}")
-    if not 0 <= test_fraction < 1:
-        raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction}")
-    if is_url(str(output)):
-        raise OutputError(
-            f"pack writes to a local folder, got {output}; pack locally, then upload the folder "
-            "and train from its URL"
-        )
+    _check_arguments(output, max_side, test_fraction)
     out = Path(output)
     # Every check comes before anything is read or written: the output is never the input
     # (nor around it), and an existing output is replaced only with ``overwrite`` and only
@@ -121,24 +113,7 @@ def pack(
             if files is None:
                 continue
             bad = in_own_process_group(_pack_split, files, stage / name, max_side, num_workers)
-            if len(bad) == len(files):
-                raise DataError(
-                    f"none of the {len(files)} images in {files.root} could be decoded, so there "
-                    "is nothing to pack (nothing was written); check the files (corrupt, or not "
-                    "images)"
-                )
-            if bad:
-                names = ", ".join(files.paths[i] for i in bad[:5])
-                if strict:
-                    raise DataError(
-                        f"{len(bad)} unreadable image(s) in {files.root} (e.g. {names}); remove "
-                        "or replace them, or drop --strict to pack them as skipped placeholders"
-                    )
-                warnings.warn(
-                    f"{len(bad)} unreadable image(s) of {len(files)} in {files.root} (e.g. "
-                    f"{names}) were packed as placeholders; training skips them with a count",
-                    stacklevel=2,
-                )
+            _check_unreadable(files, bad, strict)
             meta["splits"][name] = {
                 "num_images": len(files),
                 "labels": None if files.labels is None else files.labels.tolist(),
@@ -146,6 +121,41 @@ def pack(
             }
         atomic_write_text(stage / META_FILE, json.dumps(meta), "shard metadata")
     return meta
+
+
+def _check_arguments(output: str | Path, max_side: int, test_fraction: float) -> None:
+    """Refuse a ``max_side`` or ``test_fraction`` out of range, or an output that is a URL."""
+    if max_side < 8:
+        raise ConfigError(f"--max-side must be at least 8 pixels, got {max_side}")
+    if not 0 <= test_fraction < 1:
+        raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    if is_url(str(output)):
+        raise OutputError(
+            f"pack writes to a local folder, got {output}; pack locally, then upload the folder "
+            "and train from its URL"
+        )
+
+
+def _check_unreadable(files: FileList, bad: list[int], strict: bool) -> None:
+    """Refuse a split of no readable image (or, ``strict``, any unreadable); else warn of them."""
+    if len(bad) == len(files):
+        raise DataError(
+            f"none of the {len(files)} images in {files.root} could be decoded, so there "
+            "is nothing to pack (nothing was written); check the files (corrupt, or not "
+            "images)"
+        )
+    if bad:
+        names = ", ".join(files.paths[i] for i in bad[:5])
+        if strict:
+            raise DataError(
+                f"{len(bad)} unreadable image(s) in {files.root} (e.g. {names}); remove "
+                "or replace them, or drop --strict to pack them as skipped placeholders"
+            )
+        warnings.warn(
+            f"{len(bad)} unreadable image(s) of {len(files)} in {files.root} (e.g. "
+            f"{names}) were packed as placeholders; training skips them with a count",
+            stacklevel=3,  # the caller of pack
+        )
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:

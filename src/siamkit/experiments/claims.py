@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -131,6 +131,128 @@ def _paper(coefficients: dict[str, float], figures: dict[str, float | None]) -> 
     return total
 
 
+@dataclass
+class _Cells:
+    """A check's cells as the detail names them, with their seeds and the paper's figures.
+
+    Attributes:
+        keys: Each cell's name in the detail (with its measure where the check reads several).
+        cell_of: Key -> the cell's name in the experiment.
+        samples: Key -> the measured values, one per seed.
+        truth: Key -> the paper's figure, ``None`` where it prints none.
+        floor: The measure's noise floor (only where the check reads one measure).
+        paired: The cells are measures of the same runs, compared seed by seed.
+    """
+
+    keys: list[str]
+    cell_of: dict[str, str]
+    samples: dict[str, list[float]]
+    truth: dict[str, float | None]
+    floor: NoiseFloor | None
+    paired: bool
+
+    def test(
+        self, name: str, coefficients: dict[str, float], bound: float, direction: int
+    ) -> _Test:
+        """The contrast ``coefficients`` of the cells' seeds against ``bound``."""
+        floor = self.floor
+        members = [floor is not None and self.cell_of[k] == floor.cell for k in coefficients]
+        c = contrast([self.samples[k] for k in coefficients], list(coefficients.values()), floor,
+                     self.paired, members)  # fmt: skip
+        return _Test(name, c, bound, direction)
+
+
+#: A check's contrasts and the same contrast of the paper's figures, where it has one; ``None``
+#: where the check needs a paper figure that is not a number.
+_TestPlan = tuple[list[_Test], float | None] | None
+
+
+def _greater(check: Check, cells: _Cells) -> _TestPlan:
+    """``A - B > margin``."""
+    k = cells.keys
+    gap: dict[str, float] = {k[0]: 1, k[1]: -1}
+    return [cells.test(f"{k[0]} - {k[1]}", gap, check.margin, +1)], _paper(gap, cells.truth)
+
+
+def _order(check: Check, cells: _Cells) -> _TestPlan:
+    """Each cell above the next by more than ``margin``."""
+    pairs = itertools.pairwise(cells.keys)
+    return [cells.test(f"{a} - {b}", {a: 1, b: -1}, check.margin, +1) for a, b in pairs], None
+
+
+def _difference(check: Check, cells: _Cells) -> _TestPlan:
+    """The advantage ``A - B > 0`` and its change ``(A - B) - (C - D) > margin``."""
+    k = cells.keys
+    gap = {k[0]: 1.0, k[1]: -1.0}
+    change = {k[0]: 1.0, k[1]: -1.0, k[2]: -1.0, k[3]: 1.0}
+    tests = [
+        cells.test(f"the advantage {k[0]} - {k[1]}", gap, 0.0, +1),
+        cells.test(f"its change ({k[0]} - {k[1]}) - ({k[2]} - {k[3]})", change, check.margin, +1),
+    ]
+    return tests, _paper(change, cells.truth)
+
+
+def _above_or_below(check: Check, cells: _Cells) -> _TestPlan:
+    """Every cell above (``above``) or below (``below``) the constant ``margin``."""
+    direction = 1 if check.kind == "above" else -1
+    return [cells.test(f"{c}", {c: 1}, check.margin, direction) for c in cells.keys], None
+
+
+def _near_best(check: Check, cells: _Cells) -> _TestPlan:
+    """The first cell not worse than any other by ``margin`` or more."""
+    k, m = cells.keys, check.margin
+    return [cells.test(f"{k[0]} - {c}", {k[0]: 1, c: -1}, -m, +1) for c in k[1:]], None
+
+
+def _within(check: Check, cells: _Cells) -> _TestPlan:
+    """Every pair within ``margin`` of each other: two one-sided tests per pair."""
+    k, m = cells.keys, check.margin
+    pairs = [(a, b) for i, a in enumerate(k) for b in k[i + 1 :]]
+    tests = [
+        cells.test(f"{a} - {b}", {a: 1, b: -1}, bound, direction)
+        for a, b in pairs
+        for bound, direction in ((-m, +1), (m, -1))
+    ]
+    printed = [v for v in (cells.truth[c] for c in k) if v is not None]
+    return tests, (max(printed) - min(printed) if len(printed) == len(k) else None)
+
+
+def _matches_paper(check: Check, cells: _Cells) -> _TestPlan:
+    """Every cell within ``margin`` (relative or absolute) of its paper figure: two tests each."""
+    m = check.margin
+    given = {c: cells.truth[c] for c in cells.keys}
+    tests: list[_Test] = []
+    for c, t in given.items():
+        if t is None:
+            return None
+        tolerance = m * abs(t) if check.relative else m
+        tests += [
+            cells.test(c, {c: 1}, t - tolerance, +1),
+            cells.test(c, {c: 1}, t + tolerance, -1),
+        ]
+    return tests, None
+
+
+#: The contrasts of each kind of check that a t test decides.
+_TESTS_BY_KIND: dict[str, Callable[[Check, _Cells], _TestPlan]] = {
+    "greater": _greater,
+    "order": _order,
+    "difference": _difference,
+    "above": _above_or_below,
+    "below": _above_or_below,
+    "near_best": _near_best,
+    "within": _within,
+    "matches_paper": _matches_paper,
+}
+
+
+def _keys(check: Check, names: list[str]) -> list[str]:
+    """Each cell's name in the detail: with its measure where the check reads several."""
+    return [
+        f"{c} ({m})" if len(set(names)) > 1 else c for c, m in zip(check.cells, names, strict=True)
+    ]
+
+
 def evaluate(
     check: Check,
     values: Values,
@@ -149,9 +271,7 @@ def evaluate(
         floors: Measure name -> the experiment's noise floor (for single-seed cells).
     """
     names = check.measure_of(collapse)
-    keys = [
-        f"{c} ({m})" if len(set(names)) > 1 else c for c, m in zip(check.cells, names, strict=True)
-    ]
+    keys = _keys(check, names)
     samples = {
         k: values.get(c, {}).get(m) or [] for k, c, m in zip(keys, check.cells, names, strict=True)
     }
@@ -167,56 +287,15 @@ def evaluate(
     truth = {
         k: (paper or {}).get(c, {}).get(m) for k, c, m in zip(keys, check.cells, names, strict=True)
     }
-
-    cell_of = dict(zip(keys, check.cells, strict=True))
-
-    def test(name: str, coefficients: dict[str, float], bound: float, direction: int) -> _Test:
-        members = [floor is not None and cell_of[k] == floor.cell for k in coefficients]
-        c = contrast([samples[k] for k in coefficients], list(coefficients.values()), floor,
-                     paired, members)  # fmt: skip
-        return _Test(name, c, bound, direction)
-
-    m, k = check.margin, keys
-    paper_diff = None
-    if check.kind == "greater":
-        tests = [test(f"{k[0]} - {k[1]}", {k[0]: 1, k[1]: -1}, m, +1)]
-        paper_diff = _paper({k[0]: 1, k[1]: -1}, truth)
-    elif check.kind == "order":
-        tests = [test(f"{a} - {b}", {a: 1, b: -1}, m, +1) for a, b in itertools.pairwise(k)]
-    elif check.kind == "difference":
-        gap = {k[0]: 1.0, k[1]: -1.0}
-        change = {k[0]: 1.0, k[1]: -1.0, k[2]: -1.0, k[3]: 1.0}
-        tests = [
-            test(f"the advantage {k[0]} - {k[1]}", gap, 0.0, +1),
-            test(f"its change ({k[0]} - {k[1]}) - ({k[2]} - {k[3]})", change, m, +1),
-        ]
-        paper_diff = _paper(change, truth)
-    elif check.kind in ("above", "below"):
-        direction = 1 if check.kind == "above" else -1
-        tests = [test(f"{c}", {c: 1}, m, direction) for c in k]
-    elif check.kind == "near_best":
-        tests = [test(f"{k[0]} - {c}", {k[0]: 1, c: -1}, -m, +1) for c in k[1:]]
-    elif check.kind == "within":
-        pairs = [(a, b) for i, a in enumerate(k) for b in k[i + 1 :]]
-        tests = [
-            test(f"{a} - {b}", {a: 1, b: -1}, bound, direction)
-            for a, b in pairs
-            for bound, direction in ((-m, +1), (m, -1))
-        ]
-        printed = [v for v in (truth[c] for c in k) if v is not None]
-        if len(printed) == len(k):
-            paper_diff = max(printed) - min(printed)
-    else:
-        assert check.kind == "matches_paper"
-        given = {c: truth[c] for c in k}
-        tests = []
-        for c, t in given.items():
-            if t is None:
-                return Outcome(
-                    "not measured", f"{shown}; no numeric paper figure of {measure} for every cell"
-                )
-            tolerance = m * abs(t) if check.relative else m
-            tests += [test(c, {c: 1}, t - tolerance, +1), test(c, {c: 1}, t + tolerance, -1)]
+    cells = _Cells(keys, dict(zip(keys, check.cells, strict=True)), samples, truth, floor, paired)
+    plan = _TESTS_BY_KIND.get(check.kind)
+    assert plan is not None
+    built = plan(check, cells)
+    if built is None:
+        return Outcome(
+            "not measured", f"{shown}; no numeric paper figure of {measure} for every cell"
+        )
+    tests, paper_diff = built
     verdict, threshold = _combine(tests)
     lines = "; ".join(t.shown() for t in tests)
     paper_line = f"; the paper's difference {paper_diff:+.2f}" if paper_diff is not None else ""

@@ -260,22 +260,8 @@ def save_classifier(path: str | Path, model: Classifier, info: ClassifierInfo) -
     return atomic_torch_save({CLASSIFIER_KEY: payload}, p, "classifier checkpoint")
 
 
-def load_classifier(
-    path: str | Path, expect_backbone: BackboneConfig | None = None
-) -> tuple[Classifier, ClassifierInfo]:
-    """Read a classifier checkpoint written by :func:`finetune` or by distillation.
-
-    Args:
-        path: The ``classifier.pt`` file, or the output folder holding it.
-        expect_backbone: When given, the backbone the caller needs; another one is an error.
-
-    Returns:
-        The classifier in eval mode on the CPU, and what its checkpoint records.
-
-    Raises:
-        CheckpointError: Missing or unreadable file; not a classifier checkpoint (e.g. a
-            pretraining checkpoint); another architecture than expected or than its weights.
-    """
+def _classifier_path(path: str | Path) -> Path:
+    """The ``classifier.pt`` that ``path`` names (the file, or its output folder)."""
     p = Path(path)
     kind = None if (p / CLASSIFIER_FILE).is_file() or p.name == CLASSIFIER_FILE else siamkit_kind(p)
     if kind is not None:  # one of siamkit's own files, of another kind than a classifier
@@ -287,6 +273,11 @@ def load_classifier(
             f"classifier checkpoint {str(p)!r} not found; run `siamkit eval finetune` first and "
             "pass its output folder (or its classifier.pt)"
         )
+    return p
+
+
+def _read_payload(p: Path) -> Any:
+    """The record under :data:`CLASSIFIER_KEY` of the checkpoint file ``p``."""
     raw = load_file(
         p, "classifier checkpoint", "it may be truncated: run `siamkit eval finetune` again"
     )
@@ -300,9 +291,13 @@ def load_classifier(
             f"{str(p)!r} is not a classifier checkpoint{hint}; run `siamkit eval finetune "
             f"--checkpoint {p}` first and pass its output folder"
         )
-    payload = raw[CLASSIFIER_KEY]
+    return raw[CLASSIFIER_KEY]
+
+
+def _info_of(payload: Any, p: Path) -> ClassifierInfo:
+    """The :class:`ClassifierInfo` a checkpoint's record describes (``p``: where it was read)."""
     try:
-        info = ClassifierInfo(
+        return ClassifierInfo(
             backbone=from_dict(BackboneConfig, payload["backbone"], "backbone"),
             augment=from_dict(AugmentConfig, payload["augment"], "augment"),
             data=from_dict(DataConfig, payload["data"], "data"),
@@ -322,13 +317,20 @@ def load_classifier(
             f"classifier checkpoint {str(p)!r} has an invalid record ({err}); run "
             "`siamkit eval finetune` again"
         ) from None
-    if expect_backbone is not None and expect_backbone != info.backbone:
+
+
+def _check_backbone(info: ClassifierInfo, expect_backbone: BackboneConfig, p: Path) -> None:
+    """Refuse a classifier whose backbone is not the one the caller needs."""
+    if expect_backbone != info.backbone:
         wanted = dataclasses.replace(info, backbone=expect_backbone).architecture()
         raise CheckpointError(
             f"classifier checkpoint {str(p)!r} holds a {info.architecture()}, but a {wanted} "
             "was asked for; pass the matching backbone or another checkpoint"
         )
-    model = build_classifier(info)
+
+
+def _load_weights(model: Classifier, payload: Any, info: ClassifierInfo, p: Path) -> None:
+    """Load the record's weights into ``model``, refusing those of another architecture."""
     try:
         missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
         problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}"
@@ -339,4 +341,29 @@ def load_classifier(
             f"classifier checkpoint {str(p)!r} records a {info.architecture()}, but its weights "
             f"belong to another architecture ({problem}); run `siamkit eval finetune` again"
         )
+
+
+def load_classifier(
+    path: str | Path, expect_backbone: BackboneConfig | None = None
+) -> tuple[Classifier, ClassifierInfo]:
+    """Read a classifier checkpoint written by :func:`finetune` or by distillation.
+
+    Args:
+        path: The ``classifier.pt`` file, or the output folder holding it.
+        expect_backbone: When given, the backbone the caller needs; another one is an error.
+
+    Returns:
+        The classifier in eval mode on the CPU, and what its checkpoint records.
+
+    Raises:
+        CheckpointError: Missing or unreadable file; not a classifier checkpoint (e.g. a
+            pretraining checkpoint); another architecture than expected or than its weights.
+    """
+    p = _classifier_path(path)
+    payload = _read_payload(p)
+    info = _info_of(payload, p)
+    if expect_backbone is not None:
+        _check_backbone(info, expect_backbone, p)
+    model = build_classifier(info)
+    _load_weights(model, payload, info, p)
     return model.eval(), info
