@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 
 from siamkit.checkpoints import load_backbone
 from siamkit.config import AugmentConfig
-from siamkit.encoders import Encoder, ResNetEncoder, TimmEncoder
+from siamkit.encoders import Encoder, ResNetEncoder
 from siamkit.errors import ConfigError
 from siamkit.export.plain_models import TIMM_PREFIX, is_timm, load_exported
 from siamkit.safe_io import (
@@ -180,8 +180,10 @@ def backbone_state_dict(backbone: Encoder) -> dict[str, torch.Tensor]:
     """
     if isinstance(backbone, ResNetEncoder):
         state = backbone.torchvision_state_dict()
-    elif isinstance(backbone, TimmEncoder):  # timm's own names: those of its model
-        state = backbone.model.state_dict()
+    elif is_timm(_arch(backbone)):  # timm's own names: those of the model it wraps
+        model = backbone.model  # TimmEncoder's, or a module of the same contract
+        assert isinstance(model, torch.nn.Module), "a timm backbone keeps its timm model as .model"
+        state = model.state_dict()
     else:
         state = backbone.state_dict()
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
