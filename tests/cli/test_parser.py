@@ -85,7 +85,7 @@ def _subparser(parser: argparse.ArgumentParser, word: str) -> argparse.ArgumentP
 
 def test_every_leaf_of_the_command_table_runs_its_handler():
     leaves = dict(_leaves(COMMANDS))
-    assert len(leaves) == 14
+    assert len(leaves) == 15  # with data inspect
     for words, command in leaves.items():
         parser = build_parser()
         for word in words:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -269,6 +270,7 @@ def embed_folder(
     augment = with_preprocessing(augment, image_size, mean, std)
     backbone.to(device)
     files = list_files(Path(folder))
+    print(f"siamkit: data {files.describe('images')}", file=sys.stderr)
     data = StreamSet(
         files, num_workers if num_workers is not None else runtime.default_num_workers()
     )

@@ -21,6 +21,8 @@ and exit with the error's code (:mod:`siamkit.errors` has the table: 2 config or
 diverged training, 5 checkpoint, 6 full disk, 7 output, 130 interrupted, 141 closed pipe),
 without a traceback; with ``--debug`` (or ``SIAMKIT_DEBUG=1``) the traceback follows the line,
 with the whole chain of exceptions behind the error, including those raised ``from None``.
+Lightning's information lines and the warnings of the dependencies are hidden (``--verbose`` shows
+them); siamkit's own warnings show.
 """
 
 from __future__ import annotations
@@ -44,15 +46,42 @@ from siamkit.errors import SiamkitError
 __all__ = ["build_parser", "main"]
 
 
+#: The loggers of Lightning's information lines ("GPU available: ...", its advertisement of
+#: litlogger, "`Trainer.fit` stopped: ..."). Their package loggers (``lightning.pytorch``,
+#: ``lightning.fabric``) cannot be quietened beforehand: importing Lightning, which each command
+#: does after the command line is read, sets them to INFO. These loggers keep a level set before
+#: the import.
+LIGHTNING_INFO_LOGGERS = (
+    # rank_zero_info logs through one of these three, whichever module was imported last.
+    "lightning_utilities.core.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.distributed",  # "Initializing distributed: GLOBAL_RANK: ..."
+    "lightning.fabric.utilities.seed",  # "Seed set to ..."
+    "lightning.pytorch.accelerators.cuda",  # "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [...]"
+    "lightning.pytorch.trainer.connectors.checkpoint_connector",
+    "lightning.pytorch.trainer.connectors.signal_connector",
+)
+
+#: Warnings raised in any module but siamkit's (a regular expression of the module name that
+#: :func:`warnings.filterwarnings` matches at the start of the name).
+NOT_SIAMKIT = r"(?!siamkit(\.|$))"
+
+
 def _quiet() -> None:
-    """Hide Lightning's banner lines and known-harmless warnings; siamkit prints a summary."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    """Hide Lightning's information lines and the dependencies' warnings.
+
+    siamkit prints its own summary of a run. Warnings whose module is not siamkit's (Lightning,
+    PyTorch, ...) are for the developers of that dependency and are hidden; siamkit's own warnings
+    (an unreadable image, a collapsed output) are left to Python's usual filters, so they still
+    show. ``--verbose`` shows everything.
+    """
+    for name in (*LIGHTNING_INFO_LOGGERS, "lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
-    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # rank-0-only kNN
+    # A warning belongs to the module of the line it names: Lightning's own (few loader workers,
+    # a run folder that exists, kNN logged on rank 0 alone) name a line of Lightning; a
+    # deprecation names the line that calls the deprecated function, in the dependency that does.
+    warnings.filterwarnings("ignore", module=NOT_SIAMKIT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,6 +104,26 @@ def recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_inspect(args: argparse.Namespace) -> int:
+    """``siamkit data inspect``: what a data source holds, without training."""
+    from siamkit.config import DataConfig
+    from siamkit.data.survey import survey
+
+    options: dict[str, Any] = {"dataset": args.dataset or ("folder" if args.data else "digits")}
+    for key, value in (
+        ("path", args.data),
+        ("labels", args.labels),
+        ("labels_file", args.labels_file),
+        ("storage", args.storage),
+        ("num_workers", args.workers),
+    ):
+        if value is not None:
+            options[key] = str(value) if key in ("path", "labels_file") else value
+    for line in survey(DataConfig(**options)).report():
+        print(line)
+    return 0
+
+
 def _data_override(args: argparse.Namespace) -> Any:
     """A DataConfig from --data/--dataset/--storage/--workers, or None for the checkpoint's."""
     if not args.data and not args.dataset and not args.storage and args.workers is None:

@@ -118,7 +118,7 @@ CONFIG: tuple[Spec, ...] = (
     NUM_NODES,
     STRATEGY,
     arg("--accelerator", help="cpu, gpu or auto"),
-    arg("--no-progress", action="store_true", help="no progress bar"),
+    arg("--no-progress", action="store_true", help="no progress (bar or log lines)"),
     LOGGERS,
     *STORAGE,
     arg(

@@ -23,6 +23,7 @@ from siamkit.cli.arguments import (
 from siamkit.cli.flags import (
     CHECKPOINT,
     CONFIG,
+    DATASETS,
     DEVICE,
     FEATURES,
     JSON,
@@ -30,6 +31,7 @@ from siamkit.cli.flags import (
     OVERWRITE_FILE,
     OVERWRITE_RUN,
     RUN,
+    STORAGE,
     STRICT,
     eval_data,
     max_images,
@@ -259,6 +261,33 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
     Command(
+        "data",
+        help="look at a data source without training",
+        dest="action",
+        children=(
+            Command(
+                "inspect",
+                help="say what a data source holds: splits, classes, labels, sizes, storage",
+                description="Print what a run would read from --data, without training: one "
+                "line per split (images, classes, where the labels come from), the image sizes "
+                "(smallest, median, largest), the files that cannot be opened, and the storage "
+                "data.storage=auto would choose and why.",
+                args=(
+                    arg("--data", type=path, help="image folder, shards, or CIFAR-10 folder"),
+                    arg("--dataset", choices=DATASETS, help="default: folder with --data"),
+                    arg(
+                        "--labels",
+                        choices=["auto", "folders", "file", "none"],
+                        help="data.labels: how labels are read (default auto)",
+                    ),
+                    arg("--labels-file", type=path, help="data.labels_file: file name, class"),
+                    *STORAGE,
+                ),
+                handler=commands.data_inspect,
+            ),
+        ),
+    ),
+    Command(
         "eval",
         help="evaluate a checkpoint's frozen backbone",
         dest="protocol",
@@ -279,7 +308,7 @@ COMMANDS: tuple[Command, ...] = (
         "export",
         help="write the backbone for other libraries: safetensors, torchvision, timm or ONNX",
         description="Write a run's backbone as safetensors (weights, the siamkit architecture "
-        "and the run's evaluation size and normalisation; siamkit.export.formats."
+        "and the run's evaluation size and normalisation; siamkit.export."
         "load_exported reads it), a torchvision or timm state dict (.pth/.pt, loads with "
         "strict=True into torchvision.models.<name>() with fc = nn.Identity(), or timm."
         "create_model(<name>, pretrained=True, num_classes=0, pretrained_cfg_overlay=dict("

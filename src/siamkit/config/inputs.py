@@ -53,6 +53,16 @@ class DataConfig:
         strict: Fail on the first unreadable image instead of skipping it with a counted warning.
         num_decode_workers: Processes decoding a folder into memory on the first run (the cache
             serves later).
+        labels: How a folder's labels are read, as torchvision's ``ImageFolder`` reads class
+            folders (the first-level folder of a split, images at any depth below it):
+            ``auto`` takes a label file where one is given or found beside the images, else
+            class folders where the data has ``train/`` or at least two first-level folders
+            hold every image, else no labels; ``folders``, ``file`` or ``none`` insist on one.
+        labels_file: A file of ``file name, class`` lines (tab, comma or space separated; a
+            header allowed; further columns ignored) labelling the split whose images it
+            names, e.g. a ``val/`` folder without class folders.
+        require_labels: Make missing labels an error, where by default the evaluations that
+            need them (the kNN monitor, the final kNN) are skipped with a warning.
     """
 
     dataset: Literal["digits", "cifar10", "folder"] = "digits"
@@ -67,9 +77,12 @@ class DataConfig:
     cache_dir: str | None = None
     strict: bool = False
     num_decode_workers: int = 2
+    labels: Literal["auto", "folders", "file", "none"] = "auto"
+    labels_file: str | None = None
+    require_labels: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("path", "cache_dir"):
+        for key in ("path", "cache_dir", "labels_file"):
             value = getattr(self, key)
             if value is not None and not value.strip():
                 raise ConfigError(

@@ -16,8 +16,10 @@ budget and share one shape, and ``stream`` otherwise, and says why (:attr:`Split
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -51,20 +53,24 @@ class Splits:
         train: The training images (any storage).
         test: The held-out images, or ``None``.
         note: Which storage was chosen and why (printed by ``siamkit pretrain``).
+        lines: One line per split: where it was read, its images and classes, and where its
+            labels came from (:func:`load_splits` prints them).
     """
 
     train: ImageData
     test: ImageData | None = None
     note: str = ""
+    lines: list[str] = field(default_factory=list)
 
 
-def load_splits(cfg: DataConfig, processes: int = 1) -> Splits:
+def load_splits(cfg: DataConfig, processes: int = 1, say: bool = True) -> Splits:
     """Load the dataset named by ``cfg`` in the storage ``cfg.storage`` asks for.
 
     Args:
         cfg: The data section of the run config.
         processes: Training processes on this machine (they share its cores: the default
             number of DataLoader workers is divided between them).
+        say: Print each split's line (:attr:`Splits.lines`) to standard error, once a machine.
 
     Returns:
         Training images and, when labels are known, a held-out split.
@@ -78,7 +84,40 @@ def load_splits(cfg: DataConfig, processes: int = 1) -> Splits:
     assert callable(source)  # each registered source is source(cfg, workers) -> Splits
     splits = source(cfg, workers)
     assert isinstance(splits, Splits)
+    if not splits.lines:
+        splits.lines = [
+            _split_line(n, s) for n, s in (("train", splits.train), ("test", splits.test))
+        ]
+    if cfg.require_labels:
+        _check_labelled(splits)
+    if say and os.environ.get("LOCAL_RANK", "0") == "0":  # one process of a machine says it
+        for line in splits.lines:
+            print(f"siamkit: data {line}", file=sys.stderr)
     return splits
+
+
+def _split_line(name: str, images: ImageData | None) -> str:
+    """``train: 1438 images, 10 classes (labels: ...)`` for a split of any source."""
+    if images is None:
+        return f"{name}: none (no held-out split: the kNN monitor and evaluations are skipped)"
+    if images.labels is None:
+        return (
+            f"{name}: {len(images)} images, no labels (class folders, data.labels_file=PATH or "
+            "data.labels=folders give them)"
+        )
+    classes = len(images.classes) if images.classes else int(images.labels.max()) + 1
+    return f"{name}: {len(images)} images, {classes} classes (labels from the dataset)"
+
+
+def _check_labelled(splits: Splits) -> None:
+    """``data.require_labels``: both splits labelled, or a data error naming the fix."""
+    for name, images in (("training", splits.train), ("held-out", splits.test)):
+        if images is None or images.labels is None:
+            raise DataError(
+                f"data.require_labels is set but the {name} split has no labels; lay the "
+                "images out in class folders, give data.labels_file=PATH, or unset "
+                "data.require_labels"
+            )
 
 
 def digits_source(cfg: DataConfig, workers: int) -> Splits:
@@ -230,8 +269,10 @@ def load_folder_splits(root: Path, cfg: DataConfig, workers: int = 1) -> Splits:
     Layouts: ``train/`` with ``val/`` or ``test/``; ``root/<class>/*`` with a stratified
     ``test_fraction`` held out; or flat.
     """
-    train, test = folder_splits(root, cfg.test_fraction)
+    train, test = folder_splits(root, cfg.test_fraction, cfg.labels, cfg.labels_file)
     files = [f for f in (train, test) if f is not None]
+    lines = [train.describe("train")]
+    lines.append(test.describe("test") if test is not None else _split_line("test", None))
     # CIFAR-10 is 32 x 32 by definition; other folders follow their images.
     shape = folder_shape(train, cfg.decode_size or (32 if cfg.dataset == "cifar10" else None))
     if 0 < shape.smallest < MIN_SIDE:
@@ -245,10 +286,10 @@ def load_folder_splits(root: Path, cfg: DataConfig, workers: int = 1) -> Splits:
         streamed = [StreamSet(f, workers, cfg.decode) for f in files]
         where = ", JPEGs decoded on the device" if cfg.decode == "device" else ""
         note = f"stream: {why} ({workers} DataLoader workers per process{where})"
-        return Splits(streamed[0], streamed[1] if test is not None else None, note)
+        return Splits(streamed[0], streamed[1] if test is not None else None, note, lines)
     cache = default_cache_dir(cfg)
     sets = [load_folder(f, shape, cfg, cache) for f in files]
-    return Splits(sets[0], sets[1] if test is not None else None, f"memory: {why}")
+    return Splits(sets[0], sets[1] if test is not None else None, f"memory: {why}", lines)
 
 
 def require_labels(images: ImageData, what: str) -> torch.Tensor:

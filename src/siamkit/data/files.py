@@ -5,9 +5,16 @@ the storages build on: decoded once into memory (:mod:`siamkit.data.memory`), st
 (:mod:`siamkit.data.stream`) or packed into shards (:mod:`siamkit.data.shards`).
 
 Layouts (:func:`folder_splits`):
-    ``root/train/<class>/*`` with ``root/val/<class>/*`` (ImageNet) or ``root/test/<class>/*``
-    (CIFAR-10 as an image folder); ``root/<class>/*`` (a stratified share is held out); or a flat
-    or nested folder of unlabelled images.
+    ``root/train/<class>/...`` with ``root/val/...`` (ImageNet) or ``root/test/...`` (CIFAR-10
+    as an image folder); ``root/<class>/...`` (a stratified share is held out); or a flat or
+    nested folder of unlabelled images.
+
+Labels (``data.labels``), as torchvision's ``ImageFolder`` reads folders: an image's class is
+the first-level folder of its split, at any depth below it (``train/<class>/images/x.jpg``).
+``auto`` takes a label file where one is given (``data.labels_file``) or found beside the images
+(:mod:`siamkit.data.label_files`), else class folders where the data has a ``train/`` split or
+where every image sits below one of at least two first-level folders, else no labels. Hidden
+files and folders (``.x``, macOS's ``._x.jpg``, ``__MACOSX``) are neither images nor classes.
 """
 
 from __future__ import annotations
@@ -20,11 +27,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from siamkit.data.label_files import find_label_file, labels_from_file, read_label_file
 from siamkit.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Names of the held-out folder beside ``train/``, in the order they are looked for.
 HELD_OUT_FOLDERS = ("val", "test")
+#: How a folder's labels are read (``data.labels``).
+LABEL_MODES = ("auto", "folders", "file", "none")
+
+
+def hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden: never an image, never a class."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 class PathStore:
@@ -65,15 +80,33 @@ class FileList:
         paths: Absolute path of every image.
         labels: ``(N,)`` int64 class index of each image, or ``None`` for unlabelled folders.
         classes: Class names, index = label.
+        label_source: Where the labels came from, for messages: ``class folders``,
+            ``label file <path>``, or ``none``.
     """
 
     root: str
     paths: PathStore
     labels: torch.Tensor | None = None
     classes: list[str] | None = None
+    label_source: str = "none"
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def describe(self, split: str) -> str:
+        """One line on what was read: the split, its images, classes and label source."""
+        if self.labels is None:
+            return (
+                f"{split}: {len(self)} images in {self.root}, no labels (class folders, "
+                "data.labels_file=PATH or data.labels=folders give them)"
+            )
+        other = (
+            "; data.labels=none reads it unlabelled" if self.label_source == "class folders" else ""
+        )
+        return (
+            f"{split}: {len(self)} images in {self.root}, {len(self.classes or [])} classes "
+            f"(labels from {self.label_source}{other})"
+        )
 
     def subset(self, index: torch.Tensor) -> FileList:
         """The files at ``index`` (a 1-D index tensor), in that order."""
@@ -83,6 +116,7 @@ class FileList:
             self.paths.take(idx),
             None if self.labels is None else self.labels[index],
             self.classes,
+            self.label_source,
         )
 
 
@@ -108,6 +142,8 @@ def _walk(root: Path) -> list[str]:
         rel, above = stack.pop()
         with os.scandir(root / rel if rel else root) as entries:
             for entry in entries:
+                if hidden(entry.name):
+                    continue
                 name = f"{rel}/{entry.name}" if rel else entry.name
                 if entry.is_dir(follow_symlinks=True):
                     info = entry.stat(follow_symlinks=True)
@@ -135,19 +171,27 @@ def check_folder(root: Path) -> None:
         raise DataError(f"data path {str(root)!r} is not a folder; pass the folder that holds it")
 
 
-def list_files(root: Path, classes: list[str] | None = None) -> FileList:
-    """Every image under ``root``, labelled by class folder when the folder is laid out so.
-
-    The folder is labelled when every image sits exactly one level below ``root`` (its parent
-    folder is the class). When some do and some do not, it is treated as unlabelled, with a
-    warning that counts both.
+def list_files(
+    root: Path,
+    classes: list[str] | None = None,
+    labels: str = "auto",
+    labels_file: str | Path | None = None,
+    in_layout: bool = False,
+) -> FileList:
+    """Every image under ``root``, with its labels read as ``labels`` says.
 
     Args:
-        root: The folder.
-        classes: Class names to use (the training split's), so labels agree across splits.
+        root: The folder (a split, or the whole data).
+        classes: The training split's class names, so that labels agree across splits.
+        labels: ``auto``, ``folders``, ``file`` or ``none`` (see the module docstring).
+        labels_file: A label file given by the user; it labels this split if it names its
+            images.
+        in_layout: ``root`` is a split of a ``train/`` + ``val/`` (or ``test/``) layout, where
+            class folders are the rule even with one class.
 
     Raises:
-        DataError: Missing or empty folder, or a class the training split lacks.
+        DataError: Missing or empty folder, classes the training split lacks, images in no
+            class folder under ``labels: folders``, or no label file under ``labels: file``.
     """
     check_folder(root)
     rel = _walk(root)
@@ -156,29 +200,94 @@ def list_files(root: Path, classes: list[str] | None = None) -> FileList:
             f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {str(root)!r}; "
             "check the path or the file extensions"
         )
-    depth = [r.count("/") for r in rel]
-    in_classes = sum(d == 1 for d in depth)
     paths = PathStore([str(root / r) for r in rel])
-    if in_classes != len(rel):
-        if in_classes:
+    if labels == "none":
+        return FileList(str(root), paths)
+    by_file = _file_labels(root, rel, labels_file) if labels in ("auto", "file") else None
+    if by_file is not None:
+        names, source = by_file
+        return _labelled(root, paths, names, classes, f"label file {source}")
+    if labels == "file":
+        raise DataError(
+            f"data.labels is 'file' but no label file names the images of {str(root)!r}; pass "
+            "data.labels_file=PATH (lines of 'file name, class'), or data.labels=auto"
+        )
+    firsts = [r.split("/", 1)[0] if "/" in r else None for r in rel]
+    return _folder_labels(root, paths, firsts, classes, labels, in_layout)
+
+
+def _file_labels(
+    root: Path, rel: list[str], labels_file: str | Path | None
+) -> tuple[list[str], Path] | None:
+    """The classes a label file gives ``root``'s images, with the file.
+
+    The file given is tried first, then a well-known one found beside the images; ``None``
+    where no file names them.
+    """
+    for path in (Path(labels_file) if labels_file else None, find_label_file(root)):
+        if path is None:
+            continue
+        if not path.is_file():
+            raise DataError(f"data.labels_file {str(path)!r} does not exist; check the path")
+        names = labels_from_file(rel, read_label_file(path), path, root)
+        if names is not None:
+            return names, path
+    return None
+
+
+def _folder_labels(
+    root: Path,
+    paths: PathStore,
+    firsts: list[str | None],
+    classes: list[str] | None,
+    labels: str,
+    in_layout: bool,
+) -> FileList:
+    """Labels from first-level class folders, or none where ``auto`` finds no such layout."""
+    loose = sum(f is None for f in firsts)
+    found = sorted({f for f in firsts if f is not None})
+    if labels == "folders" and loose:
+        raise DataError(
+            f"data.labels is 'folders' but {loose} images sit directly in {str(root)!r}, in no "
+            "class folder; move them into root/<class>/, or use data.labels=auto or none"
+        )
+    if loose:
+        if found:
             warnings.warn(
-                f"{root} mixes {in_classes} images in class folders with "
-                f"{len(rel) - in_classes} elsewhere; it is read as unlabelled. For labels put "
-                "every image in root/<class>/",
-                stacklevel=2,
+                f"{root} mixes {len(firsts) - loose} images in class folders with {loose} "
+                "elsewhere; it is read as unlabelled. For labels put every image in "
+                "root/<class>/",
+                stacklevel=3,
             )
         return FileList(str(root), paths)
-    found = sorted({r.split("/", 1)[0] for r in rel})
+    if labels == "auto" and not in_layout and len(found) < 2:
+        return FileList(str(root), paths)  # one folder of photos is no classification
+    names = [f for f in firsts if f is not None]
+    return _labelled(root, paths, names, classes, "class folders")
+
+
+def _labelled(
+    root: Path, paths: PathStore, names: list[str], classes: list[str] | None, source: str
+) -> FileList:
+    """A file list labelled by class ``names`` (one per image), in ``classes``'s order."""
+    found = sorted(set(names))
     classes = classes or found
     unknown = set(found) - set(classes)
     if unknown:
+        shown = sorted(unknown)
+        fix = (
+            "give the images' labels with data.labels_file=PATH (lines of 'file name, class'), "
+            "or move them into class folders named as the training split's"
+            if source == "class folders"
+            else "use the training split's class names in the label file"
+        )
         raise DataError(
-            f"{root} has classes {sorted(unknown)} that the training split lacks; "
-            "use the same class folders in train/ and test/"
+            f"{root} has classes {shown[:5]}{' ...' if len(shown) > 5 else ''} ({len(shown)}) "
+            f"that the training split lacks (from {source}); {fix}"
         )
     lookup = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([lookup[r.split("/", 1)[0]] for r in rel], dtype=torch.int64)
-    return FileList(str(root), paths, labels, classes)
+    labels = torch.tensor([lookup[n] for n in names], dtype=torch.int64)
+    return FileList(str(root), paths, labels, classes, source)
 
 
 def split_folders(root: Path) -> tuple[Path, Path | None] | None:
@@ -204,16 +313,23 @@ def stratified_split(
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
-def folder_splits(root: Path, test_fraction: float) -> tuple[FileList, FileList | None]:
+def folder_splits(
+    root: Path,
+    test_fraction: float,
+    labels: str = "auto",
+    labels_file: str | Path | None = None,
+) -> tuple[FileList, FileList | None]:
     """Training files and, where labels allow, held-out files of an image folder."""
     check_folder(root)
     layout = split_folders(root)
     if layout is not None:
-        train = list_files(layout[0])
+        train = list_files(layout[0], None, labels, labels_file, in_layout=True)
         held_out = layout[1]
-        test = list_files(held_out, classes=train.classes) if held_out is not None else None
+        test = None
+        if held_out is not None:
+            test = list_files(held_out, train.classes, labels, labels_file, in_layout=True)
         return train, test
-    full = list_files(root)
+    full = list_files(root, None, labels, labels_file)
     if full.labels is None:
         return full, None
     train_idx, test_idx = stratified_split(full.labels, test_fraction, seed=0)

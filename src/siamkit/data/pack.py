@@ -9,6 +9,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -99,6 +100,9 @@ def pack(
     check_folder_writable(out, "shards output")
     _check_replaceable(out, overwrite)
     train, test = folder_splits(Path(data), test_fraction)
+    for split, files in (("train", train), ("test", test)):
+        if files is not None:
+            print(f"siamkit: data {files.describe(split)}", file=sys.stderr)
     meta: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "source": str(data),

@@ -3,8 +3,9 @@
 One place decides the accelerator, precision, strategy, loggers (``train.loggers``: CSV and
 TensorBoard in the run folder by default, W&B and MLflow as extras; :mod:`siamkit.train.loggers`),
 checkpoints (epoch ends, optionally every N steps, ``last.ckpt`` the newest) and the
-progress bar, so a fine-tuning run takes ``--devices 4 --strategy ddp`` and ``--resume`` like a
-pretraining run does.
+progress display (a bar on a terminal, lines in a log file: :mod:`siamkit.train.progress`), so a
+fine-tuning run takes ``--devices 4 --strategy ddp`` and ``--resume`` like a pretraining run
+does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -30,6 +31,7 @@ from siamkit.data.loader import ImageData, make_loader
 from siamkit.errors import ConfigError, OutputError, TrainingDivergedError, TrainingInterrupted
 from siamkit.safe_io import check_apart, check_folder_writable, real_path
 from siamkit.train.loggers import LearningRates, LogSettings, RunInfo, build_loggers
+from siamkit.train.progress import progress_callback
 from siamkit.train.resume import LAST, Interruption, RandomState, RunLock, SafeCheckpointIO
 
 #: The metrics TensorBoard's HParams tab shows beside a pretraining run's config.
@@ -55,7 +57,8 @@ class EngineSettings:
         find_unused_parameters: DDP looks for parameters without gradient (SwAV's frozen
             prototypes).
         log_every_n_steps: Logging interval.
-        progress_bar: Show the progress bar.
+        progress_bar: Show the progress: a bar on a terminal, one line per epoch (and at most one
+            every 30 s within an epoch) when standard output is not a terminal.
         resume_step: Global step of the checkpoint being resumed (``metrics.csv`` keeps the
             rows before it, W&B and MLflow go on in the same runs); ``None`` for a fresh run.
         logs: The loggers, their settings and the config they record.
@@ -216,7 +219,8 @@ def build_trainer(settings: EngineSettings, callbacks: list[L.Callback]) -> L.Tr
             resuming = settings.resume_step is not None
             all_callbacks += [RunInfo(settings.logs.hparams, out, resuming), LearningRates()]
     if settings.progress_bar:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=1))
+        # A bar on a terminal; one line per epoch (or per 30 s) when the output is a log file.
+        all_callbacks.append(progress_callback())
     return L.Trainer(
         accelerator=settings.accelerator,
         devices=_lightning_devices(settings.devices),

@@ -12,6 +12,7 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -350,7 +351,16 @@ def _knn_monitor(
 ) -> KNNMonitor | None:
     """The per-epoch kNN monitor on (subsampled, fixed-seed) bank and queries, if labelled."""
     train, test = splits.train, splits.test
-    if not cfg.train.knn_every or train.labels is None or test is None or test.labels is None:
+    if not cfg.train.knn_every:
+        return None
+    if train.labels is None or test is None or test.labels is None:
+        which = "training" if train.labels is None else "held-out"
+        warnings.warn(
+            f"the {which} images have no labels, so the kNN evaluation (per epoch and final) "
+            "is skipped; label them (class folders, data.labels_file=PATH), or set "
+            "data.require_labels=true to make this an error (train.knn_every=0 silences it)",
+            stacklevel=3,
+        )
         return None
     g = torch.Generator().manual_seed(0)
 

@@ -1,0 +1,97 @@
+"""Label files: a file name and its class per line, for images that sit in no class folder.
+
+The shape users meet (ImageNet's and Tiny ImageNet's validation sets): one line per image, its
+file name (with or without the extension) first, its class second; further columns are ignored
+(boxes, scores); tab-, comma- or space-separated; a header line allowed. A second column holding
+several tokens (ImageNet's ``LOC_val_solution.csv``: ``n01751748 12 23 55 77 ...``) gives its
+first token. Files of those well-known names are found beside the images by themselves
+(:data:`KNOWN_LABEL_FILES`); any other is ``data.labels_file``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from siamkit.errors import DataError
+
+#: Label files found beside a split's images without being named: Tiny ImageNet's (and the
+#: other 64-px ImageNet subsets') ``val_annotations.txt``, six tab-separated columns, and
+#: ImageNet's ``LOC_val_solution.csv``, ``ImageId,PredictionString``.
+KNOWN_LABEL_FILES = ("val_annotations.txt", "LOC_val_solution.csv")
+
+#: First fields of a header line (lower case): such a line names columns, not an image.
+_HEADER_NAMES = {"file", "filename", "file_name", "image", "image_id", "imageid", "path", "name"}
+
+
+def _fields(line: str) -> list[str]:
+    """A line's fields: tab-separated if it has a tab, else comma-, else space-separated."""
+    if "\t" in line:
+        return [f.strip() for f in line.split("\t")]
+    if "," in line:
+        return [f.strip() for f in line.split(",")]
+    return line.split()
+
+
+def read_label_file(path: Path) -> dict[str, str]:
+    """File name -> class, keyed both by the name and by the name without its extension.
+
+    Raises:
+        DataError: Unreadable, or a line without a second column.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(
+            f"label file {str(path)!r} cannot be read ({type(err).__name__}); give a text file "
+            "of 'file name, class' lines"
+        ) from None
+    table: dict[str, str] = {}
+    lines = [line for line in text.splitlines() if line.strip()]
+    for number, line in enumerate(lines, 1):
+        fields = _fields(line)
+        if number == 1 and fields[0].lower() in _HEADER_NAMES:
+            continue
+        if len(fields) < 2 or not fields[1].split():
+            raise DataError(
+                f"label file {str(path)!r}, line {number}: {line.strip()[:80]!r} has no class; "
+                "each line is a file name then its class (tab, comma or space between them)"
+            )
+        name, label = Path(fields[0]).name, fields[1].split()[0]
+        table[name] = label
+        table.setdefault(Path(name).stem, label)
+    return table
+
+
+def find_label_file(folder: Path) -> Path | None:
+    """A well-known label file in ``folder`` or the folder above it, or ``None``."""
+    for place in (folder, folder.parent):
+        for name in KNOWN_LABEL_FILES:
+            if (place / name).is_file():
+                return place / name
+    return None
+
+
+def labels_from_file(
+    rel: list[str], table: dict[str, str], path: Path, split: Path
+) -> list[str] | None:
+    """The class of every image (``rel``: paths under ``split``), from ``table``.
+
+    ``None`` where ``table`` names none of them (the file is another split's).
+
+    Raises:
+        DataError: The file names some of the split's images but not all.
+    """
+    found = [table.get(Path(r).name, table.get(Path(r).stem)) for r in rel]
+    missing = [r for r, label in zip(rel, found, strict=True) if label is None]
+    if len(missing) == len(rel):
+        return None
+    if missing:
+        raise DataError(
+            f"label file {str(path)!r} has no class for {len(missing)} of the {len(rel)} images "
+            f"of {str(split)!r} (e.g. {missing[0]!r}); give every image a line, or remove the "
+            "images without one"
+        )
+    return [label for label in found if label is not None]
+
+
+__all__ = ["KNOWN_LABEL_FILES", "find_label_file", "labels_from_file", "read_label_file"]
