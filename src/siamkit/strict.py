@@ -33,7 +33,7 @@ _KINDS: dict[Any, str] = {
 }
 
 
-def _kind(annotation: Any) -> str:
+def _kind(annotation: object) -> str:
     """``an integer``, ``a list`` ...: the type ``annotation`` in an error message's words."""
     if get_origin(annotation) is list:
         return "a list of such values"
@@ -44,7 +44,7 @@ def _kind(annotation: Any) -> str:
 _Converter = typing.Callable[[Any, Any, str, Resolver | None], Any]
 
 
-def _coerce(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+def _coerce(value: object, annotation: object, where: str, resolve: Resolver | None) -> Any:
     """Convert a YAML/CLI value to ``annotation``, or raise a ConfigError naming ``where``."""
     origin = get_origin(annotation)
     if annotation is Any:
@@ -63,7 +63,7 @@ def _coerce(value: Any, annotation: Any, where: str, resolve: Resolver | None) -
     raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
 
 
-def _union(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+def _union(value: object, annotation: object, where: str, resolve: Resolver | None) -> Any:
     """The first option of a union that takes ``value`` (``None`` where the union allows it)."""
     options = get_args(annotation)
     if value is None and type(None) in options:
@@ -83,7 +83,7 @@ def _union(value: Any, annotation: Any, where: str, resolve: Resolver | None) ->
     raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
 
 
-def _literal(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+def _literal(value: object, annotation: object, where: str, resolve: Resolver | None) -> Any:
     """``value`` itself, when it is one of the literal's choices."""
     choices = get_args(annotation)
     if value not in choices:
@@ -93,7 +93,7 @@ def _literal(value: Any, annotation: Any, where: str, resolve: Resolver | None) 
     return value
 
 
-def _tuple(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+def _tuple(value: object, annotation: object, where: str, resolve: Resolver | None) -> Any:
     """A tuple of a list of as many values, each converted to its item's type."""
     items = get_args(annotation)
     if not isinstance(value, (list, tuple)) or len(value) != len(items):
@@ -102,7 +102,7 @@ def _tuple(value: Any, annotation: Any, where: str, resolve: Resolver | None) ->
     return tuple(_coerce(v, t, f"{where}[{i}]", resolve) for i, (v, t) in pairs)
 
 
-def _list(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+def _list(value: object, annotation: object, where: str, resolve: Resolver | None) -> Any:
     """A list of a list's values, each converted to the item type."""
     (item,) = get_args(annotation)
     if not isinstance(value, (list, tuple)):
@@ -110,7 +110,7 @@ def _list(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> 
     return [_coerce(v, item, f"{where}[{i}]", resolve) for i, v in enumerate(value)]
 
 
-def _dict(value: Any, annotation: Any, where: str, resolve: Resolver | None) -> Any:
+def _dict(value: object, annotation: object, where: str, resolve: Resolver | None) -> Any:
     """A dict of a mapping, its keys and values each converted."""
     key_type, item = get_args(annotation)
     if not isinstance(value, dict):
@@ -132,21 +132,21 @@ _GENERICS: dict[Any, _Converter] = {
 }
 
 
-def _bool(value: Any, where: str) -> bool:
+def _bool(value: object, where: str) -> bool:
     """``value`` when it is true or false (not 1 or "yes")."""
     if isinstance(value, bool):
         return value
     raise ConfigError(f"{where} must be true or false, got {value!r}")
 
 
-def _int(value: Any, where: str) -> int:
+def _int(value: object, where: str) -> int:
     """``value`` when it is an integer (not a bool)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise ConfigError(f"{where} must be an integer, got {value!r}")
 
 
-def _float(value: Any, where: str) -> float:
+def _float(value: object, where: str) -> float:
     """A finite float of a number or of a string that spells one."""
     number = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -161,7 +161,7 @@ def _float(value: Any, where: str) -> float:
     return number
 
 
-def _str(value: Any, where: str) -> str:
+def _str(value: object, where: str) -> str:
     """The text of a string or a number (not of a bool)."""
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
