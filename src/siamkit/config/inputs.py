@@ -24,8 +24,11 @@ class DataConfig:
             ``cifar10`` (an image folder with ``train/`` and ``test/``, or torchvision's download
             when ``path`` is empty and ``download`` is set), or ``folder`` (any image folder,
             labelled ``root/<class>/*`` or flat, or ImageNet's ``train/`` + ``val/``).
-            ``path`` may also name shards written by ``siamkit pack``.
-        path: Root folder for ``cifar10`` and ``folder``, or packed shards (a folder or an
+            ``path`` may also name a manifest or shards written by ``siamkit pack``.
+        path: Root folder for ``cifar10`` and ``folder``; a manifest (a ``.csv``, ``.jsonl`` or
+            ``.parquet`` file, one row per image: its ``path``, absolute or relative to the
+            manifest's folder, and optionally its ``label`` and its ``split``, ``train`` or
+            ``test``; :mod:`siamkit.data.manifests`); or packed shards (a folder or an
             object-store URL such as ``s3://bucket/imagenet``). A relative path is relative to
             the folder the run starts in, also in a recipe (not to the recipe's file).
         download: Let torchvision download CIFAR-10 into ``path`` (needs a network).

@@ -26,8 +26,9 @@ import torch
 
 from siamkit import registry
 from siamkit.config import DataConfig
-from siamkit.data.files import FileList, folder_splits, stratified_split
+from siamkit.data.files import FileList, stratified_split
 from siamkit.data.loader import ImageData
+from siamkit.data.manifests import data_splits, is_manifest
 from siamkit.data.memory import (
     FolderShape,
     ImageSet,
@@ -126,7 +127,7 @@ def digits_source(cfg: DataConfig, workers: int) -> Splits:
 
 
 def cifar10_source(cfg: DataConfig, workers: int) -> Splits:
-    """``data.dataset: cifar10``: packed shards, an image folder, or torchvision's files.
+    """``data.dataset: cifar10``: shards, an image folder, a manifest, or torchvision's files.
 
     An image folder needs ``train/``; torchvision's files are read from ``data.path``, or
     downloaded where allowed.
@@ -136,13 +137,13 @@ def cifar10_source(cfg: DataConfig, workers: int) -> Splits:
     if shards is not None:
         return shards
     root = Path(path) if path else None
-    if root is None or not (root / "train").is_dir():
+    if root is None or not (is_manifest(root) or (root / "train").is_dir()):
         return _in_memory(load_cifar10_arrays(cfg, root), "CIFAR-10 from torchvision's files")
     return load_folder_splits(root, cfg, workers)
 
 
 def folder_source(cfg: DataConfig, workers: int) -> Splits:
-    """``data.dataset: folder``: packed shards, or an image folder."""
+    """``data.dataset: folder``: packed shards, an image folder, or a manifest."""
     shards = _shards(cfg, workers)
     return shards if shards is not None else load_folder_splits(Path(cfg.path or ""), cfg, workers)
 
@@ -264,12 +265,13 @@ def choose_storage(cfg: DataConfig, files: list[FileList], shape: FolderShape) -
 
 
 def load_folder_splits(root: Path, cfg: DataConfig, workers: int = 1) -> Splits:
-    """An image folder, in memory or streamed.
+    """An image folder or a manifest, in memory or streamed.
 
     Layouts: ``train/`` with ``val/`` or ``test/``; ``root/<class>/*`` with a stratified
-    ``test_fraction`` held out; or flat.
+    ``test_fraction`` held out; or flat. A manifest (:mod:`siamkit.data.manifests`) lists the
+    images, with their splits or a stratified ``test_fraction`` held out.
     """
-    train, test = folder_splits(root, cfg.test_fraction, cfg.labels, cfg.labels_file)
+    train, test = data_splits(root, cfg.test_fraction, cfg.labels, cfg.labels_file)
     files = [f for f in (train, test) if f is not None]
     lines = [train.describe("train")]
     lines.append(test.describe("test") if test is not None else _split_line("test", None))

@@ -7,7 +7,8 @@ the storages build on: decoded once into memory (:mod:`siamkit.data.memory`), st
 Layouts (:func:`folder_splits`):
     ``root/train/<class>/...`` with ``root/val/...`` (ImageNet) or ``root/test/...`` (CIFAR-10
     as an image folder); ``root/<class>/...`` (a stratified share is held out); or a flat or
-    nested folder of unlabelled images.
+    nested folder of unlabelled images. A manifest, a file that lists the images, gives the
+    same lists (:mod:`siamkit.data.manifests`).
 
 Labels (``data.labels``), as torchvision's ``ImageFolder`` reads folders: an image's class is
 the first-level folder of its split, at any depth below it (``train/<class>/images/x.jpg``).
@@ -31,8 +32,12 @@ from siamkit.data.label_files import find_label_file, labels_from_file, read_lab
 from siamkit.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+#: Endings of a manifest, a file that lists the images (:mod:`siamkit.data.manifests`).
+MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".parquet")
 #: Names of the held-out folder beside ``train/``, in the order they are looked for.
 HELD_OUT_FOLDERS = ("val", "test")
+#: Paths copied at a time by :meth:`PathStore.take` (its scratch memory is bounded by them).
+_TAKE_CHUNK = 16384
 #: How a folder's labels are read (``data.labels``).
 LABEL_MODES = ("auto", "folders", "file", "none")
 
@@ -56,15 +61,44 @@ class PathStore:
         np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
         self.blob = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
 
+    @classmethod
+    def from_encoded(cls, blob: bytes | bytearray | np.ndarray, offsets: np.ndarray) -> PathStore:
+        """A store of paths already encoded, with no string per path on the way.
+
+        Args:
+            blob: The UTF-8 paths, one after the other (a manifest of millions of rows).
+            offsets: ``N + 1`` positions in ``blob``, the first 0: path ``i`` is
+                ``blob[offsets[i]:offsets[i + 1]]``.
+        """
+        store = cls([])
+        store.blob = np.frombuffer(blob, dtype=np.uint8).copy()
+        store.offsets = np.array(offsets, dtype=np.int64)  # a copy: the store owns both
+        return store
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> str:
         return self.blob[self.offsets[i] : self.offsets[i + 1]].tobytes().decode()
 
-    def take(self, index: list[int]) -> PathStore:
-        """The paths at ``index``, as a new store."""
-        return PathStore([self[i] for i in index])
+    def take(self, index: list[int] | np.ndarray) -> PathStore:
+        """The paths at ``index``, as a new store.
+
+        Copied as bytes, a chunk of paths at a time: a subset of millions of paths makes no
+        string per path on the way.
+        """
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        starts = self.offsets[idx]
+        lengths = self.offsets[idx + 1] - starts
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        blob = np.empty(int(offsets[-1]), dtype=np.uint8)
+        for lo in range(0, len(idx), _TAKE_CHUNK):
+            hi = min(lo + _TAKE_CHUNK, len(idx))
+            # Where each byte of these paths lies in this store's blob.
+            shift = np.repeat(starts[lo:hi] - offsets[lo:hi], lengths[lo:hi])
+            blob[offsets[lo] : offsets[hi]] = self.blob[shift + np.arange(offsets[lo], offsets[hi])]
+        return PathStore.from_encoded(blob, offsets)
 
     def tolist(self) -> list[str]:
         """Every path, as strings."""
@@ -76,12 +110,13 @@ class FileList:
     """The image files of one split, undecoded.
 
     Attributes:
-        root: The folder they were listed from (for messages and cache keys).
+        root: The folder they were listed from, or the manifest that lists them (for
+            messages and cache keys).
         paths: Absolute path of every image.
         labels: ``(N,)`` int64 class index of each image, or ``None`` for unlabelled folders.
         classes: Class names, index = label.
         label_source: Where the labels came from, for messages: ``class folders``,
-            ``label file <path>``, or ``none``.
+            ``label file <path>``, ``manifest column label``, or ``none``.
     """
 
     root: str
@@ -96,10 +131,12 @@ class FileList:
     def describe(self, split: str) -> str:
         """One line on what was read: the split, its images, classes and label source."""
         if self.labels is None:
-            return (
-                f"{split}: {len(self)} images in {self.root}, no labels (class folders, "
-                "data.labels_file=PATH or data.labels=folders give them)"
+            give = (
+                "a label column gives them"
+                if self.root.lower().endswith(MANIFEST_EXTENSIONS)
+                else "class folders, data.labels_file=PATH or data.labels=folders give them"
             )
+            return f"{split}: {len(self)} images in {self.root}, no labels ({give})"
         other = (
             "; data.labels=none reads it unlabelled" if self.label_source == "class folders" else ""
         )
@@ -110,10 +147,9 @@ class FileList:
 
     def subset(self, index: torch.Tensor) -> FileList:
         """The files at ``index`` (a 1-D index tensor), in that order."""
-        idx = index.tolist()
         return FileList(
             self.root,
-            self.paths.take(idx),
+            self.paths.take(index.numpy()),
             None if self.labels is None else self.labels[index],
             self.classes,
             self.label_source,

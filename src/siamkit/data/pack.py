@@ -1,4 +1,4 @@
-"""Packing an image folder into shards: ``siamkit pack`` (:func:`pack`).
+"""Packing an image folder (or a manifest) into shards: ``siamkit pack`` (:func:`pack`).
 
 The format and why litdata are :mod:`siamkit.data.shards`'s, which reads the shards back.
 """
@@ -19,7 +19,8 @@ from litdata import optimize
 from PIL import Image
 
 from siamkit.data.decode import DECODE_ERRORS, open_image, open_rgb
-from siamkit.data.files import FileList, folder_splits
+from siamkit.data.files import FileList
+from siamkit.data.manifests import data_splits
 from siamkit.data.process_group import in_own_process_group
 from siamkit.data.shards import CHUNK_BYTES, FORMAT_VERSION, META_FILE, is_url
 from siamkit.errors import ConfigError, DataError
@@ -74,10 +75,12 @@ def pack(
     """Pack an image folder into litdata shards (see the module docstring).
 
     Args:
-        data: The image folder (any layout of :func:`~siamkit.data.files.folder_splits`).
+        data: The image folder (any layout of :func:`~siamkit.data.files.folder_splits`) or
+            a manifest (:mod:`siamkit.data.manifests`).
         output: A local folder for the shards (upload it to an object store afterwards).
         max_side: Images whose shorter side is larger are resized to it.
-        test_fraction: Held-out share for a ``root/<class>/*`` folder (fixed at packing time).
+        test_fraction: Held-out share for a ``root/<class>/*`` folder or a labelled manifest
+            without a split column (fixed at packing time).
         num_workers: Processes that read and encode.
         strict: Fail on an unreadable image instead of packing it as a counted placeholder.
         overwrite: Replace an existing output folder.
@@ -99,7 +102,7 @@ def pack(
     check_apart(out, "--output", {"--data": Path(data)})
     check_folder_writable(out, "shards output")
     _check_replaceable(out, overwrite)
-    train, test = folder_splits(Path(data), test_fraction)
+    train, test = data_splits(Path(data), test_fraction)
     for split, files in (("train", train), ("test", test)):
         if files is not None:
             print(f"siamkit: data {files.describe(split)}", file=sys.stderr)

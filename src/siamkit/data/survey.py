@@ -1,10 +1,10 @@
 """What a data source holds, without training: ``siamkit data inspect``.
 
-For an image folder (or CIFAR-10 as one): each split's line (images, classes, where the labels
-come from), the image sizes found from the files' headers (smallest, median, largest by pixel
-count), the files that cannot be opened (counted, the first ten named), and the storage
-``data.storage: auto`` would choose, with its reason. Other sources (the bundled digits,
-torchvision's CIFAR-10 files, packed shards) are loaded as a run loads them.
+For an image folder or a manifest (or CIFAR-10 as a folder): each split's line (images,
+classes, where the labels come from), the image sizes found from the files' headers (smallest,
+median, largest by pixel count), the files that cannot be opened (counted, the first ten named),
+and the storage ``data.storage: auto`` would choose, with its reason. Other sources (the
+bundled digits, torchvision's CIFAR-10 files, packed shards) are loaded as a run loads them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 from siamkit.config import DataConfig
 from siamkit.data.datasets import choose_storage, load_splits
 from siamkit.data.decode import DECODE_ERRORS, open_image
-from siamkit.data.files import FileList, folder_splits
+from siamkit.data.files import FileList
+from siamkit.data.manifests import data_splits, is_manifest
 from siamkit.data.memory import folder_shape
 
 #: Unreadable files named in the report (all are counted).
@@ -62,11 +63,14 @@ def survey(cfg: DataConfig) -> Survey:
         DataError: As a run reading the same data would raise it.
     """
     root = Path(cfg.path) if cfg.path else None
-    is_folder = root is not None and root.is_dir() and not (root / "siamkit-shards.json").exists()
+    # A manifest lists files as a folder holds them: surveyed the same way.
+    is_folder = root is not None and (
+        is_manifest(root) or (root.is_dir() and not (root / "siamkit-shards.json").exists())
+    )
     if cfg.dataset == "digits" or not is_folder or root is None:
         splits = load_splits(cfg, say=False)
         return Survey(list(splits.lines), storage=splits.note)
-    train, test = folder_splits(root, cfg.test_fraction, cfg.labels, cfg.labels_file)
+    train, test = data_splits(root, cfg.test_fraction, cfg.labels, cfg.labels_file)
     files = [f for f in (train, test) if f is not None]
     lines = [f.describe(name) for name, f in zip(("train", "test"), files, strict=False)]
     if test is None:
