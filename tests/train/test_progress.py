@@ -165,3 +165,15 @@ def test_the_trainer_shows_a_bar_on_a_terminal_and_lines_elsewhere(
     settings = EngineSettings(None, epochs=1, accelerator="cpu", progress_bar=progress_bar)
     trainer = build_trainer(settings, [])
     assert type(trainer.progress_bar_callback) is expected
+
+
+def test_the_last_batch_of_an_epoch_leaves_its_line_to_the_epoch():
+    """An epoch of 3 batches of 40 s: a line after batches 1 and 2, none after batch 3, whose
+    line would only repeat the epoch's that follows at once."""
+    out, clock = io.StringIO(), _Clock()
+    bar = LogLineProgress(stream=out, clock=clock)
+    _train(
+        bar, _trainer(max_epochs=1, batches=3), clock, epochs=1, batches=3, seconds_per_batch=40.0
+    )
+    lines = out.getvalue().splitlines()
+    assert [line.split(" | ")[1] for line in lines] == ["batch 1/3", "batch 2/3", "step 3"]

@@ -113,6 +113,8 @@ class LogLineProgress(ProgressBar):
         if not self._enabled or self.clock() - self._last_line < self.every_seconds:
             return
         total = self.total_train_batches
+        if isinstance(total, int) and idx + 1 >= total:
+            return  # the epoch's own line follows at once
         done = f"{idx + 1}/{total}" if isinstance(total, int) else f"{idx + 1}"
         self._write(trainer, pl_module, [f"batch {done}"], {})
 
