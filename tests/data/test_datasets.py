@@ -157,12 +157,32 @@ def test_train_test_layout_uses_the_training_class_indices(tmp_path: Path) -> No
 
 
 def test_test_class_unknown_to_training_is_an_error(tmp_path: Path) -> None:
-    """A class folder only in ``test/`` cannot be labelled consistently."""
+    """A class folder only in ``test/``, beside training classes, cannot be labelled
+    consistently."""
     root = tmp_path / "data"
     _write_image(root / "train" / "ant" / "0.png")
+    _write_image(root / "train" / "bee" / "0.png")
+    _write_image(root / "test" / "ant" / "1.png")
     _write_image(root / "test" / "wasp" / "0.png")
-    with pytest.raises(DataError, match="wasp"):
+    with pytest.raises(DataError, match=r"\['wasp'\].*training split lacks"):
         load_splits(_config(tmp_path, decode_size=8))
+
+
+def test_a_test_folder_of_no_training_class_is_read_unlabelled_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    """test/images/ beside train/<class>/: no class of the training split at all, so it is no
+    class layout; it is read as unlabelled, and the warning says so and names the fix."""
+    root = tmp_path / "data"
+    _write_image(root / "train" / "ant" / "0.png")
+    _write_image(root / "train" / "bee" / "0.png")
+    _write_image(root / "test" / "images" / "0.png")
+    with pytest.warns(
+        UserWarning, match=r"\['images'\] that are none of the training.*labels_file"
+    ):
+        splits = load_splits(_config(tmp_path, decode_size=8))
+    assert splits.train.labels is not None and splits.test is not None
+    assert splits.test.labels is None
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,17 +73,17 @@ def test_load_splits_prints_one_line_per_split_with_where_its_labels_came_from(
 
 
 @pytest.mark.parametrize(
-    ("text", "names"),
+    "text",
     [
         # ImageNet's LOC_val_solution.csv: a header, the class the first token of column 2.
-        ("ImageId,PredictionString\n{s0},{c0} 1 2 3 4 {c0} 5 6 7 8\n{s1},{c1} 1 2 3 4\n", True),
+        "ImageId,PredictionString\n{s0},{c0} 1 2 3 4 {c0} 5 6 7 8\n{s1},{c1} 1 2 3 4\n",
         # Space-separated, names with their extension, a third column ignored.
-        ("{n0} {c0} 0.9\n{n1} {c1} 0.8\n", True),
+        "{n0} {c0} 0.9\n{n1} {c1} 0.8\n",
         # Comma-separated with a header naming the columns.
-        ("filename,label\n{n0},{c0}\n{n1},{c1}\n", True),
+        "filename,label\n{n0},{c0}\n{n1},{c1}\n",
     ],
 )
-def test_label_files_in_every_accepted_form(tmp_path: Path, text: str, names: bool) -> None:
+def test_label_files_in_every_accepted_form(tmp_path: Path, text: str) -> None:
     root = tmp_path / "data"
     for c, wnid in enumerate(CLASSES[:2]):
         _image(root / "train" / wnid / f"a{c}.jpg", 10 * c)
@@ -115,15 +115,81 @@ def test_a_label_file_missing_some_images_is_an_error_naming_one(tmp_path: Path)
         folder_splits(root, 0.2)
 
 
-def test_a_held_out_folder_without_its_label_file_is_an_error_naming_the_fix(
-    tmp_path: Path,
-) -> None:
-    """val/images/ without its label file: 'images' is no class of the training split, which
-    the error says, with the fix, rather than reading one class named 'images'."""
+def test_a_held_out_folder_without_its_label_file_is_unlabelled_and_said(tmp_path: Path) -> None:
+    """val/images/ without its label file: 'images' is no class of the training split, so the
+    held-out split is read as unlabelled (not as one class named 'images'), with a warning
+    naming the fix; data.require_labels makes it an error."""
     root = tiny_imagenet(tmp_path / "tin")
     (root / "val" / "val_annotations.txt").unlink()
-    with pytest.raises(DataError, match=r"\['images'\].*training split lacks.*labels_file"):
-        folder_splits(root, 0.2)
+    with pytest.warns(UserWarning, match=r"\['images'\].*none of the training.*labels_file"):
+        train, val = folder_splits(root, 0.2)
+    assert train.labels is not None and val is not None and val.labels is None
+    cfg = DataConfig(dataset="folder", path=str(root), storage="stream", require_labels=True)
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(DataError, match=r"require_labels is set but the held-out split"),
+    ):
+        load_splits(cfg)
+
+
+def test_a_given_label_file_labels_the_held_out_split_not_the_training_one(
+    tmp_path: Path,
+) -> None:
+    """Training images named as the held-out ones keep their class folders."""
+    root = tmp_path / "d"
+    for i, cls in enumerate(["cat", "cat", "dog", "dog"]):
+        _image(root / "train" / cls / f"{i}.jpg", 10 * i)
+        _image(root / "val" / f"{i}.jpg", 10 * i)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join(f"{i}.jpg,{c}\n" for i, c in enumerate(["dog", "dog", "cat", "cat"])))
+    train, val = folder_splits(root, 0.2, labels_file=labels)
+    assert train.label_source == "class folders" and train.labels is not None
+    assert train.labels.tolist() == [0, 0, 1, 1]
+    assert val is not None and val.labels is not None and val.labels.tolist() == [1, 1, 0, 0]
+
+
+def test_images_sharing_a_name_need_paths_in_the_label_file(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    for cls in ("a", "b"):
+        _image(root / "train" / cls / "x.jpg", 1)
+    _image(root / "val" / "s1" / "001.jpg", 1)
+    _image(root / "val" / "s2" / "001.jpg", 2)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("001.jpg,a\n")
+    with pytest.raises(DataError, match=r"share a name \('001.jpg'\).*relative to"):
+        folder_splits(root, 0.2, labels_file=labels)
+    labels.write_text("s1/001.jpg,a\ns2/001.jpg,b\n")
+    _, val = folder_splits(root, 0.2, labels_file=labels)
+    assert val is not None and val.labels is not None and val.labels.tolist() == [0, 1]
+
+
+def test_a_class_name_with_spaces_is_kept_whole_and_names_match_extensions(tmp_path: Path) -> None:
+    from siamkit.data.label_files import labels_from_file, read_label_file
+
+    path = tmp_path / "l.csv"
+    path.write_text("a.jpg,golden retriever\nb.jpg,golden eagle\nc,n01 1 2 3 4 n01 5 6 7 8\n")
+    table = read_label_file(path)
+    got = labels_from_file(["a.jpg", "b.jpg", "c.png"], table, path, tmp_path)
+    assert got == ["golden retriever", "golden eagle", "n01"]
+    # x.png is listed, x.jpg is not: x.jpg does not borrow x.png's class.
+    path.write_text("x.png,cat\ny.jpg,dog\n")
+    with pytest.raises(DataError, match=r"no class for 1 of the 2 images.*x.jpg"):
+        labels_from_file(["x.jpg", "y.jpg"], read_label_file(path), path, tmp_path)
+
+
+def test_a_wrapper_folder_is_no_class_and_a_label_file_above_a_plain_folder_is_not_used(
+    tmp_path: Path,
+) -> None:
+    for i in range(3):
+        _image(tmp_path / "w" / "train" / "images" / "c" / f"{i}.jpg", i)
+    train, _ = folder_splits(tmp_path / "w", 0.2)
+    assert train.labels is None  # one first-level folder, 'images', is no classification
+    inet = tmp_path / "inet"
+    (inet / "val_subset").mkdir(parents=True)
+    (inet / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nv0,n01 1 2 3 4\n")
+    for name in ("v0.jpg", "mine.jpg"):
+        _image(inet / "val_subset" / name, 3)
+    assert list_files(inet / "val_subset").labels is None  # read, not refused
 
 
 def test_require_labels_makes_an_unlabelled_folder_an_error(tmp_path: Path) -> None:

@@ -269,8 +269,8 @@ def embed_folder(
         augment, options = cfg.augment, run_extract_options(cfg, device, backbone)
     augment = with_preprocessing(augment, image_size, mean, std)
     backbone.to(device)
-    files = list_files(Path(folder))
-    print(f"siamkit: data {files.describe('images')}", file=sys.stderr)
+    files = list_files(Path(folder), labels="none")  # embeddings need no labels
+    print(f"siamkit: data images: {len(files)} images in {folder}", file=sys.stderr)
     data = StreamSet(
         files, num_workers if num_workers is not None else runtime.default_num_workers()
     )

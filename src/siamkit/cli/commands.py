@@ -126,7 +126,8 @@ def data_inspect(args: argparse.Namespace) -> int:
 
 def _data_override(args: argparse.Namespace) -> Any:
     """A DataConfig from --data/--dataset/--storage/--workers, or None for the checkpoint's."""
-    if not args.data and not args.dataset and not args.storage and args.workers is None:
+    flags = (args.data, args.dataset, args.storage, args.labels, args.labels_file)
+    if not any(flags) and args.workers is None:
         return None
     import dataclasses
 
@@ -139,6 +140,12 @@ def _data_override(args: argparse.Namespace) -> Any:
             "folder" if base.dataset == "digits" else base.dataset
         )
         changes["path"] = args.data or base.path
+        if args.data:  # other data: read its labels by its own layout, not the run's settings
+            changes["labels"], changes["labels_file"] = "auto", None
+    if args.labels:
+        changes["labels"] = args.labels
+    if args.labels_file:
+        changes["labels_file"] = str(args.labels_file)
     if args.storage:
         changes["storage"] = args.storage
     if args.workers is not None:
@@ -424,6 +431,8 @@ def pack(args: argparse.Namespace) -> int:
         num_workers=args.workers or default_num_workers(),
         strict=args.strict,
         overwrite=args.overwrite,
+        labels=args.labels or "auto",
+        labels_file=args.labels_file,
     )
     for name, split in meta["splits"].items():
         print(f"{name}: {split['num_images']} images ({len(split['unreadable'])} unreadable)")

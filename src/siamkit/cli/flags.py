@@ -75,6 +75,16 @@ STORAGE: tuple[Spec, ...] = (
     arg("--workers", type=NON_NEGATIVE_INT, help="DataLoader workers per process"),
 )
 
+#: How a folder's labels are read (``data.labels``, ``data.labels_file``).
+LABELS: tuple[Spec, ...] = (
+    arg(
+        "--labels",
+        choices=["auto", "folders", "file", "none"],
+        help="data.labels: class folders, a label file, or none (default auto)",
+    ),
+    arg("--labels-file", type=path, help="data.labels_file: lines of 'file name, class'"),
+)
+
 #: The training-run flags fine-tuning and distillation share with ``pretrain``.
 RUN: tuple[Spec, ...] = (
     LOGGERS,
@@ -145,6 +155,7 @@ def eval_data(data: str) -> tuple[Spec, ...]:
     return (
         arg("--data", type=path, help=f"{data} (default: the checkpoint's data)"),
         arg("--dataset", choices=DATASETS),
+        *LABELS,
         STRICT,
         JSON,
         *STORAGE,

@@ -27,6 +27,7 @@ from siamkit.cli.flags import (
     DEVICE,
     FEATURES,
     JSON,
+    LABELS,
     METHOD_NAMES,
     OVERWRITE_FILE,
     OVERWRITE_RUN,
@@ -275,12 +276,7 @@ COMMANDS: tuple[Command, ...] = (
                 args=(
                     arg("--data", type=path, help="image folder, shards, or CIFAR-10 folder"),
                     arg("--dataset", choices=DATASETS, help="default: folder with --data"),
-                    arg(
-                        "--labels",
-                        choices=["auto", "folders", "file", "none"],
-                        help="data.labels: how labels are read (default auto)",
-                    ),
-                    arg("--labels-file", type=path, help="data.labels_file: file name, class"),
+                    *LABELS,
                     *STORAGE,
                 ),
                 handler=commands.data_inspect,
@@ -394,7 +390,8 @@ COMMANDS: tuple[Command, ...] = (
         "pack",
         help="pack an image folder into litdata shards (data.storage: shards)",
         description="Write an image folder once as litdata shards: images keep their bytes "
-        "unless their shorter side exceeds --max-side, labels come from class folders. Train "
+        "unless their shorter side exceeds --max-side, labels read as pretrain reads them "
+        "(--labels, --labels-file). Train "
         "and evaluate from them with --data SHARDS (a local folder or an object-store URL).",
         args=(
             arg(
@@ -412,6 +409,7 @@ COMMANDS: tuple[Command, ...] = (
                 help="held-out share of a root/<class>/* folder, fixed at packing (0.2)",
             ),
             arg("--workers", type=COUNT, help="processes reading and encoding"),
+            *LABELS,
             STRICT,
             arg("--overwrite", action="store_true", help="replace an existing output"),
         ),

@@ -89,11 +89,11 @@ def load_splits(cfg: DataConfig, processes: int = 1, say: bool = True) -> Splits
         splits.lines = [
             _split_line(n, s) for n, s in (("train", splits.train), ("test", splits.test))
         ]
-    if cfg.require_labels:
-        _check_labelled(splits)
     if say and os.environ.get("LOCAL_RANK", "0") == "0":  # one process of a machine says it
         for line in splits.lines:
             print(f"siamkit: data {line}", file=sys.stderr)
+    if cfg.require_labels:
+        _check_labelled(splits)
     return splits
 
 
@@ -103,8 +103,8 @@ def _split_line(name: str, images: ImageData | None) -> str:
         return f"{name}: none (no held-out split: the kNN monitor and evaluations are skipped)"
     if images.labels is None:
         return (
-            f"{name}: {len(images)} images, no labels (class folders, data.labels_file=PATH or "
-            "data.labels=folders give them)"
+            f"{name}: {len(images)} images, no labels (class folders or data.labels_file=PATH "
+            "give them)"
         )
     classes = len(images.classes) if images.classes else int(images.labels.max()) + 1
     return f"{name}: {len(images)} images, {classes} classes (labels from the dataset)"
@@ -114,10 +114,11 @@ def _check_labelled(splits: Splits) -> None:
     """``data.require_labels``: both splits labelled, or a data error naming the fix."""
     for name, images in (("training", splits.train), ("held-out", splits.test)):
         if images is None or images.labels is None:
+            what = "there is no held-out split" if images is None else f"the {name} split has"
             raise DataError(
-                f"data.require_labels is set but the {name} split has no labels; lay the "
-                "images out in class folders, give data.labels_file=PATH, or unset "
-                "data.require_labels"
+                f"data.require_labels is set but {what}{' no labels' if images else ''}; lay "
+                "the images out in class folders (train/ + val/ or test/ for a held-out split), "
+                "give data.labels_file=PATH, or unset data.require_labels"
             )
 
 

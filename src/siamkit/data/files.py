@@ -134,7 +134,7 @@ class FileList:
             give = (
                 "a label column gives them"
                 if self.root.lower().endswith(MANIFEST_EXTENSIONS)
-                else "class folders, data.labels_file=PATH or data.labels=folders give them"
+                else "class folders or data.labels_file=PATH give them"
             )
             return f"{split}: {len(self)} images in {self.root}, no labels ({give})"
         other = (
@@ -212,7 +212,7 @@ def list_files(
     classes: list[str] | None = None,
     labels: str = "auto",
     labels_file: str | Path | None = None,
-    in_layout: bool = False,
+    search: tuple[Path, ...] | None = None,
 ) -> FileList:
     """Every image under ``root``, with its labels read as ``labels`` says.
 
@@ -220,10 +220,8 @@ def list_files(
         root: The folder (a split, or the whole data).
         classes: The training split's class names, so that labels agree across splits.
         labels: ``auto``, ``folders``, ``file`` or ``none`` (see the module docstring).
-        labels_file: A label file given by the user; it labels this split if it names its
-            images.
-        in_layout: ``root`` is a split of a ``train/`` + ``val/`` (or ``test/``) layout, where
-            class folders are the rule even with one class.
+        labels_file: A label file given by the user, for this split.
+        search: Folders where a well-known label file is looked for (default: ``root``).
 
     Raises:
         DataError: Missing or empty folder, classes the training split lacks, images in no
@@ -239,7 +237,8 @@ def list_files(
     paths = PathStore([str(root / r) for r in rel])
     if labels == "none":
         return FileList(str(root), paths)
-    by_file = _file_labels(root, rel, labels_file) if labels in ("auto", "file") else None
+    places = (root,) if search is None else search
+    by_file = _file_labels(root, rel, labels_file, places) if labels in ("auto", "file") else None
     if by_file is not None:
         names, source = by_file
         return _labelled(root, paths, names, classes, f"label file {source}")
@@ -249,18 +248,19 @@ def list_files(
             "data.labels_file=PATH (lines of 'file name, class'), or data.labels=auto"
         )
     firsts = [r.split("/", 1)[0] if "/" in r else None for r in rel]
-    return _folder_labels(root, paths, firsts, classes, labels, in_layout)
+    return _folder_labels(root, paths, firsts, classes, labels)
 
 
 def _file_labels(
-    root: Path, rel: list[str], labels_file: str | Path | None
+    root: Path, rel: list[str], labels_file: str | Path | None, search: tuple[Path, ...]
 ) -> tuple[list[str], Path] | None:
     """The classes a label file gives ``root``'s images, with the file.
 
     The file given is tried first, then a well-known one found beside the images; ``None``
     where no file names them.
     """
-    for path in (Path(labels_file) if labels_file else None, find_label_file(root)):
+    found = (find_label_file(place) for place in search)
+    for path in (Path(labels_file) if labels_file else None, *found):
         if path is None:
             continue
         if not path.is_file():
@@ -277,7 +277,6 @@ def _folder_labels(
     firsts: list[str | None],
     classes: list[str] | None,
     labels: str,
-    in_layout: bool,
 ) -> FileList:
     """Labels from first-level class folders, or none where ``auto`` finds no such layout."""
     loose = sum(f is None for f in firsts)
@@ -296,8 +295,18 @@ def _folder_labels(
                 stacklevel=3,
             )
         return FileList(str(root), paths)
-    if labels == "auto" and not in_layout and len(found) < 2:
-        return FileList(str(root), paths)  # one folder of photos is no classification
+    if labels == "auto" and classes is None and len(found) < 2:
+        return FileList(str(root), paths)  # one folder of photos (or a wrapper) is no class
+    if labels == "auto" and classes is not None and not set(found) & set(classes):
+        # A held-out folder whose folders are none of the training classes (test/images/):
+        # not labelled, and said so, where an error would stop a run that needs no labels.
+        warnings.warn(
+            f"{root} holds its images in folders {found[:3]} that are none of the training "
+            "classes: it is read as unlabelled, so its evaluations are skipped; give its "
+            "labels with data.labels_file=PATH (lines of 'file name, class')",
+            stacklevel=3,
+        )
+        return FileList(str(root), paths)
     names = [f for f in firsts if f is not None]
     return _labelled(root, paths, names, classes, "class folders")
 
@@ -359,11 +368,14 @@ def folder_splits(
     check_folder(root)
     layout = split_folders(root)
     if layout is not None:
-        train = list_files(layout[0], None, labels, labels_file, in_layout=True)
+        # A label file is the held-out split's (ImageNet's and Tiny ImageNet's val/): the one
+        # given, or a well-known one in val/ or beside it; the training split has its folders.
+        train = list_files(layout[0], None, labels, None, search=())
         held_out = layout[1]
         test = None
         if held_out is not None:
-            test = list_files(held_out, train.classes, labels, labels_file, in_layout=True)
+            places = (held_out, root)
+            test = list_files(held_out, train.classes, labels, labels_file, places)
         return train, test
     full = list_files(root, None, labels, labels_file)
     if full.labels is None:

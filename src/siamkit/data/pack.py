@@ -71,6 +71,8 @@ def pack(
     num_workers: int = 1,
     strict: bool = False,
     overwrite: bool = False,
+    labels: str = "auto",
+    labels_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Pack an image folder into litdata shards (see the module docstring).
 
@@ -84,6 +86,8 @@ def pack(
         num_workers: Processes that read and encode.
         strict: Fail on an unreadable image instead of packing it as a counted placeholder.
         overwrite: Replace an existing output folder.
+        labels: How labels are read (``data.labels``: auto, folders, file or none).
+        labels_file: A label file for the held-out folder (``data.labels_file``).
 
     Returns:
         The metadata written to ``SHARDS/siamkit-shards.json``.
@@ -102,7 +106,7 @@ def pack(
     check_apart(out, "--output", {"--data": Path(data)})
     check_folder_writable(out, "shards output")
     _check_replaceable(out, overwrite)
-    train, test = data_splits(Path(data), test_fraction)
+    train, test = data_splits(Path(data), test_fraction, labels, labels_file)
     for split, files in (("train", train), ("test", test)):
         if files is not None:
             print(f"siamkit: data {files.describe(split)}", file=sys.stderr)

@@ -67,6 +67,10 @@ def survey(cfg: DataConfig) -> Survey:
     is_folder = root is not None and (
         is_manifest(root) or (root.is_dir() and not (root / "siamkit-shards.json").exists())
     )
+    if cfg.dataset == "cifar10" and root is not None and not is_manifest(root):
+        is_folder = is_folder and (root / "train").is_dir()  # else torchvision's files
+    if is_folder and cfg.storage == "shards":
+        is_folder = False  # a run refuses a folder as shards: so does the survey, by loading
     if cfg.dataset == "digits" or not is_folder or root is None:
         splits = load_splits(cfg, say=False)
         return Survey(list(splits.lines), storage=splits.note)

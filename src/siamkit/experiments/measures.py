@@ -150,7 +150,7 @@ def _finetune(measure: Measure, run: Path, root: Path, epochs: int | None) -> fl
     from siamkit.supervised.finetune import FinetuneConfig, finetune
 
     config = read_checkpoint(run).config
-    splits = load_splits(config.data)
+    splits = load_splits(config.data, say=False)  # the run's data, said when it trained
     cfg = FinetuneConfig(
         epochs=epochs,
         label_fraction=measure.label_fraction,

@@ -244,6 +244,16 @@ def _check_same_measures(
         )
 
 
+#: Keys added to the config after runs were recorded, with the value that reproduces what those
+#: runs did: a saved config without one of them matches a config holding that value. The label
+#: rules read the digits and CIFAR-10 folders of the catalogue as before.
+_ADDED_SINCE: dict[str, object] = {
+    "data.labels": "auto",
+    "data.labels_file": None,
+    "data.require_labels": False,
+}
+
+
 def _check_same_config(cell: Cell, folder: Path, config: RunConfig) -> None:
     """Refuse to continue a cell that was run with another config than it has now.
 
@@ -263,8 +273,9 @@ def _check_same_config(cell: Cell, folder: Path, config: RunConfig) -> None:
         for section, keys in now.items()
         for key, value in keys.items()
         if key not in ("output_dir", "progress_bar")
-        # A key the saved config lacks was added since: its default may change what runs.
-        and saved.get(section, {}).get(key, _ABSENT) != value
+        # A key the saved config lacks was added since: its default may change what runs,
+        # unless it is one whose default reads the earlier runs' data as they read it.
+        and saved.get(section, {}).get(key, _ADDED_SINCE.get(f"{section}.{key}", _ABSENT)) != value
     ]
     if differ:
         raise ConfigError(

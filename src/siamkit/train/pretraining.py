@@ -354,9 +354,17 @@ def _knn_monitor(
     if not cfg.train.knn_every:
         return None
     if train.labels is None or test is None or test.labels is None:
-        which = "training" if train.labels is None else "held-out"
+        which = (
+            "the training images have no labels"
+            if train.labels is None
+            else (
+                "the data has no held-out split"
+                if test is None
+                else "the held-out images have no labels"
+            )
+        )
         warnings.warn(
-            f"the {which} images have no labels, so the kNN evaluation (per epoch and final) "
+            f"{which}, so the kNN evaluation (per epoch and final) "
             "is skipped; label them (class folders, data.labels_file=PATH), or set "
             "data.require_labels=true to make this an error (train.knn_every=0 silences it)",
             stacklevel=3,
