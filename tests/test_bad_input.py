@@ -109,7 +109,10 @@ def _mkdir(name: str, *files: tuple[str, bytes]) -> Callable[[Path], None]:
 
 
 def _unknown_test_class(tmp: Path) -> None:
+    # One training class and one that training lacks: no consistent labels (a held-out folder
+    # of no training class at all is read unlabelled, with a warning).
     _images(tmp / "tt" / "train", 4, classes=2)
+    _images(tmp / "tt" / "test" / "c0", 1)
     _images(tmp / "tt" / "test" / "wasp", 1)
 
 
