@@ -87,7 +87,7 @@ def load_splits(cfg: DataConfig, processes: int = 1, say: bool = True) -> Splits
     assert isinstance(splits, Splits)
     if not splits.lines:
         splits.lines = [
-            _split_line(n, s) for n, s in (("train", splits.train), ("test", splits.test))
+            split_line(n, s) for n, s in (("train", splits.train), ("test", splits.test))
         ]
     if say and os.environ.get("LOCAL_RANK", "0") == "0":  # one process of a machine says it
         for line in splits.lines:
@@ -97,7 +97,7 @@ def load_splits(cfg: DataConfig, processes: int = 1, say: bool = True) -> Splits
     return splits
 
 
-def _split_line(name: str, images: ImageData | None) -> str:
+def split_line(name: str, images: ImageData | None) -> str:
     """``train: 1438 images, 10 classes (labels: ...)`` for a split of any source."""
     if images is None:
         return f"{name}: none (no held-out split: the kNN monitor and evaluations are skipped)"
@@ -275,7 +275,7 @@ def load_folder_splits(root: Path, cfg: DataConfig, workers: int = 1) -> Splits:
     train, test = data_splits(root, cfg.test_fraction, cfg.labels, cfg.labels_file)
     files = [f for f in (train, test) if f is not None]
     lines = [train.describe("train")]
-    lines.append(test.describe("test") if test is not None else _split_line("test", None))
+    lines.append(test.describe("test") if test is not None else split_line("test", None))
     # CIFAR-10 is 32 x 32 by definition; other folders follow their images.
     shape = folder_shape(train, cfg.decode_size or (32 if cfg.dataset == "cifar10" else None))
     if 0 < shape.smallest < MIN_SIDE:

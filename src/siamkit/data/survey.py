@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from siamkit.config import DataConfig
-from siamkit.data.datasets import choose_storage, load_splits
+from siamkit.data.datasets import choose_storage, load_splits, split_line
 from siamkit.data.decode import DECODE_ERRORS, open_image
 from siamkit.data.files import FileList
 from siamkit.data.manifests import data_splits, is_manifest
@@ -78,7 +78,7 @@ def survey(cfg: DataConfig) -> Survey:
     files = [f for f in (train, test) if f is not None]
     lines = [f.describe(name) for name, f in zip(("train", "test"), files, strict=False)]
     if test is None:
-        lines.append("test: none (no held-out split: the kNN monitor and evaluations are skipped)")
+        lines.append(split_line("test", None))
     sizes, unreadable = _header_sizes(files)
     shape = folder_shape(train, cfg.decode_size or (32 if cfg.dataset == "cifar10" else None))
     storage, why = choose_storage(cfg, files, shape)
